@@ -1,0 +1,51 @@
+# Two commands do all the set-up (see README): `make demo` and `make test`.
+# Both are idempotent: a second run only re-installs when pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU build of torch. On this project's machines pip finds the 2.13.0 CPU
+# wheel on local disk; elsewhere, point TORCH_INDEX at PyTorch's CPU wheel index
+# so pip does not pull a multi-GB CUDA build onto a CPU-only machine.
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?=
+PROMPT      ?= The capital of France is
+APT_PACKAGES := libcairo2-dev libpango1.0-dev pkg-config
+
+.PHONY: demo test system venv clean
+
+demo: $(VENV)/.installed
+	mkdir -p renders
+	$(VENV)/bin/mechviz trace "$(PROMPT)" -o renders/trace.json
+	$(VENV)/bin/mechviz inspect renders/trace.json
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+# Manim builds against cairo and pango; install them from the system when missing.
+system:
+	@if ! pkg-config --exists cairo pangocairo 2>/dev/null; then \
+	  echo "Installing Manim's system libraries: $(APT_PACKAGES)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch: | $(VENV)/bin/python
+	$(PIP) install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch | system
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+clean:
+	rm -rf $(VENV) renders/*.json

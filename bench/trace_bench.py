@@ -1,0 +1,81 @@
+"""Time the trace of the default model and prompt, stage by stage, in one run.
+
+Usage: python bench/trace_bench.py [--repeat 5] [--prompt TEXT]
+Prints model load (from cache), a bare forward pass, the trace's compute with the
+model loaded, the JSON write, their ratio, and `mechviz trace` end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mechviz.io import save_trace
+from mechviz.models import load_model
+from mechviz.tracing import TraceOptions, tokenize, trace_prompt
+
+
+def best(fn, repeat: int) -> float:  # noqa: ANN001
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times), statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prompt", default="The capital of France is")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    load_model(progress=True)  # make sure the cache is warm
+    start = time.perf_counter()
+    loaded = load_model()
+    load_s = time.perf_counter() - start
+
+    ids = tokenize(loaded, args.prompt, 64)[None]
+
+    def bare() -> None:
+        with torch.no_grad():
+            loaded.model(ids, use_cache=False)
+
+    bare()  # warm-up
+    trace = trace_prompt(loaded, args.prompt, TraceOptions())
+    bare_s = best(bare, args.repeat)
+    trace_s = best(lambda: trace_prompt(loaded, args.prompt, TraceOptions()), args.repeat)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "trace.json"
+        write_s = best(lambda: save_trace(trace, out), args.repeat)
+        size = out.stat().st_size
+        from mechviz.io import load_trace
+
+        read_s = best(lambda: load_trace(out), args.repeat)
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "mechviz", "trace", args.prompt, "-o", str(out)],
+            check=True, capture_output=True,
+        )
+        e2e_s = time.perf_counter() - start
+
+    print(f"prompt: {args.prompt!r} ({ids.shape[1]} tokens), torch threads: {torch.get_num_threads()}")
+    print(f"{'stage':<34}{'best s':>9}{'median s':>10}")
+    print(f"{'model load from cache':<34}{load_s:>9.3f}{'':>10}")
+    for name, (b, m) in [("bare forward pass", bare_s), ("trace compute (model loaded)", trace_s),
+                         ("JSON write", write_s), ("JSON load + validate", read_s)]:
+        print(f"{name:<34}{b:>9.3f}{m:>10.3f}")
+    print(f"{'mechviz trace, end to end':<34}{e2e_s:>9.3f}")
+    print(f"ratio trace / bare forward (best): {trace_s[0] / bare_s[0]:.2f}x")
+    print(f"trace size: {size / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    main()

