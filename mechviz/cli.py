@@ -96,6 +96,67 @@ def trace(prompt: str, output: Path, **kwargs: object) -> None:
 
 
 @main.command()
+@click.argument("name")
+@click.option("--trace", "trace_file", type=click.Path(path_type=Path), default=None,
+              help="Trace to draw [default: the example trace of the default model].")
+@click.option("--prompt", default=None, help="Trace this prompt first (with --model) and draw it.")
+@click.option("--quality", "-q", default="low", show_default=True,
+              type=click.Choice(["low", "medium", "high", "4k"]))
+@click.option("--format", "fmt", default="gif", show_default=True,
+              type=click.Choice(["gif", "mp4", "png"]), help="png saves the last frame.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write [default: renders/<trace-stem>/<Scene>.<ext>].")
+@click.option("--layer", type=int, default=None, help="Attention: the layer to show.")
+@click.option("--head", type=int, default=None, help="Attention: the head to show.")
+@model_options
+def scene(name: str, trace_file: Path | None, prompt: str | None, quality: str, fmt: str,
+          output: Path | None, layer: int | None, head: int | None, **kwargs: object) -> None:
+    """Render scene NAME from a trace (see `mechviz scenes`)."""
+    from mechviz.io import load_trace, save_trace
+    from mechviz.render import render_scene, scene_class
+    from mechviz.visual.settings import SceneSettings, example_trace
+
+    scene_class(name)  # an unknown name fails before any slow work
+    if trace_file is not None and prompt is not None:
+        raise MechvizError("Give either --trace or --prompt, not both.")
+    if prompt is not None:
+        trace_file = Path("renders") / f"{_slug(prompt)}.json"
+        trace_file.parent.mkdir(exist_ok=True)
+        save_trace(make_trace(prompt, **kwargs), trace_file)  # type: ignore[arg-type]
+    trace_file = trace_file or example_trace()
+    trace = load_trace(trace_file)
+    _check_layer_head(trace, layer, head)
+    start = time.perf_counter()
+    settings = SceneSettings(trace=trace_file, layer=layer, head=head)
+    path = render_scene(name, settings, quality, fmt, output)
+    err.print(f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB, "
+              f"{time.perf_counter() - start:.1f} s).", highlight=False)
+
+
+@main.command(name="scenes")
+def list_scenes() -> None:
+    """List the scenes, one line each."""
+    from mechviz.scenes import SCENES
+
+    width = max(map(len, SCENES))
+    for name, (_, line) in SCENES.items():
+        click.echo(f"{name:<{width}}  {line}")
+
+
+def _slug(text: str) -> str:
+    words = "".join(c if c.isalnum() else " " for c in text.lower()).split()
+    return "_".join(words)[:48] or "trace"
+
+
+def _check_layer_head(trace: object, layer: int | None, head: int | None) -> None:
+    L, H = trace.model.n_layers, trace.model.n_heads  # type: ignore[attr-defined]
+    if layer is not None and not 0 <= layer < L:
+        raise MechvizError(f"--layer {layer} is out of range; this model has layers 0 to {L - 1}.")
+    if head is not None and not 0 <= head < H:
+        raise MechvizError(f"--head {head} is out of range; this model has heads 0 to {H - 1}.")
+
+
+@main.command()
 @click.argument("trace_file", type=click.Path(path_type=Path))
 def inspect(trace_file: Path) -> None:
     """Print the logit lens of a trace as a layer-by-position table."""

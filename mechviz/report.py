@@ -7,11 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mechviz.schema import Trace
-
-
-def shown(text: str) -> str:
-    """Token text made visible in a table: spaces as ``·``, newlines as ``⏎``."""
-    return text.replace(" ", "·").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+from mechviz.tokens import shown
 
 
 def lens_table(trace: Trace) -> Table:

@@ -8,6 +8,11 @@ from typing import Any
 REPLACEMENT = "\ufffd"
 
 
+def shown(text: str) -> str:
+    """Token text made visible on screen: spaces as ``·``, newlines as ``⏎``."""
+    return text.replace(" ", "·").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+
+
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
     """Inverse of GPT-2's ``bytes_to_unicode`` table (``Ġ`` -> space, ...)."""

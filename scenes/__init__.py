@@ -1,0 +1,16 @@
+"""mechviz's Manim scenes; each reads a trace and animates one idea.
+
+Installed as ``mechviz.scenes``; ``manim -ql scenes/residual_flow.py ResidualFlow``
+works from a checkout too.
+"""
+
+from __future__ import annotations
+
+# name -> (module, one line for `mechviz scenes`); modules import manim, so
+# they are imported only when a scene is rendered.
+SCENES: dict[str, tuple[str, str]] = {
+    "Embedding": ("embedding", "Tokens become ids, ids pick rows of W_E, rows become vectors."),
+    "ResidualFlow": ("residual_flow", "The residual stream rises; the logit lens reads it."),
+    "Attention": ("attention", "One head's query-by-key pattern, as a grid and as arcs."),
+    "Unembedding": ("unembedding", "Final norm and W_U turn the last vector into next-token odds."),
+}

@@ -1,0 +1,441 @@
+"""Tracing invariants on tiny random models of every supported family (no download).
+
+Every reference value here is computed independently of mechviz: the final
+norm from its formula and the config's epsilon, the unembedding from the
+model's own attribute names, attention and MLP outputs from our own hooks.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import (
+    FAMILIES, GEMMA_NORM, HEADS, HIDDEN, INTERMEDIATE, LAYER_NORM, LAYERS, TIED,
+    TINY_PROMPT, VOCAB, CharTokenizer, build_tiny_model, make_tiny,
+)
+
+from mechviz.adapter import FAMILIES as ADAPTER_FAMILIES
+from mechviz.adapter import Adapter
+from mechviz.errors import MechvizError
+from mechviz.models import wrap_model
+from mechviz.tracing import (
+    TraceOptions, boundary_labels, build_trace, lens_statistics, record, tokenize,
+    trace_prompt,
+)
+
+PROB_ATOL = 1e-5
+
+# --- independent knowledge of each architecture --------------------------------
+
+
+def _layers(family: str, model: torch.nn.Module) -> list[torch.nn.Module]:
+    if family == "gpt2":
+        return list(model.transformer.h)
+    if family == "gpt_neox":
+        return list(model.gpt_neox.layers)
+    return list(model.model.layers)
+
+
+def _final_norm(family: str, model: torch.nn.Module) -> torch.nn.Module:
+    return {
+        "gpt2": lambda: model.transformer.ln_f,
+        "gpt_neox": lambda: model.gpt_neox.final_layer_norm,
+        "phi": lambda: model.model.final_layernorm,
+    }.get(family, lambda: model.model.norm)()
+
+
+def _unembed(family: str, model: torch.nn.Module) -> torch.nn.Linear:
+    # transformers 5 calls every family's unembedding `lm_head` (GPT-NeoX's old
+    # `embed_out` is renamed when a checkpoint is loaded).
+    return model.lm_head
+
+
+def _eps(family: str, config) -> float:  # noqa: ANN001
+    if family == "gpt2":
+        return config.layer_norm_epsilon
+    if family in ("gpt_neox", "phi"):
+        return config.layer_norm_eps
+    return config.rms_norm_eps
+
+
+def _attn_out_module(family: str, layer: torch.nn.Module) -> torch.nn.Module:
+    """The module whose output is exactly what attention adds to the stream."""
+    if family in ("gemma2", "gemma3_text"):
+        return layer.post_attention_layernorm  # Gemma 2/3 normalise attn_out first
+    if family == "gpt2":
+        return layer.attn
+    if family == "gpt_neox":
+        return layer.attention
+    return layer.self_attn
+
+
+def _mlp_out_module(family: str, layer: torch.nn.Module) -> torch.nn.Module:
+    if family in ("gemma2", "gemma3_text"):
+        return layer.post_feedforward_layernorm
+    return layer.mlp
+
+
+def reference_logits(
+    tiny, x: torch.Tensor, stats_from: torch.Tensor | None = None  # noqa: ANN001
+) -> torch.Tensor:
+    """Logit lens from the formulas, in float64.
+
+    The norm's statistics come from ``stats_from`` (default: ``x`` itself); passing
+    another boundary gives the wrong lens that reuses that boundary's scale.
+    """
+    family, model = tiny.family, tiny.loaded.model
+    eps = _eps(family, model.config)
+    norm = _final_norm(family, model)
+    x = x.double()
+    s = x if stats_from is None else stats_from.double()
+    w = norm.weight.detach().double()
+    if family in LAYER_NORM:
+        mu = s.mean(-1, keepdim=True)
+        inv = torch.rsqrt(s.var(-1, unbiased=False, keepdim=True) + eps)
+        y = (x - mu) * inv * w + norm.bias.detach().double()
+    else:
+        inv = torch.rsqrt(s.pow(2).mean(-1, keepdim=True) + eps)
+        y = x * inv * ((1.0 + w) if family in GEMMA_NORM else w)
+    unembed = _unembed(family, model)
+    logits = y @ unembed.weight.detach().double().T
+    if unembed.bias is not None:
+        logits = logits + unembed.bias.detach().double()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def max_prob_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.double().softmax(-1) - b.double().softmax(-1)).abs().max().item()
+
+
+@torch.no_grad()
+def own_hooks(tiny) -> dict[str, list[torch.Tensor]]:  # noqa: ANN001
+    """Attention and MLP outputs of every layer, from hooks we place ourselves."""
+    family, model = tiny.family, tiny.loaded.model
+    got: dict[str, list[torch.Tensor]] = {"attn": [], "mlp": []}
+
+    def keep(kind: str):  # noqa: ANN202
+        def hook(module, args, output):  # noqa: ANN001, ANN202
+            out = output[0] if isinstance(output, tuple) else output
+            got[kind].append(out[0].detach().clone())
+        return hook
+
+    handles = []
+    for layer in _layers(family, model):
+        handles.append(_attn_out_module(family, layer).register_forward_hook(keep("attn")))
+        handles.append(_mlp_out_module(family, layer).register_forward_hook(keep("mlp")))
+    try:
+        logits = model(tiny.ids[None], use_cache=False).logits[0]
+    finally:
+        for h in handles:
+            h.remove()
+    got["logits"] = [logits]
+    return got
+
+
+# --- the logit lens ---------------------------------------------------------------
+
+
+def test_lens_at_last_boundary_is_the_model_output(tiny) -> None:  # noqa: ANN001
+    adapter, model = tiny.loaded.adapter, tiny.loaded.model
+    with torch.no_grad():
+        lens = adapter.logit_lens(tiny.rec.boundaries()[-1])
+        independent = model(tiny.ids[None], use_cache=False).logits[0]
+    # The distributions are peaked, so a wrong lens could not hide below 1e-5.
+    assert independent.softmax(-1).max(-1).values.max() > 0.05
+    assert max_prob_diff(lens, tiny.rec.logits) <= PROB_ATOL
+    assert max_prob_diff(lens, independent) <= PROB_ATOL
+    assert max_prob_diff(tiny.rec.logits, independent) <= PROB_ATOL
+
+
+def test_trace_lens_last_row_matches_output(tiny) -> None:  # noqa: ANN001
+    trace = tiny.trace
+    lens, out = trace.lens, trace.output
+    assert (lens.top_ids[-1] == out.top_ids).all()
+    assert abs(lens.top_probs[-1] - out.top_probs).max() <= PROB_ATOL
+    assert abs(lens.kl_to_final[-1]).max() <= PROB_ATOL
+    assert abs(lens.entropy[-1] - out.entropy).max() <= 1e-4
+    assert (lens.final_token_rank[-1] == 0).all()
+    assert abs(lens.final_token_prob[-1] - out.top_probs[:, 0]).max() <= PROB_ATOL
+
+
+def test_final_norm_is_recomputed_for_every_boundary(tiny) -> None:  # noqa: ANN001
+    adapter = tiny.loaded.adapter
+    resid = tiny.rec.boundaries()  # [B, P, D]
+    with torch.no_grad():
+        for b in range(resid.shape[0]):
+            lens = adapter.logit_lens(resid[b])
+            assert max_prob_diff(lens, reference_logits(tiny, resid[b])) <= PROB_ATOL, b
+        # A middle boundary read with the last boundary's norm statistics is a
+        # different distribution; the lens must not be that one.
+        mid = resid.shape[0] // 2
+        stale = reference_logits(tiny, resid[mid], stats_from=resid[-1])
+        right = reference_logits(tiny, resid[mid])
+        lens = adapter.logit_lens(resid[mid])
+    assert max_prob_diff(stale, right) > 1e-2
+    assert max_prob_diff(lens, right) <= PROB_ATOL
+    assert max_prob_diff(lens, stale) > 1e-2
+
+
+def test_lens_statistics_match_reference(tiny) -> None:  # noqa: ANN001
+    trace, rec = tiny.trace, tiny.rec
+    resid = rec.boundaries()[0::2]  # the lens boundaries: embed, then each resid_post
+    final = reference_logits(tiny, resid[-1])
+    final_logp = final.log_softmax(-1)
+    target = tiny.rec.logits.argmax(-1)
+    assert trace.lens.labels == boundary_labels(LAYERS)[0::2]
+    for y in range(resid.shape[0]):
+        logp = reference_logits(tiny, resid[y]).log_softmax(-1)  # [P, V]
+        p = logp.exp()
+        top_ids = torch.as_tensor(trace.lens.top_ids[y])
+        # probabilities at the ids the trace chose (robust to exact ties)
+        assert torch.allclose(p.gather(-1, top_ids), torch.as_tensor(trace.lens.top_probs[y]).double(),
+                              atol=PROB_ATOL, rtol=0)
+        kth = p.topk(top_ids.shape[-1], dim=-1).values
+        assert torch.allclose(kth, torch.as_tensor(trace.lens.top_probs[y]).double(), atol=PROB_ATOL, rtol=0)
+        entropy = -(p * logp).sum(-1)
+        assert torch.allclose(torch.as_tensor(trace.lens.entropy[y]).double(), entropy, atol=1e-4, rtol=1e-5)
+        kl = (final_logp.exp() * (final_logp - logp)).sum(-1)
+        assert torch.allclose(torch.as_tensor(trace.lens.kl_to_final[y]).double(), kl, atol=1e-4, rtol=1e-4)
+        p_target = p.gather(-1, target[:, None])[:, 0]
+        assert torch.allclose(torch.as_tensor(trace.lens.final_token_prob[y]).double(), p_target,
+                              atol=PROB_ATOL, rtol=0)
+        rank = torch.as_tensor(trace.lens.final_token_rank[y])
+        lo = (p > p_target[:, None] + 1e-7).sum(-1)
+        hi = (p > p_target[:, None] - 1e-7).sum(-1)
+        assert ((lo <= rank) & (rank <= hi)).all(), y
+
+
+def test_lens_statistics_do_not_depend_on_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mechviz.tracing as tracing
+
+    tiny = make_tiny("qwen2")
+    resid = tiny.rec.boundaries()[0::2]
+    whole = lens_statistics(tiny.loaded.adapter, resid, tiny.rec.logits, 7)
+    monkeypatch.setattr(tracing, "LENS_CHUNK", 1)  # one boundary per chunk
+    parts = lens_statistics(tiny.loaded.adapter, resid, tiny.rec.logits, 7)
+    assert whole.keys() == parts.keys()
+    for key in whole:
+        assert whole[key].shape == parts[key].shape, key
+        assert torch.allclose(whole[key].double(), parts[key].double(), atol=1e-6), key
+
+
+def test_gemma2_output_softcap_is_applied_by_the_lens() -> None:
+    tiny = make_tiny("gemma2")
+    adapter, model = tiny.loaded.adapter, tiny.loaded.model
+    assert adapter.final_logit_softcap == 30.0
+    assert tiny.trace.model.final_logit_softcap == 30.0
+    last = tiny.rec.boundaries()[-1]
+    with torch.no_grad():
+        uncapped = adapter.unembed(adapter.final_norm(last))
+        model_logits = model(tiny.ids[None], use_cache=False).logits[0]
+    assert model_logits.abs().max() < 30.0
+    assert uncapped.abs().max() > 5.0  # large enough for the cap to matter
+    assert max_prob_diff(uncapped, model_logits) > 1e-3  # so skipping the cap is visible
+    assert max_prob_diff(adapter.logit_lens(last), model_logits) <= PROB_ATOL
+
+
+def test_softcap_recorded_only_where_the_model_has_one(tiny) -> None:  # noqa: ANN001
+    expected = 30.0 if tiny.family == "gemma2" else None
+    assert tiny.trace.model.final_logit_softcap == expected
+
+
+# --- embeddings ---------------------------------------------------------------------
+
+
+def test_embed_boundary_is_the_models_own_embedding(tiny) -> None:  # noqa: ANN001
+    family, model, ids = tiny.family, tiny.loaded.model, tiny.ids
+    embed = tiny.rec.boundaries()[0]
+    with torch.no_grad():
+        if family == "gpt2":
+            expected = F.embedding(ids, model.transformer.wte.weight) + \
+                model.transformer.wpe.weight[: len(ids)]
+        elif family == "gpt_neox":
+            expected = F.embedding(ids, model.gpt_neox.embed_in.weight)
+        else:
+            expected = F.embedding(ids, model.model.embed_tokens.weight)
+            if family in GEMMA_NORM:
+                unscaled = expected
+                expected = expected * math.sqrt(HIDDEN)
+                assert not torch.allclose(embed, unscaled, atol=1e-3)
+    assert torch.allclose(embed, expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["gemma", "gemma2", "gemma3_text"])
+def test_gemma_embed_boundary_includes_sqrt_d_scaling(family: str) -> None:
+    tiny = make_tiny(family)
+    W = tiny.loaded.model.model.embed_tokens.weight.detach()
+    expected = W[tiny.ids] * math.sqrt(tiny.loaded.model.config.hidden_size)
+    embed = tiny.rec.boundaries()[0]
+    assert torch.allclose(embed, expected, atol=1e-6, rtol=1e-6)
+    ratio = embed.norm(dim=-1) / W[tiny.ids].norm(dim=-1)
+    assert torch.allclose(ratio, torch.full_like(ratio, 8.0), rtol=1e-5)
+    # the trace's resid norm at `embed` is the scaled one
+    assert abs(tiny.trace.resid.norm[0] - embed.norm(dim=-1).numpy()).max() < 1e-4
+
+
+def test_tied_embeddings_and_embed_lens(tiny) -> None:  # noqa: ANN001
+    adapter, trace = tiny.loaded.adapter, tiny.trace
+    tied = tiny.family in TIED
+    assert adapter.tied_embeddings is tied
+    assert trace.model.tied_embeddings is tied
+    if tied:
+        # W_U = W_E: read at `embed`, the stream points at the token it came from
+        assert trace.lens.top_ids[0, :, 0].tolist() == tiny.ids.tolist()
+
+
+# --- attention ----------------------------------------------------------------------
+
+
+def test_attention_pattern_is_causal_and_normalised(tiny) -> None:  # noqa: ANN001
+    pattern = torch.as_tensor(tiny.trace.attention.pattern)
+    P = len(tiny.ids)
+    assert pattern.shape == (LAYERS, HEADS, P, P)
+    assert torch.allclose(pattern.sum(-1), torch.ones(LAYERS, HEADS, P), atol=1e-5, rtol=0)
+    above = torch.triu(torch.ones(P, P, dtype=torch.bool), diagonal=1)
+    assert (pattern[..., above] == 0).all()
+    assert (pattern >= 0).all()
+    assert torch.equal(pattern, torch.stack(tiny.rec.attentions))
+
+
+# --- residual bookkeeping -------------------------------------------------------------
+
+
+def test_resid_bookkeeping(tiny) -> None:  # noqa: ANN001
+    rec, trace = tiny.rec, tiny.trace
+    own = own_hooks(tiny)
+    P = len(tiny.ids)
+    assert len(rec.resid_pre) == len(rec.resid_post) == len(rec.mlp_out) == LAYERS
+    for layer in range(LAYERS - 1):
+        assert torch.equal(rec.resid_post[layer], rec.resid_pre[layer + 1]), layer
+    resid = rec.boundaries()
+    assert resid.shape == (2 * LAYERS + 1, P, HIDDEN)
+    assert torch.equal(resid[0], rec.resid_pre[0])
+    for layer in range(LAYERS):
+        pre, post = rec.resid_pre[layer], rec.resid_post[layer]
+        attn, mlp = own["attn"][layer], own["mlp"][layer]
+        tol = dict(atol=1e-5 * max(1.0, post.abs().max().item()), rtol=1e-5)
+        assert torch.allclose(rec.mlp_out[layer], mlp, **tol), layer
+        assert torch.equal(resid[2 * layer + 2], post)
+        # resid_mid = resid_pre + attn_out (also for parallel attention + MLP)
+        assert torch.allclose(resid[2 * layer + 1], pre + attn, **tol), layer
+        assert torch.allclose(post, pre + attn + mlp, **tol), layer
+        assert rec.mlp_act[layer].shape == (P, INTERMEDIATE)
+    # the model's own logits come out of the last resid_post
+    assert max_prob_diff(own["logits"][0], rec.logits) <= PROB_ATOL
+
+    # the trace's reductions of the same tensors
+    assert trace.resid.labels == boundary_labels(LAYERS)
+    assert abs(trace.resid.norm - resid.norm(dim=-1).numpy()).max() <= 1e-4 * resid.norm(dim=-1).max().item()
+    assert torch.allclose(torch.as_tensor(trace.resid.full), resid)
+    assert torch.allclose(torch.as_tensor(trace.resid.sample), resid[..., :16])
+    attn_norm = torch.stack(own["attn"]).norm(dim=-1)
+    mlp_norm = torch.stack(own["mlp"]).norm(dim=-1)
+    scale = max(attn_norm.max().item(), mlp_norm.max().item())
+    assert torch.allclose(torch.as_tensor(trace.blocks.attn_out_norm), attn_norm, atol=1e-4 * scale, rtol=1e-4)
+    assert torch.allclose(torch.as_tensor(trace.blocks.mlp_out_norm), mlp_norm, atol=1e-4 * scale, rtol=1e-4)
+
+
+def test_mlp_top_neurons_are_the_largest(tiny) -> None:  # noqa: ANN001
+    mlp = tiny.trace.mlp
+    for layer in range(LAYERS):
+        act = tiny.rec.mlp_act[layer]  # [P, d_mlp]
+        peak = act.abs().amax(0)
+        top = torch.as_tensor(mlp.top_neurons[layer])
+        assert torch.allclose(peak[top], peak.topk(len(top)).values)
+        assert torch.allclose(torch.as_tensor(mlp.top_values[layer]), act[:, top].T)
+
+
+# --- tokens and provenance ----------------------------------------------------------
+
+
+def test_tokens_vocab_and_model_info(tiny) -> None:  # noqa: ANN001
+    trace = tiny.trace
+    assert trace.tokens.ids.tolist() == tiny.ids.tolist()
+    assert trace.tokens.text == ["<bos>", *TINY_PROMPT]
+    assert trace.tokens.offsets.tolist() == [[0, 0]] + [[i, i + 1] for i in range(len(TINY_PROMPT))]
+    assert trace.prompt == TINY_PROMPT
+    for token_id in {*trace.tokens.ids.ravel(), *trace.lens.top_ids.ravel(), *trace.output.top_ids.ravel()}:
+        assert int(token_id) in trace.vocab
+    m = trace.model
+    assert (m.id, m.source, m.architecture) == (f"tiny-{tiny.family}", "memory", tiny.family)
+    assert (m.n_layers, m.n_heads, m.d_model, m.d_mlp, m.d_vocab) == (LAYERS, HEADS, HIDDEN, INTERMEDIATE, VOCAB)
+    assert (m.dtype, m.attn_implementation) == ("float32", "eager")
+    assert len(m.unembedding_hash) == 64
+
+
+# --- input checks ---------------------------------------------------------------------
+
+
+def test_tokenize_and_top_k_limits() -> None:
+    model = build_tiny_model("llama")
+    loaded = wrap_model(model, CharTokenizer(VOCAB), "tiny-llama")
+    with pytest.raises(MechvizError, match="empty"):
+        tokenize(loaded, "  \n", 10)
+    with pytest.raises(MechvizError, match="--max-tokens 3"):
+        tokenize(loaded, "abcd", 3)  # 5 tokens with BOS
+    assert len(tokenize(loaded, "abcd", 5)) == 5
+    for bad in (0, -1, VOCAB + 1):
+        with pytest.raises(MechvizError, match="--top-k"):
+            trace_prompt(loaded, "abc", TraceOptions(top_k=bad))
+    trace = trace_prompt(loaded, "abc", TraceOptions(top_k=VOCAB))
+    assert trace.lens.top_ids.shape == (LAYERS + 1, 4, VOCAB)
+    assert abs(trace.output.top_probs.sum(-1) - 1).max() < 1e-4
+
+
+def test_model_without_attention_weights_is_refused() -> None:
+    """A non-eager model returns no attention weights: one clear error, not a crash.
+
+    (transformers 5 returns an empty tuple of attentions for sdpa.)
+    """
+    model = build_tiny_model("llama")
+    model.set_attn_implementation("sdpa")
+    loaded = wrap_model(model, CharTokenizer(VOCAB), "tiny-llama-sdpa")
+    ids = tokenize(loaded, "abc", 10)
+    with pytest.raises(MechvizError, match="eager"):
+        record(loaded, ids)
+
+
+# --- unknown architectures ----------------------------------------------------------------
+
+
+class _UnknownModel(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(model_type="mamba", _attn_implementation="eager")
+
+
+def test_unknown_family_is_refused_with_the_supported_list() -> None:
+    for make in (lambda: Adapter(_UnknownModel()),
+                 lambda: wrap_model(_UnknownModel(), CharTokenizer(), "tiny-mamba")):
+        with pytest.raises(MechvizError) as info:
+            make()
+        message = str(info.value)
+        assert "'mamba'" in message
+        assert "supported families are" in message
+        for family in ADAPTER_FAMILIES:
+            assert family in message
+        assert message.endswith(".") and "\n" not in message
+
+
+def test_every_tested_family_is_supported() -> None:
+    assert set(FAMILIES) <= set(ADAPTER_FAMILIES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adapter_finds_the_models_own_modules(family: str) -> None:
+    """The adapter's paths name the modules transformers itself uses."""
+    model = build_tiny_model(family)
+    adapter = Adapter(model)
+    assert adapter.architecture == family
+    assert adapter.n_layers == LAYERS
+    assert adapter.layers == _layers(family, model)
+    assert adapter.embed is model.get_input_embeddings()
+    assert adapter.unembed is model.get_output_embeddings()
+    assert adapter.final_norm is _final_norm(family, model)
