@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from manim import (
-    DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, Line, Rectangle, Transform, VGroup, Write,
+    DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, FadeTransform, Line, Rectangle, Transform, VGroup, Write,
 )
 
 from mechviz.tokens import shown
@@ -87,9 +87,10 @@ class ResidualFlow(TraceScene):
                     self.stream_area[3] - self._y_of(layer) + 0.02, about_edge=UP
                 ),
                 Transform(marker, self.get_marker(layer)),
-                Transform(self.readout, self.get_readout(layer)),
+                FadeTransform(self.readout, readout := self.get_readout(layer)),
                 run_time=run_time,
             )
+            self.readout = readout
         self.remove(self.cover)
 
     def show_prediction(self) -> None:

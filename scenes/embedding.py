@@ -1,0 +1,119 @@
+"""Embedding: text becomes tokens, tokens become ids, ids pick rows of W_E."""
+
+from __future__ import annotations
+
+import numpy as np
+from manim import (
+    DOWN, LEFT, RIGHT, UP, Arrow, FadeIn, FadeOut, FadeTransform, GrowArrow, Line,
+    Rectangle, VGroup, Write,
+)
+
+from mechviz.tokens import shown
+from mechviz.visual import style
+from mechviz.visual.base import TraceScene
+from mechviz.visual.mobjects import Heatmap, TokenRow, VectorColumn, label
+
+
+class Embedding(TraceScene):
+    """Tokens, their ids, their rows of W_E, and how similar those rows are."""
+
+    n_dims_shown = 8  # cells per column; the rest of d_model is the ellipsis
+
+    def construct(self) -> None:
+        self.show_prompt()
+        self.show_tokens()
+        self.show_ids()
+        self.show_rows()
+        self.show_similarity()
+
+    def show_prompt(self) -> None:
+        self.title = label("From text to vectors", style.TITLE_SIZE).to_corner(UP + LEFT, buff=0.3)
+        self.prompt = label(f"“{self.trace.prompt}”", style.TITLE_SIZE)
+        self.prompt.scale_to_fit_width(min(self.prompt.width, 12)).move_to(UP * 2.3)
+        self.play(Write(self.title), FadeIn(self.prompt), run_time=1.0)
+
+    def show_tokens(self) -> None:
+        self.tokens = TokenRow.from_trace(self.trace, max_width=10.5).move_to(UP * 1.3 + RIGHT * 0.8)
+        self.play(FadeTransform(self.prompt.copy(), self.tokens), run_time=1.2)
+        caption = label("tokens", style.SMALL_SIZE, style.MUTED).next_to(self.tokens, LEFT, buff=0.4)
+        self.play(FadeIn(caption), run_time=0.4)
+        self.captions = VGroup(caption)
+
+    def show_ids(self) -> None:
+        self.ids = VGroup(*[
+            label(str(i), style.SMALL_SIZE, style.token_color(p), font=style.MONO).next_to(box, DOWN, buff=0.15)
+            for p, (i, box) in enumerate(zip(self.trace.tokens.ids, self.tokens.boxes))
+        ])
+        caption = label("ids", style.SMALL_SIZE, style.MUTED).next_to(self.ids, LEFT, buff=0.4)
+        caption.align_to(self.captions[0], RIGHT)
+        self.captions.add(caption)
+        self.play(FadeIn(self.ids, shift=DOWN * 0.1), FadeIn(caption), run_time=0.8)
+
+    def show_rows(self) -> None:
+        """Each id picks its row of W_E; the rows stand as coloured columns."""
+        m = self.trace.model
+        W_E = Rectangle(width=0.9, height=3.4, stroke_color=style.MUTED, stroke_width=1.5)
+        W_E.move_to([-5.9, -1.25, 0])
+        name = label("W_E", style.TEXT_SIZE).next_to(W_E, UP, buff=0.1)
+        dims = label(f"{m.d_vocab:,} × {m.d_model}", style.SMALL_SIZE - 2, style.MUTED)
+        dims.next_to(W_E, DOWN, buff=0.1)
+        self.play(FadeIn(VGroup(W_E, name, dims)), run_time=0.6)
+        rows, arrows, columns = VGroup(), VGroup(), VGroup()
+        sample = self.trace.embedding.W_E_sample[:, : self.n_dims_shown]
+        scale = style.robust_scale(self.trace.embedding.W_E_sample)
+        for p, (token_id, box) in enumerate(zip(self.trace.tokens.ids, self.tokens.boxes)):
+            y = W_E.get_top()[1] - W_E.height * (token_id + 0.5) / m.d_vocab  # the row's place
+            color = style.token_color(p)
+            rows.add(Line([W_E.get_left()[0], y, 0], [W_E.get_right()[0], y, 0], color=color, stroke_width=3))
+            column = VectorColumn(sample[p], scale, cell=0.36)
+            column.next_to(self.ids[p], DOWN, buff=0.3)
+            columns.add(column)
+            arrows.add(Arrow([W_E.get_right()[0], y, 0], column.cells.get_left(), buff=0.05,
+                             stroke_width=1.5, color=color, max_tip_length_to_length_ratio=0.05))
+        self.play(FadeIn(rows), run_time=0.6)
+        self.play(*[GrowArrow(a) for a in arrows], run_time=0.8)
+        self.play(FadeIn(columns, shift=RIGHT * 0.2), run_time=1.0)
+        caption = label(f"first {self.n_dims_shown} of {m.d_model} dims", style.SMALL_SIZE - 2, style.MUTED)
+        caption.next_to(columns, DOWN, buff=0.15).align_to(columns, LEFT)
+        self.play(FadeIn(caption), run_time=0.4)
+        self.wait(1.0)
+        self.matrix_parts = VGroup(W_E, name, dims, rows, arrows, columns, caption)
+
+    def show_similarity(self) -> None:
+        """Cosine similarity of the prompt's rows of W_E, labelled by token."""
+        cosine = self.trace.embedding.cosine
+        P = cosine.shape[0]
+        size = min(4.8, 0.8 * P)
+        cell = size / P
+        heading = label("How alike are the token vectors? cosine similarity of their rows of W_E",
+                        style.TEXT_SIZE, style.MUTED)
+        heading.scale_to_fit_width(min(heading.width, 12.5)).move_to(UP * 2.55)
+        grid = Heatmap(style.diverging_rgb(cosine, 1.0), size, size)
+        grid.move_to(DOWN * 0.75)
+        labels = VGroup()
+        for i, text in enumerate(self.trace.tokens.text):
+            row = label(shown(text), style.SMALL_SIZE, style.token_color(i))
+            row.scale_to_fit_width(min(row.width, 2.4))
+            row.next_to(grid.frame, LEFT, buff=0.15).set_y(grid.cell_center(i, 0)[1])
+            col = label(shown(text), style.SMALL_SIZE, style.token_color(i))
+            col.scale_to_fit_width(min(col.width, 2.0)).rotate(np.pi / 4)
+            col.move_to(grid.cell_center(0, i) + UP * (cell / 2 + 0.1), aligned_edge=DOWN + LEFT)
+            col.shift(LEFT * 0.12)
+            labels.add(row, col)
+        numbers = VGroup()
+        if P <= 10:
+            size_pt = style.SMALL_SIZE - 2 if cell >= 0.7 else style.SMALL_SIZE - 5
+            for i in range(P):
+                for j in range(P):
+                    numbers.add(label(f"{cosine[i, j]:.2f}", size_pt, font=style.MONO)
+                                .move_to(grid.cell_center(i, j)))
+        note = label("blue −1 · 0 · +1 red", style.SMALL_SIZE - 2, style.MUTED)
+        note.next_to(grid, RIGHT, buff=0.4).align_to(grid, DOWN)
+        self.play(FadeOut(self.matrix_parts), FadeOut(self.tokens), FadeOut(self.ids),
+                  FadeOut(self.captions), FadeOut(self.prompt), run_time=0.6)
+        self.play(FadeIn(heading), FadeIn(grid), FadeIn(labels), run_time=0.8)
+        self.play(FadeIn(numbers), FadeIn(note), run_time=0.8)
+        self.wait(1.5)
+
+
+__all__ = ["Embedding"]

@@ -1,0 +1,125 @@
+"""The real default model (SmolLM2-135M-Instruct, from the local cache)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mechviz.io import load_trace
+from mechviz.models import DEFAULT_MODEL, GGUF_SHA256
+from mechviz.tracing import TraceOptions, build_trace, record, tokenize
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "The capital of France is"
+PROB_ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def paris(default_model):  # noqa: ANN001, ANN201
+    ids = tokenize(default_model, PROMPT, 64)
+    rec = record(default_model, ids)
+    trace = build_trace(default_model, PROMPT, rec, TraceOptions())
+    return ids, rec, trace
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run(
+        [sys.executable, "-m", "mechviz", *args], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def test_default_model_provenance(default_model, paris) -> None:  # noqa: ANN001
+    _, _, trace = paris
+    m = trace.model
+    assert (m.id, m.source, m.architecture) == (DEFAULT_MODEL, "default", "llama")
+    assert m.file_sha256 == GGUF_SHA256
+    assert (m.n_layers, m.n_heads, m.d_model, m.d_vocab) == (30, 9, 576, 49152)
+    assert m.tied_embeddings is True and m.final_logit_softcap is None
+    assert (m.dtype, m.attn_implementation) == ("float32", "eager")
+
+
+def test_next_token_is_paris(default_model, paris) -> None:  # noqa: ANN001
+    ids, rec, trace = paris
+    assert default_model.tokenizer.decode([int(rec.logits[-1].argmax())]) == " Paris"
+    token, prob = trace.prediction
+    assert trace.token_text(token) == " Paris"
+    assert prob > 0.3
+
+
+def test_lens_at_last_boundary_is_the_model_output(default_model, paris) -> None:  # noqa: ANN001
+    ids, rec, trace = paris
+    with torch.no_grad():
+        lens = default_model.adapter.logit_lens(rec.boundaries()[-1])
+        independent = default_model.model(ids[None], use_cache=False).logits[0]
+    p_lens = lens.double().softmax(-1)
+    assert (p_lens - rec.logits.double().softmax(-1)).abs().max() <= PROB_ATOL
+    assert (p_lens - independent.double().softmax(-1)).abs().max() <= PROB_ATOL
+    assert (trace.lens.top_ids[-1] == trace.output.top_ids).all()
+    assert abs(trace.lens.top_probs[-1] - trace.output.top_probs).max() <= PROB_ATOL
+    assert abs(trace.lens.kl_to_final[-1]).max() <= PROB_ATOL
+
+
+def test_lens_normalises_each_boundary_by_itself(default_model, paris) -> None:  # noqa: ANN001
+    _, rec, _ = paris
+    model = default_model.model
+    resid = rec.boundaries()
+    eps = model.config.rms_norm_eps
+    w = model.model.norm.weight.detach().double()
+    W_U = model.lm_head.weight.detach().double()
+    for b in (0, 15, 31, resid.shape[0] - 1):
+        x = resid[b].double()
+        ref = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w) @ W_U.T
+        with torch.no_grad():
+            lens = default_model.adapter.logit_lens(resid[b])
+        assert (lens.double().softmax(-1) - ref.softmax(-1)).abs().max() <= PROB_ATOL, b
+
+
+def test_embed_lens_points_at_the_input_token(default_model, paris) -> None:  # noqa: ANN001
+    ids, _, trace = paris
+    top = trace.lens.top_ids[0]  # [P, K] at `embed`
+    ids = ids.tolist()
+    assert all(token in top[p, :5].tolist() for p, token in enumerate(ids)), top[:, :5]
+    # " France" reads as "<filename>" first (quantised weights), France second
+    assert sum(int(top[p, 0]) == token for p, token in enumerate(ids)) >= len(ids) - 1
+
+
+def test_attention_on_the_real_model(paris) -> None:  # noqa: ANN001
+    _, _, trace = paris
+    pattern = torch.as_tensor(trace.attention.pattern)
+    assert pattern.shape == (30, 9, 5, 5)
+    assert torch.allclose(pattern.sum(-1), torch.ones(30, 9, 5), atol=1e-5, rtol=0)
+    assert (pattern[..., torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)] == 0).all()
+
+
+def test_cli_trace_is_byte_identical_small_and_fast_to_load(tmp_path: Path) -> None:
+    outputs = []
+    for name in ("first.json", "second.json"):
+        result = _cli("trace", PROMPT, "-o", name, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "Paris" in result.stderr
+        outputs.append(tmp_path / name)
+    first, second = (p.read_bytes() for p in outputs)
+    assert first == second
+    assert len(first) <= 2 * 1024 * 1024
+    start = time.perf_counter()
+    trace = load_trace(outputs[0])
+    elapsed = time.perf_counter() - start
+    print(f"trace file {len(first) / 1024:.0f} KiB, load_trace {elapsed * 1000:.0f} ms")
+    assert elapsed < 1.0  # about 0.05 s; the budget is 0.2 s, noisy machines get slack
+    assert trace.token_text(trace.prediction[0]) == " Paris"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.json", "second.json"]
+
+    result = _cli("inspect", "first.json", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Logit lens" in result.stdout
+    assert "Paris" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
