@@ -118,7 +118,7 @@ class Attention(TraceScene):
         for q in range(P - 1, 0, -1) if P > 1 else []:
             arcs = self.get_arcs(tokens, q)
             focus = SurroundingRectangle(tokens.boxes[q], color=style.FOREGROUND, buff=0.05)
-            row = SurroundingRectangle(self.grid[0].frame, buff=0).stretch_to_fit_height(
+            row = SurroundingRectangle(self.grid[0].frame, buff=0, color=style.FOREGROUND).stretch_to_fit_height(
                 self.grid[0].frame.height / P).set_y(self.grid[0].cell_center(q, 0)[1])
             self.play(FadeIn(arcs), FadeIn(focus), FadeIn(row), run_time=0.7 if q == P - 1 else 0.35)
             self.wait(0.8 if q == P - 1 else 0.2)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from manim import (
-    DOWN, LEFT, RIGHT, UP, Arrow, FadeIn, FadeOut, FadeTransform, GrowArrow, Line,
-    Rectangle, VGroup, Write,
+    DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, FadeTransform, Line, Rectangle,
+    TransformFromCopy, VGroup, Write,
 )
 
 from mechviz.tokens import shown
@@ -58,7 +58,7 @@ class Embedding(TraceScene):
         dims = label(f"{m.d_vocab:,} × {m.d_model}", style.SMALL_SIZE - 2, style.MUTED)
         dims.next_to(W_E, DOWN, buff=0.1)
         self.play(FadeIn(VGroup(W_E, name, dims)), run_time=0.6)
-        rows, arrows, columns = VGroup(), VGroup(), VGroup()
+        rows, columns = VGroup(), VGroup()
         sample = self.trace.embedding.W_E_sample[:, : self.n_dims_shown]
         scale = style.robust_scale(self.trace.embedding.W_E_sample)
         for p, (token_id, box) in enumerate(zip(self.trace.tokens.ids, self.tokens.boxes)):
@@ -68,16 +68,16 @@ class Embedding(TraceScene):
             column = VectorColumn(sample[p], scale, cell=0.36)
             column.next_to(self.ids[p], DOWN, buff=0.3)
             columns.add(column)
-            arrows.add(Arrow([W_E.get_right()[0], y, 0], column.cells.get_left(), buff=0.05,
-                             stroke_width=1.5, color=color, max_tip_length_to_length_ratio=0.05))
-        self.play(FadeIn(rows), run_time=0.6)
-        self.play(*[GrowArrow(a) for a in arrows], run_time=0.8)
-        self.play(FadeIn(columns, shift=RIGHT * 0.2), run_time=1.0)
+        picked = label("each id picks one row", style.SMALL_SIZE - 2, style.MUTED)
+        picked.next_to(W_E, RIGHT, buff=0.2).align_to(W_E, UP)
+        self.play(FadeIn(rows), FadeIn(picked), run_time=0.8)
+        self.play(*[TransformFromCopy(row, column) for row, column in zip(rows, columns)],
+                  FadeOut(picked), run_time=1.4)
         caption = label(f"first {self.n_dims_shown} of {m.d_model} dims", style.SMALL_SIZE - 2, style.MUTED)
         caption.next_to(columns, DOWN, buff=0.15).align_to(columns, LEFT)
         self.play(FadeIn(caption), run_time=0.4)
         self.wait(1.0)
-        self.matrix_parts = VGroup(W_E, name, dims, rows, arrows, columns, caption)
+        self.matrix_parts = VGroup(W_E, name, dims, rows, columns, caption)
 
     def show_similarity(self) -> None:
         """Cosine similarity of the prompt's rows of W_E, labelled by token."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from manim import (
-    DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, FadeTransform, Line, Rectangle, Transform, VGroup, Write,
+    DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, Line, Rectangle, VGroup, Write,
 )
 
 from mechviz.tokens import shown
@@ -69,9 +69,14 @@ class ResidualFlow(TraceScene):
         self.play(FadeIn(self.readout_frame), FadeIn(self.readout), run_time=0.6)
 
     def rise(self) -> None:
+        """Reveal the streams layer by layer; the readout follows the last position.
+
+        Text is swapped, not morphed: a morph of thirty labels would be slow to
+        render and unreadable in between.
+        """
         L = self.trace.n_layers
-        marker = self.get_marker(None)
-        self.add(marker)
+        line, tag = self.get_marker(None)
+        self.add(line, tag)
         for layer in range(L):
             slow = layer < self.slow_layers or layer >= L - self.slow_layers
             if layer == self.slow_layers and L > 2 * self.slow_layers:
@@ -81,16 +86,18 @@ class ResidualFlow(TraceScene):
                 self.ff_note = note
             if layer == L - self.slow_layers and hasattr(self, "ff_note"):
                 self.play(FadeOut(self.ff_note), run_time=0.3)
-            run_time = self.slow_time if slow else self.fast_time
+            new_line, new_tag = self.get_marker(layer)
+            readout = self.get_readout(layer)
+            self.remove(self.readout, tag)
+            self.add(readout, new_tag)
+            self.readout, tag = readout, new_tag
             self.play(
                 self.cover.animate.stretch_to_fit_height(
                     self.stream_area[3] - self._y_of(layer) + 0.02, about_edge=UP
                 ),
-                Transform(marker, self.get_marker(layer)),
-                FadeTransform(self.readout, readout := self.get_readout(layer)),
-                run_time=run_time,
+                line.animate.move_to(new_line),
+                run_time=self.slow_time if slow else self.fast_time,
             )
-            self.readout = readout
         self.remove(self.cover)
 
     def show_prediction(self) -> None:
@@ -171,12 +178,13 @@ class ResidualFlow(TraceScene):
         items.arrange(DOWN, aligned_edge=LEFT, buff=0.1)
         return items.move_to([4.3, -2.55, 0])
 
-    def get_marker(self, layer: int | None) -> VGroup:
+    def get_marker(self, layer: int | None) -> tuple[Line, VGroup]:
+        """The level the stream has reached, and its tag."""
         x0, x1, _, _ = self.stream_area
         y = self._y_of(layer)
         line = Line([x0 - 0.05, y, 0], [x1 + 0.05, y, 0], stroke_width=1.5, color=style.FOREGROUND)
-        text = "embed" if layer is None else f"after layer {layer}"
-        return VGroup(line, label(text, style.SMALL_SIZE - 2).next_to(line, RIGHT, buff=0.08))
+        text = "embed" if layer is None else f"layer {layer}"
+        return line, label(text, style.SMALL_SIZE - 2).next_to(line, RIGHT, buff=0.08)
 
     def get_readout(self, layer: int | None) -> VGroup:
         """Top token of the lens at the last position after ``layer``, with its odds."""

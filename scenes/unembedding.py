@@ -51,11 +51,15 @@ class Unembedding(TraceScene):
         name.next_to(strip, UP, buff=0.15)
         steps = VGroup()
         m = trace.model
-        for text in ("final norm", f"W_U\n{m.d_model} → {m.d_vocab:,}", "softmax"):
-            box = RoundedRectangle(corner_radius=0.1, width=1.6, height=1.0,
+        for text, note in (("final norm", "its own scale"), ("W_U", f"{m.d_model} → {m.d_vocab:,}"),
+                           ("softmax", "logits → odds")):
+            box = RoundedRectangle(corner_radius=0.1, width=1.7, height=1.0,
                                    stroke_color=style.MUTED, stroke_width=1.5)
-            steps.add(VGroup(box, label(text, style.SMALL_SIZE).move_to(box)))
-        steps.arrange(RIGHT, buff=0.45).next_to(strip, RIGHT, buff=0.5)
+            words = VGroup(label(text, style.SMALL_SIZE),
+                           label(note, style.SMALL_SIZE - 5, style.MUTED)).arrange(DOWN, buff=0.08)
+            words.scale_to_fit_width(min(words.width, box.width - 0.2)).move_to(box)
+            steps.add(VGroup(box, words))
+        steps.arrange(RIGHT, buff=0.4).next_to(strip, RIGHT, buff=0.5)
         arrows = VGroup(*[
             Arrow(a.get_right(), b.get_left(), buff=0.05, stroke_width=2, color=style.MUTED)
             for a, b in zip([strip, *steps[:-1]], steps)
