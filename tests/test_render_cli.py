@@ -1,0 +1,139 @@
+"""The scene CLI end to end: files written, frames, size, loop; bad input; packaging."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mechviz.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "tests" / "data" / "small_trace.json"
+EXAMPLE = ROOT / "assets" / "traces" / "capital_of_france.json"
+
+
+def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mechviz", *args], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def test_scenes_lists_every_scene_with_one_line() -> None:
+    result = CliRunner().invoke(main, ["scenes"])
+    assert result.exit_code == 0
+    lines = result.output.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["Embedding", "ResidualFlow", "Attention", "Unembedding"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["scene", "ResidualFlw"], "Did you mean ResidualFlow?"),
+    (["scene", "Attention", "--trace", str(SMALL), "--layer", "30"], "layers 0 to 29"),
+    (["scene", "Attention", "--trace", str(SMALL), "--head", "9"], "heads 0 to 8"),
+    (["scene", "Attention", "--trace", "no/such/trace.json"], "does not exist"),
+    (["scene", "Attention", "--trace", str(SMALL), "-o", "/no/such/dir/x.gif"], "does not exist"),
+])
+def test_scene_bad_input_is_one_sentence(args: list[str], needle: str, tmp_path: Path) -> None:
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert needle in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.rglob("*.gif"))
+
+
+def test_scene_not_a_trace(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"hello": 1}))
+    result = run("scene", "Attention", "--trace", str(bad), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a mechviz trace" in result.stderr
+
+
+@pytest.mark.slow
+def test_gif_end_to_end(tmp_path: Path) -> None:
+    """A GIF for a post: renders through the CLI, loops, is small, has real frames."""
+    result = run("scene", "Attention", "--trace", str(SMALL), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "renders" / "small_trace" / "Attention.gif"
+    assert out.is_file()
+    assert out.stat().st_size <= 5 * 2**20
+    with Image.open(out) as gif:
+        assert gif.info.get("loop") == 0  # loops forever
+        assert gif.size == (854, 480)
+        n_frames = gif.n_frames
+        durations = []
+        for i in range(n_frames):
+            gif.seek(i)
+            durations.append(gif.info.get("duration", 0))
+    assert n_frames > 60
+    assert 5_000 < sum(durations) < 30_000  # milliseconds of animation
+    # No render scratch left behind.
+    assert sorted(p.name for p in out.parent.iterdir()) == ["Attention.gif"]
+
+
+@pytest.mark.slow
+def test_png_and_mp4_formats(tmp_path: Path) -> None:
+    png = tmp_path / "last.png"
+    result = run("scene", "Embedding", "--trace", str(SMALL), "--format", "png", "-o", str(png))
+    assert result.returncode == 0, result.stderr
+    assert Image.open(png).size == (854, 480)
+    mp4 = tmp_path / "clip.mp4"
+    result = run("scene", "Embedding", "--trace", str(SMALL), "--format", "mp4", "-o", str(mp4))
+    assert result.returncode == 0, result.stderr
+    assert mp4.read_bytes()[4:8] == b"ftyp"
+
+
+@pytest.mark.slow
+def test_plain_manim_with_env_trace(tmp_path: Path) -> None:
+    """`manim -ql scenes/attention.py Attention` works, MECHVIZ_TRACE picks the trace."""
+    manim = Path(sys.executable).parent / "manim"
+    result = subprocess.run(
+        [str(manim), "-ql", "-s", "--media_dir", str(tmp_path), str(ROOT / "scenes" / "attention.py"),
+         "Attention"], capture_output=True, text=True,
+        env={**os.environ, "MECHVIZ_TRACE": str(SMALL), "MECHVIZ_LAYER": "3", "MECHVIZ_HEAD": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    pngs = list(tmp_path.rglob("Attention*.png"))
+    assert pngs and Image.open(pngs[0]).size == (854, 480)
+
+
+@pytest.mark.slow
+def test_non_editable_install_finds_scenes_and_example(tmp_path: Path) -> None:
+    """A built wheel carries the scenes and the example trace (pip install . works)."""
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+         "--target", str(target), str(ROOT)], capture_output=True, text=True,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    code = (
+        "import mechviz, sys\n"
+        "assert mechviz.__file__.startswith(sys.argv[1]), mechviz.__file__\n"
+        "from mechviz.render import scene_class\n"
+        "from mechviz.visual.settings import example_trace\n"
+        "from mechviz.io import load_trace\n"
+        "scene_class('ResidualFlow')\n"
+        "print(load_trace(example_trace()).prompt)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True,
+                            text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "The capital of France is"
+
+
+@pytest.mark.slow
+def test_example_trace_matches_current_code(tmp_path: Path) -> None:
+    """The committed example trace is what `mechviz trace` makes now (but the version)."""
+    committed = json.loads(EXAMPLE.read_text())
+    out = tmp_path / "now.json"
+    result = run("trace", committed["prompt"], "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    now = json.loads(out.read_text())
+    committed.pop("mechviz_version")
+    now.pop("mechviz_version")
+    assert now == committed
