@@ -11,21 +11,29 @@ PIP    := $(PY) -m pip
 TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 PROMPT      ?= The capital of France is
-APT_PACKAGES := libcairo2-dev libpango1.0-dev pkg-config
+APT_PACKAGES := libcairo2-dev libpango1.0-dev pkg-config fonts-dejavu-core
+SCENES := Embedding ResidualFlow Attention Unembedding
 
-.PHONY: demo test system venv clean
+.PHONY: demo test gallery system clean
 
+# Trace the prompt, print the logit lens, render the demo GIF.
 demo: $(VENV)/.installed
 	mkdir -p renders
-	$(VENV)/bin/mechviz trace "$(PROMPT)" -o renders/trace.json
-	$(VENV)/bin/mechviz inspect renders/trace.json
+	$(VENV)/bin/mechviz trace "$(PROMPT)" -o renders/demo.json
+	$(VENV)/bin/mechviz inspect renders/demo.json
+	$(VENV)/bin/mechviz scene ResidualFlow --trace renders/demo.json
+
+# The README's pictures: a still of every scene and one GIF, from the example trace.
+gallery: $(VENV)/.installed
+	for s in $(SCENES); do $(VENV)/bin/mechviz scene $$s --format png -o docs/$$s.png || exit 1; done
+	$(VENV)/bin/mechviz scene Unembedding -o docs/Unembedding.gif
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
 # Manim builds against cairo and pango; install them from the system when missing.
 system:
-	@if ! pkg-config --exists cairo pangocairo 2>/dev/null; then \
+	@if ! pkg-config --exists cairo pangocairo 2>/dev/null || ! fc-list 2>/dev/null | grep -q DejaVuSans; then \
 	  echo "Installing Manim's system libraries: $(APT_PACKAGES)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \

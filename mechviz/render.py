@@ -50,7 +50,8 @@ def render_scene(name: str, settings: SceneSettings, quality: str = "low",
     try:
         config = {
             "quality": QUALITIES[quality], "media_dir": str(media), "disable_caching": True,
-            "verbosity": "WARNING", "progress_bar": "display" if progress else "none",
+            "verbosity": "WARNING",
+            "progress_bar": "display" if progress and fmt != "png" else "none",
             "write_to_movie": fmt != "png", "save_last_frame": fmt == "png",
             "output_file": name,
         }
