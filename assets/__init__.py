@@ -1,0 +1,1 @@
+"""Small committed data shipped with mechviz: the example traces."""

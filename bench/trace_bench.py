@@ -62,15 +62,22 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "mechviz", "trace", args.prompt, "-o", str(out)],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         e2e_s = time.perf_counter() - start
 
-    print(f"prompt: {args.prompt!r} ({ids.shape[1]} tokens), torch threads: {torch.get_num_threads()}")
+    print(
+        f"prompt: {args.prompt!r} ({ids.shape[1]} tokens), torch threads: {torch.get_num_threads()}"
+    )
     print(f"{'stage':<34}{'best s':>9}{'median s':>10}")
     print(f"{'model load from cache':<34}{load_s:>9.3f}{'':>10}")
-    for name, (b, m) in [("bare forward pass", bare_s), ("trace compute (model loaded)", trace_s),
-                         ("JSON write", write_s), ("JSON load + validate", read_s)]:
+    for name, (b, m) in [
+        ("bare forward pass", bare_s),
+        ("trace compute (model loaded)", trace_s),
+        ("JSON write", write_s),
+        ("JSON load + validate", read_s),
+    ]:
         print(f"{name:<34}{b:>9.3f}{m:>10.3f}")
     print(f"{'mechviz trace, end to end':<34}{e2e_s:>9.3f}")
     print(f"ratio trace / bare forward (best): {trace_s[0] / bare_s[0]:.2f}x")

@@ -7,8 +7,8 @@ This is the only module that knows model internals by name (``model.norm``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -18,12 +18,13 @@ from mechviz.errors import MechvizError
 
 @dataclass(frozen=True)
 class Family:
-    """Attribute paths for one architecture family, relative to the CausalLM."""
+    """Attribute paths for one architecture family, relative to the CausalLM.
+
+    The embedding and unembedding come from transformers' own accessors.
+    """
 
     layers: str
     final_norm: str
-    unembed: str
-    embed: str
     mlp_out: str  # module (relative to a layer) whose output is what the MLP adds
     mlp_in: str  # module (relative to a layer) whose *input* is the MLP activation
 
@@ -31,8 +32,6 @@ class Family:
 _LLAMA_LIKE = Family(
     layers="model.layers",
     final_norm="model.norm",
-    unembed="lm_head",
-    embed="model.embed_tokens",
     mlp_out="mlp",
     mlp_in="mlp.down_proj",
 )
@@ -40,8 +39,6 @@ _LLAMA_LIKE = Family(
 _GEMMA2_LIKE = Family(
     layers="model.layers",
     final_norm="model.norm",
-    unembed="lm_head",
-    embed="model.embed_tokens",
     mlp_out="post_feedforward_layernorm",
     mlp_in="mlp.down_proj",
 )
@@ -57,32 +54,24 @@ FAMILIES: dict[str, Family] = {
     "phi3": Family(
         layers="model.layers",
         final_norm="model.norm",
-        unembed="lm_head",
-        embed="model.embed_tokens",
         mlp_out="mlp",
         mlp_in="mlp.down_proj",
     ),
     "phi": Family(
         layers="model.layers",
         final_norm="model.final_layernorm",
-        unembed="lm_head",
-        embed="model.embed_tokens",
         mlp_out="mlp",
         mlp_in="mlp.fc2",
     ),
     "gpt2": Family(
         layers="transformer.h",
         final_norm="transformer.ln_f",
-        unembed="lm_head",
-        embed="transformer.wte",
         mlp_out="mlp",
         mlp_in="mlp.c_proj",
     ),
     "gpt_neox": Family(
         layers="gpt_neox.layers",
         final_norm="gpt_neox.final_layer_norm",
-        unembed="embed_out",
-        embed="gpt_neox.embed_in",
         mlp_out="mlp",
         mlp_in="mlp.dense_4h_to_h",
     ),
@@ -113,12 +102,11 @@ class Adapter:
         self.family = family
         self.layers: list[nn.Module] = list(_get(model, family.layers))
         self.final_norm: nn.Module = _get(model, family.final_norm)
-        self.unembed: nn.Linear = _get(model, family.unembed)
-        self.embed: nn.Embedding = _get(model, family.embed)
+        # transformers names these per model; its accessors know where they are.
+        self.unembed: nn.Linear = model.get_output_embeddings()
+        self.embed: nn.Embedding = model.get_input_embeddings()
         # Gemma 2 caps its final logits with tanh; the lens must do the same.
-        self.final_logit_softcap: float | None = getattr(
-            config, "final_logit_softcapping", None
-        )
+        self.final_logit_softcap: float | None = getattr(config, "final_logit_softcapping", None)
 
     @property
     def n_layers(self) -> int:

@@ -38,19 +38,39 @@ def main() -> None:
 def model_options(func):  # type: ignore[no-untyped-def]
     """Options shared by every command that loads a model."""
     options = [
-        click.option("--model", "-m", default=None, metavar="MODEL",
-                     help="Hugging Face id, local folder or .gguf file "
-                          "[default: SmolLM2-135M-Instruct, offline]."),
-        click.option("--device", default="cpu", show_default=True,
-                     type=click.Choice(["cpu", "cuda", "mps"])),
-        click.option("--dtype", default="float32", show_default=True,
-                     type=click.Choice(["float32", "bfloat16", "float16"])),
-        click.option("--device-map", default=None, type=click.Choice(["auto"]),
-                     help="Shard a model too large for one GPU across all of them (accelerate)."),
-        click.option("--top-k", default=10, show_default=True, type=int,
-                     help="Tokens kept per distribution."),
-        click.option("--max-tokens", default=64, show_default=True, type=int,
-                     help="Refuse prompts longer than this many tokens."),
+        click.option(
+            "--model",
+            "-m",
+            default=None,
+            metavar="MODEL",
+            help="Hugging Face id, local folder or .gguf file "
+            "[default: SmolLM2-135M-Instruct, offline].",
+        ),
+        click.option(
+            "--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "mps"])
+        ),
+        click.option(
+            "--dtype",
+            default="float32",
+            show_default=True,
+            type=click.Choice(["float32", "bfloat16", "float16"]),
+        ),
+        click.option(
+            "--device-map",
+            default=None,
+            type=click.Choice(["auto"]),
+            help="Shard a model too large for one GPU across all of them (accelerate).",
+        ),
+        click.option(
+            "--top-k", default=10, show_default=True, type=int, help="Tokens kept per distribution."
+        ),
+        click.option(
+            "--max-tokens",
+            default=64,
+            show_default=True,
+            type=int,
+            help="Refuse prompts longer than this many tokens.",
+        ),
         click.option("--full", is_flag=True, help="Also store full residual vectors (large)."),
     ]
     for option in reversed(options):
@@ -58,8 +78,17 @@ def model_options(func):  # type: ignore[no-untyped-def]
     return func
 
 
-def make_trace(prompt: str, *, model: str | None, device: str, dtype: str,
-               device_map: str | None, top_k: int, max_tokens: int, full: bool):  # type: ignore[no-untyped-def]
+def make_trace(
+    prompt: str,
+    *,
+    model: str | None,
+    device: str,
+    dtype: str,
+    device_map: str | None,
+    top_k: int,
+    max_tokens: int,
+    full: bool,
+):  # type: ignore[no-untyped-def]
     """Load the model and trace ``prompt`` (imports torch only when called)."""
     from mechviz.models import load_model
     from mechviz.tracing import TraceOptions, trace_prompt
@@ -76,8 +105,14 @@ def make_trace(prompt: str, *, model: str | None, device: str, dtype: str,
 
 @main.command()
 @click.argument("prompt")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("trace.json"), show_default=True, help="Where to write the trace.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("trace.json"),
+    show_default=True,
+    help="Where to write the trace.",
+)
 @model_options
 def trace(prompt: str, output: Path, **kwargs: object) -> None:
     """Trace PROMPT through the model and write a JSON trace."""
@@ -91,26 +126,57 @@ def trace(prompt: str, output: Path, **kwargs: object) -> None:
     err.print(
         f"Wrote {output} ({output.stat().st_size / 1024:.0f} KiB, {result.n_positions} tokens, "
         f"{time.perf_counter() - start:.1f} s); next token: {result.token_text(token)!r} "
-        f"({prob:.2f}).", highlight=False,
+        f"({prob:.2f}).",
+        highlight=False,
     )
 
 
 @main.command()
 @click.argument("name")
-@click.option("--trace", "trace_file", type=click.Path(path_type=Path), default=None,
-              help="Trace to draw [default: the example trace of the default model].")
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Trace to draw [default: the example trace of the default model].",
+)
 @click.option("--prompt", default=None, help="Trace this prompt first (with --model) and draw it.")
-@click.option("--quality", "-q", default="low", show_default=True,
-              type=click.Choice(["low", "medium", "high", "4k"]))
-@click.option("--format", "fmt", default="gif", show_default=True,
-              type=click.Choice(["gif", "mp4", "png"]), help="png saves the last frame.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write [default: renders/<trace-stem>/<Scene>.<ext>].")
+@click.option(
+    "--quality",
+    "-q",
+    default="low",
+    show_default=True,
+    type=click.Choice(["low", "medium", "high", "4k"]),
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="gif",
+    show_default=True,
+    type=click.Choice(["gif", "mp4", "png"]),
+    help="png saves the last frame.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write [default: renders/<trace-stem>/<Scene>.<ext>].",
+)
 @click.option("--layer", type=int, default=None, help="Attention: the layer to show.")
 @click.option("--head", type=int, default=None, help="Attention: the head to show.")
 @model_options
-def scene(name: str, trace_file: Path | None, prompt: str | None, quality: str, fmt: str,
-          output: Path | None, layer: int | None, head: int | None, **kwargs: object) -> None:
+def scene(
+    name: str,
+    trace_file: Path | None,
+    prompt: str | None,
+    quality: str,
+    fmt: str,
+    output: Path | None,
+    layer: int | None,
+    head: int | None,
+    **kwargs: object,
+) -> None:
     """Render scene NAME from a trace (see `mechviz scenes`)."""
     from mechviz.io import load_trace, save_trace
     from mechviz.render import render_scene, scene_class
@@ -129,8 +195,11 @@ def scene(name: str, trace_file: Path | None, prompt: str | None, quality: str, 
     start = time.perf_counter()
     settings = SceneSettings(trace=trace_file, layer=layer, head=head)
     path = render_scene(name, settings, quality, fmt, output)
-    err.print(f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB, "
-              f"{time.perf_counter() - start:.1f} s).", highlight=False)
+    err.print(
+        f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB, "
+        f"{time.perf_counter() - start:.1f} s).",
+        highlight=False,
+    )
 
 
 @main.command(name="scenes")

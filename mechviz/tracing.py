@@ -18,8 +18,17 @@ from mechviz import __version__
 from mechviz.errors import MechvizError
 from mechviz.models import LoadedModel
 from mechviz.schema import (
-    SCHEMA_VERSION, Attention, Blocks, Embedding, Lens, Mlp, ModelInfo, Output,
-    Resid, Tokens, Trace,
+    SCHEMA_VERSION,
+    Attention,
+    Blocks,
+    Embedding,
+    Lens,
+    Mlp,
+    ModelInfo,
+    Output,
+    Resid,
+    Tokens,
+    Trace,
 )
 from mechviz.tokens import display_text, token_offsets
 
@@ -51,7 +60,7 @@ class Recording:
     def boundaries(self) -> torch.Tensor:
         """``embed``, then ``{l}_mid`` and ``{l}_post`` for each layer: [B, P, D]."""
         states = [self.resid_pre[0]]
-        for pre, post, mlp in zip(self.resid_pre, self.resid_post, self.mlp_out):
+        for _pre, post, mlp in zip(self.resid_pre, self.resid_post, self.mlp_out):
             states += [post - mlp, post]  # resid_mid = resid_post - mlp_out
         return torch.stack(states)
 
@@ -91,7 +100,9 @@ def record(loaded: LoadedModel, input_ids: torch.Tensor) -> Recording:
     for layer, block in enumerate(adapter.layers):
         handles += [
             block.register_forward_pre_hook(
-                lambda m, a, kw, layer=layer: keep("pre", layer, a[0] if a else kw["hidden_states"]),
+                lambda m, a, kw, layer=layer: keep(
+                    "pre", layer, a[0] if a else kw["hidden_states"]
+                ),
                 with_kwargs=True,
             ),
             block.register_forward_hook(lambda m, a, o, layer=layer: keep("post", layer, o)),
@@ -104,39 +115,41 @@ def record(loaded: LoadedModel, input_ids: torch.Tensor) -> Recording:
         ]
     device = adapter.embed.weight.device
     try:
-        out = loaded.model(
-            input_ids[None].to(device), output_attentions=True, use_cache=False
-        )
+        out = loaded.model(input_ids[None].to(device), output_attentions=True, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
-    if out.attentions is None or any(a is None for a in out.attentions):
-        raise MechvizError("This model returned no attention weights; load it with eager attention.")
+    attentions = out.attentions
+    if not attentions or len(attentions) != adapter.n_layers or any(a is None for a in attentions):
+        raise MechvizError(
+            "This model returned no attention weights; load it with eager attention."
+        )
     return Recording(
-        input_ids=input_ids, resid_pre=rec["pre"], resid_post=rec["post"],
-        mlp_out=rec["mlp_out"], mlp_act=rec["act"],
+        input_ids=input_ids,
+        resid_pre=rec["pre"],
+        resid_post=rec["post"],
+        mlp_out=rec["mlp_out"],
+        mlp_act=rec["act"],
         attentions=[a[0].float().cpu() for a in out.attentions],
         logits=out.logits[0].float(),
     )
 
 
-def trace_prompt(
-    loaded: LoadedModel, prompt: str, options: TraceOptions = TraceOptions()
-) -> Trace:
+def trace_prompt(loaded: LoadedModel, prompt: str, options: TraceOptions = TraceOptions()) -> Trace:
     """Tokenize, run one forward pass and reduce it to a validated trace."""
     vocab_size = loaded.adapter.W_U.shape[0]
     if not 1 <= options.top_k <= vocab_size:
         raise MechvizError(
-            f"--top-k must be between 1 and the vocabulary size ({vocab_size}); got {options.top_k}."
+            f"--top-k must be between 1 and the vocabulary size ({vocab_size}); "
+            f"got {options.top_k}."
         )
     input_ids = tokenize(loaded, prompt, options.max_tokens)
     rec = record(loaded, input_ids)
     return build_trace(loaded, prompt, rec, options)
 
 
-def build_trace(
-    loaded: LoadedModel, prompt: str, rec: Recording, options: TraceOptions
-) -> Trace:
+@torch.no_grad()
+def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: TraceOptions) -> Trace:
     adapter = loaded.adapter
     resid = rec.boundaries()  # [B, P, D]
     # The lens reads the layer boundaries (embed, then each resid_post), as
@@ -147,7 +160,9 @@ def build_trace(
     output = _output(rec.logits, options.top_k)
     mlp = _mlp(rec.mlp_act)
     ids = rec.input_ids.tolist()
-    used = set(ids) | set(np.unique(lens.top_ids).tolist()) | set(np.unique(output.top_ids).tolist())
+    used = (
+        set(ids) | set(np.unique(lens.top_ids).tolist()) | set(np.unique(output.top_ids).tolist())
+    )
     tokenizer = loaded.tokenizer
     return Trace(
         schema_version=SCHEMA_VERSION,
@@ -162,9 +177,14 @@ def build_trace(
         ),
         resid=_resid(resid, labels, options.full),
         blocks=Blocks(
-            attn_out_norm=_np(torch.stack(
-                [post - pre - mlp for pre, post, mlp in zip(rec.resid_pre, rec.resid_post, rec.mlp_out)]
-            ).norm(dim=-1)),
+            attn_out_norm=_np(
+                torch.stack(
+                    [
+                        post - pre - mlp
+                        for pre, post, mlp in zip(rec.resid_pre, rec.resid_post, rec.mlp_out)
+                    ]
+                ).norm(dim=-1)
+            ),
             mlp_out_norm=_np(torch.stack(rec.mlp_out).norm(dim=-1)),
         ),
         attention=Attention(pattern=_np(torch.stack(rec.attentions))),
@@ -186,7 +206,7 @@ def lens_statistics(
     trace's cost), using ``log p = logits - logsumexp(logits)``.
     """
     B, P, _ = resid.shape
-    final_logp = torch.log_softmax(final_logits.float(), dim=-1)  # [P, V]
+    final_logp = log_probs(final_logits).float()  # [P, V]
     final_p = final_logp.exp()
     final_neg_entropy = (final_p * final_logp).sum(-1)  # [P]
     target = final_logits.argmax(dim=-1)[None, :, None]  # [1, P, 1]
@@ -194,27 +214,40 @@ def lens_statistics(
     step = max(1, LENS_CHUNK // (P * V))
     parts: list[dict[str, torch.Tensor]] = []
     for start in range(0, B, step):
-        logits = adapter.logit_lens(resid[start:start + step]).float().to(final_p.device)
+        logits = adapter.logit_lens(resid[start : start + step]).float().to(final_p.device)
         lse = torch.logsumexp(logits, dim=-1)  # [b, P]
         top_logits, top_ids = logits.topk(top_k, dim=-1)
         target_logit = logits.gather(-1, target.expand(logits.shape[0], P, 1))[..., 0]
         p = torch.exp(logits - lse[..., None])
-        parts.append({
-            "top_ids": top_ids,
-            "top_probs": torch.exp(top_logits - lse[..., None]),
-            "entropy": lse - torch.linalg.vecdot(p, logits),
-            "kl_to_final": final_neg_entropy + lse - torch.linalg.vecdot(final_p, logits),
-            "final_token_rank": (logits > target_logit[..., None]).sum(-1),
-            "final_token_prob": torch.exp(target_logit - lse),
-        })
+        parts.append(
+            {
+                "top_ids": top_ids,
+                "top_probs": torch.exp(top_logits - lse[..., None]),
+                "entropy": lse - torch.linalg.vecdot(p, logits),
+                "kl_to_final": final_neg_entropy + lse - torch.linalg.vecdot(final_p, logits),
+                "final_token_rank": (logits > target_logit[..., None]).sum(-1),
+                "final_token_prob": torch.exp(target_logit - lse),
+            }
+        )
     return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
 
 
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax in float64.
+
+    float32's ``log_softmax`` over a 49k vocabulary is off by ~2e-5 in
+    probability on some CPUs, above what we promise (1e-5).
+    """
+    logits = logits.double()
+    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+
+
 def _output(logits: torch.Tensor, top_k: int) -> Output:
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    logp = log_probs(logits)
     top_logp, top_ids = logp.topk(top_k, dim=-1)
     return Output(
-        top_ids=_np(top_ids), top_probs=_np(top_logp.exp()),
+        top_ids=_np(top_ids),
+        top_probs=_np(top_logp.exp()),
         entropy=_np(-(logp.exp() * logp).sum(-1)),
     )
 
@@ -233,8 +266,11 @@ def _resid(resid: torch.Tensor, labels: list[str], full: bool) -> Resid:
     resid = resid.float().cpu()
     n_sample = min(N_SAMPLE, resid.shape[-1])
     return Resid(
-        labels=labels, norm=_np(resid.norm(dim=-1)), pooled=_np(pool(resid)),
-        sample_dims=np.arange(n_sample, dtype=np.int64), sample=_np(resid[..., :n_sample]),
+        labels=labels,
+        norm=_np(resid.norm(dim=-1)),
+        pooled=_np(pool(resid)),
+        sample_dims=np.arange(n_sample, dtype=np.int64),
+        sample=_np(resid[..., :n_sample]),
         full=_np(resid) if full else None,
     )
 
@@ -252,7 +288,8 @@ def _embedding(W_E: torch.Tensor, ids: torch.Tensor) -> Embedding:
     unit = rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     n_sample = min(N_SAMPLE, rows.shape[-1])
     return Embedding(
-        W_E_sample=_np(rows[:, :n_sample]), W_E_norm=_np(rows.norm(dim=-1)),
+        W_E_sample=_np(rows[:, :n_sample]),
+        W_E_norm=_np(rows.norm(dim=-1)),
         cosine=_np(unit @ unit.T),
     )
 
@@ -260,11 +297,18 @@ def _embedding(W_E: torch.Tensor, ids: torch.Tensor) -> Embedding:
 def _model_info(loaded: LoadedModel, rec: Recording, mlp_width: int) -> ModelInfo:
     adapter = loaded.adapter
     return ModelInfo(
-        id=loaded.id, source=loaded.source, file_sha256=loaded.file_sha256,
-        revision=loaded.revision, architecture=adapter.architecture,
-        n_layers=adapter.n_layers, n_heads=rec.attentions[0].shape[0],
-        d_model=rec.resid_pre[0].shape[-1], d_mlp=mlp_width, d_vocab=adapter.W_U.shape[0],
-        dtype=loaded.dtype, attn_implementation=loaded.attn_implementation,
+        id=loaded.id,
+        source=loaded.source,
+        file_sha256=loaded.file_sha256,
+        revision=loaded.revision,
+        architecture=adapter.architecture,
+        n_layers=adapter.n_layers,
+        n_heads=rec.attentions[0].shape[0],
+        d_model=rec.resid_pre[0].shape[-1],
+        d_mlp=mlp_width,
+        d_vocab=adapter.W_U.shape[0],
+        dtype=loaded.dtype,
+        attn_implementation=loaded.attn_implementation,
         tied_embeddings=adapter.tied_embeddings,
         final_logit_softcap=adapter.final_logit_softcap,
         unembedding_hash=loaded.unembedding_hash,

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 from manim import (
-    DOWN, LEFT, UP, ArcBetweenPoints, FadeIn, FadeOut, Group, SurroundingRectangle,
-    VGroup, Write,
+    DOWN,
+    LEFT,
+    UP,
+    ArcBetweenPoints,
+    FadeIn,
+    FadeOut,
+    Group,
+    SurroundingRectangle,
+    VGroup,
+    Write,
 )
 
 from mechviz.errors import MechvizError
@@ -68,7 +76,9 @@ class Attention(TraceScene):
         self.title.to_corner(UP + LEFT, buff=0.3)
         chosen = "chosen by hand" if self.settings.head is not None else f"chosen as {RULE}"
         self.subtitle = label(chosen, style.SMALL_SIZE - 2, style.MUTED)
-        self.subtitle.scale_to_fit_width(min(self.subtitle.width, 13)).next_to(self.title, DOWN, aligned_edge=LEFT)
+        self.subtitle.scale_to_fit_width(min(self.subtitle.width, 13)).next_to(
+            self.title, DOWN, aligned_edge=LEFT
+        )
         self.play(Write(self.title), FadeIn(self.subtitle), run_time=1.0)
 
     def get_grid(self) -> Group:
@@ -84,12 +94,16 @@ class Attention(TraceScene):
             row.next_to(grid.frame, LEFT, buff=0.12).set_y(grid.cell_center(i, 0)[1])
             col = label(text, style.SMALL_SIZE, style.token_color(i))
             col.scale_to_fit_width(min(col.width, 1.6)).rotate(np.pi / 4)
-            col.move_to(grid.cell_center(0, i) + UP * (size / P / 2 + 0.08), aligned_edge=DOWN + LEFT)
+            col.move_to(
+                grid.cell_center(0, i) + UP * (size / P / 2 + 0.08), aligned_edge=DOWN + LEFT
+            )
             col.shift(LEFT * 0.1)
             labels.add(row, col)
         axes = VGroup(
-            label("query ↓", style.SMALL_SIZE - 2, style.MUTED).next_to(grid.frame, DOWN, buff=0.12)
-            .align_to(grid.frame, LEFT).shift(LEFT * 1.2),
+            label("query ↓", style.SMALL_SIZE - 2, style.MUTED)
+            .next_to(grid.frame, DOWN, buff=0.12)
+            .align_to(grid.frame, LEFT)
+            .shift(LEFT * 1.2),
             label("key →", style.SMALL_SIZE - 2, style.MUTED).next_to(grid.frame, DOWN, buff=0.12),
         )
         numbers = VGroup()
@@ -97,8 +111,13 @@ class Attention(TraceScene):
             cell = size / P
             for q in range(P):
                 for k in range(q + 1):
-                    numbers.add(label(f"{self.pattern[q, k]:.2f}", style.SMALL_SIZE - (2 if cell >= 0.7 else 5),
-                                      font=style.MONO).move_to(grid.cell_center(q, k)))
+                    numbers.add(
+                        label(
+                            f"{self.pattern[q, k]:.2f}",
+                            style.SMALL_SIZE - (2 if cell >= 0.7 else 5),
+                            font=style.MONO,
+                        ).move_to(grid.cell_center(q, k))
+                    )
         return Group(grid, labels, axes, numbers)
 
     def show_grid(self) -> None:
@@ -118,9 +137,14 @@ class Attention(TraceScene):
         for q in range(P - 1, 0, -1) if P > 1 else []:
             arcs = self.get_arcs(tokens, q)
             focus = SurroundingRectangle(tokens.boxes[q], color=style.FOREGROUND, buff=0.05)
-            row = SurroundingRectangle(self.grid[0].frame, buff=0, color=style.FOREGROUND).stretch_to_fit_height(
-                self.grid[0].frame.height / P).set_y(self.grid[0].cell_center(q, 0)[1])
-            self.play(FadeIn(arcs), FadeIn(focus), FadeIn(row), run_time=0.7 if q == P - 1 else 0.35)
+            row = (
+                SurroundingRectangle(self.grid[0].frame, buff=0, color=style.FOREGROUND)
+                .stretch_to_fit_height(self.grid[0].frame.height / P)
+                .set_y(self.grid[0].cell_center(q, 0)[1])
+            )
+            self.play(
+                FadeIn(arcs), FadeIn(focus), FadeIn(row), run_time=0.7 if q == P - 1 else 0.35
+            )
             self.wait(0.8 if q == P - 1 else 0.2)
             self.play(FadeOut(arcs), FadeOut(focus), FadeOut(row), run_time=0.25)
         self.arc_parts = VGroup(tokens, caption)
@@ -133,12 +157,23 @@ class Attention(TraceScene):
             if weight < 0.01 or key == query:
                 continue
             start = tokens.boxes[key].get_top()
-            arcs.add(ArcBetweenPoints(start, end, angle=-np.pi * 0.6, stroke_width=1 + 14 * weight,
-                                      color=style.ATTN_COLOR).set_stroke(opacity=0.25 + 0.75 * weight))
+            arcs.add(
+                ArcBetweenPoints(
+                    start,
+                    end,
+                    angle=-np.pi * 0.6,
+                    stroke_width=1 + 14 * weight,
+                    color=style.ATTN_COLOR,
+                ).set_stroke(opacity=0.25 + 0.75 * weight)
+            )
         self_weight = float(self.pattern[query, query])
         if self_weight >= 0.01:
-            loop = SurroundingRectangle(tokens.boxes[query], buff=0.1, color=style.ATTN_COLOR,
-                                        stroke_width=1 + 8 * self_weight)
+            loop = SurroundingRectangle(
+                tokens.boxes[query],
+                buff=0.1,
+                color=style.ATTN_COLOR,
+                stroke_width=1 + 8 * self_weight,
+            )
             arcs.add(loop.set_stroke(opacity=0.25 + 0.75 * self_weight))
         return arcs
 
@@ -150,9 +185,16 @@ class Attention(TraceScene):
         size = min(1.6, 5.2 / rows - 0.35)
         panels = Group()
         for h in range(H):
-            grid = Heatmap(style.sequential_rgb(self.trace.attention.pattern[self.layer, h],
-                                                high=style.ATTN_COLOR), size, size)
-            name = label(f"head {h}", style.SMALL_SIZE - 2, style.MUTED).next_to(grid, UP, buff=0.06)
+            grid = Heatmap(
+                style.sequential_rgb(
+                    self.trace.attention.pattern[self.layer, h], high=style.ATTN_COLOR
+                ),
+                size,
+                size,
+            )
+            name = label(f"head {h}", style.SMALL_SIZE - 2, style.MUTED).next_to(
+                grid, UP, buff=0.06
+            )
             panels.add(Group(grid, name))
         panels.arrange_in_grid(rows=rows, cols=cols, buff=(0.35, 0.2)).move_to([2.9, -0.55, 0])
         if panels.height > 5.6:

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 from manim import (
-    DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, FadeTransform, Line, Rectangle,
-    TransformFromCopy, VGroup, Write,
+    DOWN,
+    LEFT,
+    RIGHT,
+    UP,
+    FadeIn,
+    FadeOut,
+    FadeTransform,
+    Line,
+    Rectangle,
+    TransformFromCopy,
+    VGroup,
+    Write,
 )
 
 from mechviz.tokens import shown
@@ -33,17 +43,25 @@ class Embedding(TraceScene):
         self.play(Write(self.title), FadeIn(self.prompt), run_time=1.0)
 
     def show_tokens(self) -> None:
-        self.tokens = TokenRow.from_trace(self.trace, max_width=10.5).move_to(UP * 1.3 + RIGHT * 0.8)
+        self.tokens = TokenRow.from_trace(self.trace, max_width=10.5).move_to(
+            UP * 1.3 + RIGHT * 0.8
+        )
         self.play(FadeTransform(self.prompt.copy(), self.tokens), run_time=1.2)
-        caption = label("tokens", style.SMALL_SIZE, style.MUTED).next_to(self.tokens, LEFT, buff=0.4)
+        caption = label("tokens", style.SMALL_SIZE, style.MUTED).next_to(
+            self.tokens, LEFT, buff=0.4
+        )
         self.play(FadeIn(caption), run_time=0.4)
         self.captions = VGroup(caption)
 
     def show_ids(self) -> None:
-        self.ids = VGroup(*[
-            label(str(i), style.SMALL_SIZE, style.token_color(p), font=style.MONO).next_to(box, DOWN, buff=0.15)
-            for p, (i, box) in enumerate(zip(self.trace.tokens.ids, self.tokens.boxes))
-        ])
+        self.ids = VGroup(
+            *[
+                label(str(i), style.SMALL_SIZE, style.token_color(p), font=style.MONO).next_to(
+                    box, DOWN, buff=0.15
+                )
+                for p, (i, box) in enumerate(zip(self.trace.tokens.ids, self.tokens.boxes))
+            ]
+        )
         caption = label("ids", style.SMALL_SIZE, style.MUTED).next_to(self.ids, LEFT, buff=0.4)
         caption.align_to(self.captions[0], RIGHT)
         self.captions.add(caption)
@@ -61,19 +79,31 @@ class Embedding(TraceScene):
         rows, columns = VGroup(), VGroup()
         sample = self.trace.embedding.W_E_sample[:, : self.n_dims_shown]
         scale = style.robust_scale(self.trace.embedding.W_E_sample)
-        for p, (token_id, box) in enumerate(zip(self.trace.tokens.ids, self.tokens.boxes)):
+        for p, (token_id, _box) in enumerate(zip(self.trace.tokens.ids, self.tokens.boxes)):
             y = W_E.get_top()[1] - W_E.height * (token_id + 0.5) / m.d_vocab  # the row's place
             color = style.token_color(p)
-            rows.add(Line([W_E.get_left()[0], y, 0], [W_E.get_right()[0], y, 0], color=color, stroke_width=3))
+            rows.add(
+                Line(
+                    [W_E.get_left()[0], y, 0],
+                    [W_E.get_right()[0], y, 0],
+                    color=color,
+                    stroke_width=3,
+                )
+            )
             column = VectorColumn(sample[p], scale, cell=0.36)
             column.next_to(self.ids[p], DOWN, buff=0.3)
             columns.add(column)
         picked = label("each id picks one row", style.SMALL_SIZE - 2, style.MUTED)
         picked.next_to(W_E, RIGHT, buff=0.2).align_to(W_E, UP)
         self.play(FadeIn(rows), FadeIn(picked), run_time=0.8)
-        self.play(*[TransformFromCopy(row, column) for row, column in zip(rows, columns)],
-                  FadeOut(picked), run_time=1.4)
-        caption = label(f"first {self.n_dims_shown} of {m.d_model} dims", style.SMALL_SIZE - 2, style.MUTED)
+        self.play(
+            *[TransformFromCopy(row, column) for row, column in zip(rows, columns)],
+            FadeOut(picked),
+            run_time=1.4,
+        )
+        caption = label(
+            f"first {self.n_dims_shown} of {m.d_model} dims", style.SMALL_SIZE - 2, style.MUTED
+        )
         caption.next_to(columns, DOWN, buff=0.15).align_to(columns, LEFT)
         self.play(FadeIn(caption), run_time=0.4)
         self.wait(1.0)
@@ -85,8 +115,11 @@ class Embedding(TraceScene):
         P = cosine.shape[0]
         size = min(4.8, 0.8 * P)
         cell = size / P
-        heading = label("How alike are the token vectors? cosine similarity of their rows of W_E",
-                        style.TEXT_SIZE, style.MUTED)
+        heading = label(
+            "How alike are the token vectors? cosine similarity of their rows of W_E",
+            style.TEXT_SIZE,
+            style.MUTED,
+        )
         heading.scale_to_fit_width(min(heading.width, 12.5)).move_to(UP * 2.55)
         grid = Heatmap(style.diverging_rgb(cosine, 1.0), size, size)
         grid.move_to(DOWN * 0.75)
@@ -105,12 +138,21 @@ class Embedding(TraceScene):
             size_pt = style.SMALL_SIZE - 2 if cell >= 0.7 else style.SMALL_SIZE - 5
             for i in range(P):
                 for j in range(P):
-                    numbers.add(label(f"{cosine[i, j]:.2f}", size_pt, font=style.MONO)
-                                .move_to(grid.cell_center(i, j)))
+                    numbers.add(
+                        label(f"{cosine[i, j]:.2f}", size_pt, font=style.MONO).move_to(
+                            grid.cell_center(i, j)
+                        )
+                    )
         note = label("blue −1 · 0 · +1 red", style.SMALL_SIZE - 2, style.MUTED)
         note.next_to(grid, RIGHT, buff=0.4).align_to(grid, DOWN)
-        self.play(FadeOut(self.matrix_parts), FadeOut(self.tokens), FadeOut(self.ids),
-                  FadeOut(self.captions), FadeOut(self.prompt), run_time=0.6)
+        self.play(
+            FadeOut(self.matrix_parts),
+            FadeOut(self.tokens),
+            FadeOut(self.ids),
+            FadeOut(self.captions),
+            FadeOut(self.prompt),
+            run_time=0.6,
+        )
         self.play(FadeIn(heading), FadeIn(grid), FadeIn(labels), run_time=0.8)
         self.play(FadeIn(numbers), FadeIn(note), run_time=0.8)
         self.wait(1.5)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 from manim import (
-    DOWN, LEFT, RIGHT, UP, FadeIn, FadeOut, Line, Rectangle, VGroup, Write,
+    DOWN,
+    LEFT,
+    RIGHT,
+    UP,
+    FadeIn,
+    FadeOut,
+    Line,
+    Rectangle,
+    VGroup,
+    Write,
 )
 
 from mechviz.tokens import shown
@@ -50,8 +59,11 @@ class ResidualFlow(TraceScene):
         self.streams = self.get_streams()
         x0, x1, y0, y1 = self.stream_area
         self.cover = Rectangle(
-            width=x1 - x0 + 0.4, height=y1 - y0 + 0.05, stroke_width=0,
-            fill_color=style.BACKGROUND, fill_opacity=1.0,
+            width=x1 - x0 + 0.4,
+            height=y1 - y0 + 0.05,
+            stroke_width=0,
+            fill_color=style.BACKGROUND,
+            fill_opacity=1.0,
         ).move_to([(x0 + x1) / 2, (y0 + y1) / 2, 0])
         self.add(*self.streams, self.cover)
         self.ticks = self.get_layer_ticks()
@@ -104,7 +116,8 @@ class ResidualFlow(TraceScene):
         token, prob = self.trace.prediction
         text = label(
             f"= the model's prediction: {shown(self.trace.token_text(token))} ({prob:.2f})",
-            style.SMALL_SIZE, style.HIGHLIGHT,
+            style.SMALL_SIZE,
+            style.HIGHLIGHT,
         )
         text.next_to(self.readout, DOWN, buff=0.35)
         text.scale_to_fit_width(min(text.width, 4.6))
@@ -146,8 +159,10 @@ class ResidualFlow(TraceScene):
             rows = np.stack([_row_colours(pooled[b, p]) for b in range(B)])  # [B, R, 3]
             bars = np.zeros((B, WRITE_COLS, 3), np.uint8) + _bg()
             for layer in range(trace.n_layers):
-                for b, norm, color in ((2 * layer + 1, attn[layer, p], style.ATTN_COLOR),
-                                       (2 * layer + 2, mlp[layer, p], style.MLP_COLOR)):
+                for b, norm, color in (
+                    (2 * layer + 1, attn[layer, p], style.ATTN_COLOR),
+                    (2 * layer + 2, mlp[layer, p], style.MLP_COLOR),
+                ):
                     n = min(WRITE_COLS, int(round(WRITE_COLS * float(norm) / top)))
                     bars[b, :n] = np.array(color.to_rgb()) * 255
             gap = np.zeros((B, GAP_COLS, 3), np.uint8) + _bg()
@@ -162,18 +177,30 @@ class ResidualFlow(TraceScene):
         ticks = VGroup()
         for layer in sorted({0, *range(4, L, 5), L - 1}):
             y = self._y_of(layer) - (self._y_of(0) - self._y_of(None)) / 2
-            ticks.add(label(str(layer), style.SMALL_SIZE - 2, style.MUTED).move_to([x0 - 0.25, y, 0]))
+            ticks.add(
+                label(str(layer), style.SMALL_SIZE - 2, style.MUTED).move_to([x0 - 0.25, y, 0])
+            )
         name = label("layer", style.SMALL_SIZE - 2, style.MUTED).rotate(np.pi / 2)
         name.move_to([x0 - 0.55, (self.stream_area[2] + self.stream_area[3]) / 2, 0])
         return ticks.add(name)
 
     def get_legend(self) -> VGroup:
         items = VGroup()
-        for color, text in ((style.ATTN_COLOR, "attention write ‖attn_out‖ (bar, clipped)"),
-                            (style.MLP_COLOR, "MLP write ‖mlp_out‖ (bar, clipped)")):
-            swatch = Rectangle(width=0.3, height=0.14, stroke_width=0, fill_color=color, fill_opacity=1)
-            items.add(VGroup(swatch, label(text, style.SMALL_SIZE - 2, style.MUTED)).arrange(RIGHT, buff=0.12))
-        caption = label("stream: d_model max-pooled; blue < 0 < red", style.SMALL_SIZE - 2, style.MUTED)
+        for color, text in (
+            (style.ATTN_COLOR, "attention write ‖attn_out‖ (bar, clipped)"),
+            (style.MLP_COLOR, "MLP write ‖mlp_out‖ (bar, clipped)"),
+        ):
+            swatch = Rectangle(
+                width=0.3, height=0.14, stroke_width=0, fill_color=color, fill_opacity=1
+            )
+            items.add(
+                VGroup(swatch, label(text, style.SMALL_SIZE - 2, style.MUTED)).arrange(
+                    RIGHT, buff=0.12
+                )
+            )
+        caption = label(
+            "stream: d_model max-pooled; blue < 0 < red", style.SMALL_SIZE - 2, style.MUTED
+        )
         items.add(caption)
         items.arrange(DOWN, aligned_edge=LEFT, buff=0.1)
         return items.move_to([4.3, -2.55, 0])
@@ -196,11 +223,21 @@ class ResidualFlow(TraceScene):
         when = label(name, style.TEXT_SIZE, style.MUTED)
         top = label(shown(token), style.TITLE_SIZE + 6, weight="BOLD")
         bar_bg = Rectangle(width=3.2, height=0.22, stroke_color=style.MUTED, stroke_width=1)
-        bar = Rectangle(width=max(3.2 * prob, 0.01), height=0.22, stroke_width=0,
-                        fill_color=style.PROB_HIGH, fill_opacity=1).align_to(bar_bg, LEFT)
+        bar = Rectangle(
+            width=max(3.2 * prob, 0.01),
+            height=0.22,
+            stroke_width=0,
+            fill_color=style.PROB_HIGH,
+            fill_opacity=1,
+        ).align_to(bar_bg, LEFT)
         value = label(f"p = {prob:.2f}", style.TEXT_SIZE, font=style.MONO)
-        norm = label(f"‖resid‖ = {trace.resid.norm[trace.resid_post(layer) if layer is not None else 0, p]:.1f}",
-                     style.SMALL_SIZE, style.MUTED, font=style.MONO)
+        boundary = 0 if layer is None else trace.resid_post(layer)
+        norm = label(
+            f"‖resid‖ = {trace.resid.norm[boundary, p]:.1f}",
+            style.SMALL_SIZE,
+            style.MUTED,
+            font=style.MONO,
+        )
         group = VGroup(when, top, VGroup(bar_bg, bar), value, norm).arrange(DOWN, buff=0.2)
         return group.move_to([4.3, 0.35, 0])
 

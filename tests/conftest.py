@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +55,11 @@ class CharTokenizer:
         return ids
 
     def __call__(
-        self, text: str, return_tensors: str | None = None,
-        return_offsets_mapping: bool = False, **kwargs: Any,
+        self,
+        text: str,
+        return_tensors: str | None = None,
+        return_offsets_mapping: bool = False,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         ids = self.encode(text)
         out: dict[str, Any] = {"input_ids": ids, "attention_mask": [1] * len(ids)}
@@ -72,8 +74,11 @@ class CharTokenizer:
         return out
 
     def decode(
-        self, ids: Any, clean_up_tokenization_spaces: bool = False,
-        skip_special_tokens: bool = False, **kwargs: Any,
+        self,
+        ids: Any,
+        clean_up_tokenization_spaces: bool = False,
+        skip_special_tokens: bool = False,
+        **kwargs: Any,
     ) -> str:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
@@ -108,8 +113,16 @@ TINY_PROMPT = "Hello, tiny world! Hello?"
 INIT_RANGE = 0.3
 
 FAMILIES = [
-    "llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text",
-    "gpt2", "gpt_neox", "phi", "phi3",
+    "llama",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "gpt2",
+    "gpt_neox",
+    "phi",
+    "phi3",
 ]
 TIED = {"llama", "gemma", "gemma2", "gemma3_text", "gpt2"}
 GEMMA_NORM = {"gemma", "gemma2", "gemma3_text"}  # RMSNorm scaled by (1 + weight)
@@ -120,38 +133,61 @@ def _tiny_config(family: str) -> tuple[Any, type]:
     import transformers as tf
 
     llama_like = dict(
-        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, intermediate_size=INTERMEDIATE,
-        max_position_embeddings=128, initializer_range=INIT_RANGE,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=INTERMEDIATE,
+        max_position_embeddings=128,
+        initializer_range=INIT_RANGE,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     if family == "llama":
-        return tf.LlamaConfig(**llama_like, num_key_value_heads=2, tie_word_embeddings=True), \
-            tf.LlamaForCausalLM
+        return tf.LlamaConfig(
+            **llama_like, num_key_value_heads=2, tie_word_embeddings=True
+        ), tf.LlamaForCausalLM
     if family == "mistral":
-        return tf.MistralConfig(**llama_like, num_key_value_heads=2, tie_word_embeddings=False), \
-            tf.MistralForCausalLM
+        return tf.MistralConfig(
+            **llama_like, num_key_value_heads=2, tie_word_embeddings=False
+        ), tf.MistralForCausalLM
     if family == "qwen2":
-        return tf.Qwen2Config(**llama_like, num_key_value_heads=2, tie_word_embeddings=False), \
-            tf.Qwen2ForCausalLM
+        return tf.Qwen2Config(
+            **llama_like, num_key_value_heads=2, tie_word_embeddings=False
+        ), tf.Qwen2ForCausalLM
     if family == "gemma":
-        return tf.GemmaConfig(**llama_like, head_dim=HEAD_DIM, num_key_value_heads=1,
-                              tie_word_embeddings=True), tf.GemmaForCausalLM
+        return tf.GemmaConfig(
+            **llama_like, head_dim=HEAD_DIM, num_key_value_heads=1, tie_word_embeddings=True
+        ), tf.GemmaForCausalLM
     if family == "gemma2":
         return tf.Gemma2Config(
-            **llama_like, head_dim=HEAD_DIM, num_key_value_heads=2, tie_word_embeddings=True,
-            final_logit_softcapping=30.0, query_pre_attn_scalar=HEAD_DIM,
+            **llama_like,
+            head_dim=HEAD_DIM,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            final_logit_softcapping=30.0,
+            query_pre_attn_scalar=HEAD_DIM,
         ), tf.Gemma2ForCausalLM
     if family == "gemma3_text":
         return tf.Gemma3TextConfig(
-            **llama_like, head_dim=HEAD_DIM, num_key_value_heads=2, tie_word_embeddings=True,
+            **llama_like,
+            head_dim=HEAD_DIM,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
             query_pre_attn_scalar=HEAD_DIM,
         ), tf.Gemma3ForCausalLM
     if family == "gpt2":
         return tf.GPT2Config(
-            vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
-            n_inner=INTERMEDIATE, n_positions=128, initializer_range=INIT_RANGE,
-            bos_token_id=1, eos_token_id=2,
+            vocab_size=VOCAB,
+            n_embd=HIDDEN,
+            n_layer=LAYERS,
+            n_head=HEADS,
+            n_inner=INTERMEDIATE,
+            n_positions=128,
+            initializer_range=INIT_RANGE,
+            bos_token_id=1,
+            eos_token_id=2,
         ), tf.GPT2LMHeadModel
     if family == "gpt_neox":
         return tf.GPTNeoXConfig(**llama_like, tie_word_embeddings=False), tf.GPTNeoXForCausalLM
@@ -229,7 +265,3 @@ def default_model():
     from mechviz.models import load_model
 
     return load_model(progress=False)
-
-
-def gemma_embed_scale() -> float:
-    return math.sqrt(HIDDEN)

@@ -32,8 +32,13 @@ def paris(default_model):  # noqa: ANN001, ANN201
 def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS="200")
     return subprocess.run(
-        [sys.executable, "-m", "mechviz", *args], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [sys.executable, "-m", "mechviz", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -63,9 +68,30 @@ def test_lens_at_last_boundary_is_the_model_output(default_model, paris) -> None
     p_lens = lens.double().softmax(-1)
     assert (p_lens - rec.logits.double().softmax(-1)).abs().max() <= PROB_ATOL
     assert (p_lens - independent.double().softmax(-1)).abs().max() <= PROB_ATOL
+
+
+def test_kl_to_final_is_zero_at_the_last_layer_and_never_negative(paris) -> None:  # noqa: ANN001
+    """KL(final || lens) is 0 where the lens is the output, and never below 0."""
+    _, _, trace = paris
+    assert abs(trace.lens.kl_to_final[-1]).max() <= 1e-4
+    assert trace.lens.kl_to_final.min() >= -1e-4
+    assert (trace.lens.entropy >= -1e-4).all()
+
+
+def test_trace_lens_and_output_rows_are_the_model_distribution(paris) -> None:  # noqa: ANN001
+    """Both stored rows hold the model's own probabilities to 1e-5 (docs/trace-format.md).
+
+    The reference is the float64 softmax of the model's logits: with 49152 tokens a
+    float32 softmax on the CPU is only good to about 2e-5.
+    """
+    _, rec, trace = paris
+    truth = rec.logits.double().softmax(-1)  # [P, V]
     assert (trace.lens.top_ids[-1] == trace.output.top_ids).all()
+    ids = torch.as_tensor(trace.output.top_ids)
+    expected = truth.gather(-1, ids).numpy()
+    assert abs(trace.lens.top_probs[-1] - expected).max() <= PROB_ATOL
+    assert abs(trace.output.top_probs - expected).max() <= PROB_ATOL
     assert abs(trace.lens.top_probs[-1] - trace.output.top_probs).max() <= PROB_ATOL
-    assert abs(trace.lens.kl_to_final[-1]).max() <= PROB_ATOL
 
 
 def test_lens_normalises_each_boundary_by_itself(default_model, paris) -> None:  # noqa: ANN001

@@ -19,25 +19,43 @@ SMALL = ROOT / "tests" / "data" / "small_trace.json"
 EXAMPLE = ROOT / "assets" / "traces" / "capital_of_france.json"
 
 
-def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mechviz", *args], capture_output=True,
-                          text=True, cwd=cwd, env={**os.environ, **(env or {})})
+def run(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mechviz", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_scenes_lists_every_scene_with_one_line() -> None:
     result = CliRunner().invoke(main, ["scenes"])
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["Embedding", "ResidualFlow", "Attention", "Unembedding"]
+    assert [line.split()[0] for line in lines] == [
+        "Embedding",
+        "ResidualFlow",
+        "Attention",
+        "Unembedding",
+    ]
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["scene", "ResidualFlw"], "Did you mean ResidualFlow?"),
-    (["scene", "Attention", "--trace", str(SMALL), "--layer", "30"], "layers 0 to 29"),
-    (["scene", "Attention", "--trace", str(SMALL), "--head", "9"], "heads 0 to 8"),
-    (["scene", "Attention", "--trace", "no/such/trace.json"], "does not exist"),
-    (["scene", "Attention", "--trace", str(SMALL), "-o", "/no/such/dir/x.gif"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["scene", "ResidualFlw"], "Did you mean ResidualFlow?"),
+        (["scene", "Attention", "--trace", str(SMALL), "--layer", "30"], "layers 0 to 29"),
+        (["scene", "Attention", "--trace", str(SMALL), "--head", "9"], "heads 0 to 8"),
+        (["scene", "Attention", "--trace", "no/such/trace.json"], "does not exist"),
+        (
+            ["scene", "Attention", "--trace", str(SMALL), "-o", "/no/such/dir/x.gif"],
+            "does not exist",
+        ),
+    ],
+)
 def test_scene_bad_input_is_one_sentence(args: list[str], needle: str, tmp_path: Path) -> None:
     result = run(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
@@ -93,8 +111,17 @@ def test_plain_manim_with_env_trace(tmp_path: Path) -> None:
     """`manim -ql scenes/attention.py Attention` works, MECHVIZ_TRACE picks the trace."""
     manim = Path(sys.executable).parent / "manim"
     result = subprocess.run(
-        [str(manim), "-ql", "-s", "--media_dir", str(tmp_path), str(ROOT / "scenes" / "attention.py"),
-         "Attention"], capture_output=True, text=True,
+        [
+            str(manim),
+            "-ql",
+            "-s",
+            "--media_dir",
+            str(tmp_path),
+            str(ROOT / "scenes" / "attention.py"),
+            "Attention",
+        ],
+        capture_output=True,
+        text=True,
         env={**os.environ, "MECHVIZ_TRACE": str(SMALL), "MECHVIZ_LAYER": "3", "MECHVIZ_HEAD": "2"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -107,8 +134,20 @@ def test_non_editable_install_finds_scenes_and_example(tmp_path: Path) -> None:
     """A built wheel carries the scenes and the example trace (pip install . works)."""
     target = tmp_path / "site"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-         "--target", str(target), str(ROOT)], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert build.returncode == 0, build.stderr[-2000:]
     code = (
@@ -120,8 +159,13 @@ def test_non_editable_install_finds_scenes_and_example(tmp_path: Path) -> None:
         "scene_class('ResidualFlow')\n"
         "print(load_trace(example_trace()).prompt)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True,
-                            text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target)},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "The capital of France is"
 

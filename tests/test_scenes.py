@@ -30,8 +30,14 @@ CONTROL = ROOT / "tests" / "control"
 
 
 def render_last_frame(name: str, tmp_path: Path, **settings: object) -> np.ndarray:
-    out = render_scene(name, SceneSettings(trace=SMALL, **settings), "low", "png",
-                       tmp_path / f"{name}.png", progress=False)
+    out = render_scene(
+        name,
+        SceneSettings(trace=SMALL, **settings),
+        "low",
+        "png",
+        tmp_path / f"{name}.png",
+        progress=False,
+    )
     return np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
 
 
@@ -60,7 +66,7 @@ def check_not_blank(frame: np.ndarray) -> None:
 
 
 def test_scene_registry_matches_modules() -> None:
-    for name, (module, line) in SCENES.items():
+    for _name, (module, line) in SCENES.items():
         assert (ROOT / "scenes" / f"{module}.py").is_file()
         assert line and len(line) < 80
 

@@ -9,8 +9,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,7 +148,12 @@ def test_json_that_is_not_a_trace(tmp_path: Path, text: str) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"this is not json {", b"", b"\x89PNG\r\n\x1a\n\x00\xff\xfe", b'{"schema_version": 1, "model": {'],
+    [
+        b"this is not json {",
+        b"",
+        b"\x89PNG\r\n\x1a\n\x00\xff\xfe",
+        b'{"schema_version": 1, "model": {',
+    ],
     ids=["text", "empty", "binary", "truncated"],
 )
 def test_file_that_is_not_json(tmp_path: Path, content: bytes) -> None:
@@ -174,6 +180,7 @@ def _set(path: str, value: Any) -> Callable[[dict], None]:
         for part in parents:
             node = node[part]
         node[key] = value
+
     return change
 
 
@@ -184,6 +191,7 @@ def _delete(path: str) -> Callable[[dict], None]:
         for part in parents:
             node = node[part]
         del node[key]
+
     return change
 
 
@@ -213,8 +221,10 @@ def _one_label_too_many(data: dict) -> None:
 
 INVALID = {
     # name: (change, words the message must contain)
-    "newer_schema": (_set("schema_version", SCHEMA_VERSION + 1),
-                     [f"schema version {SCHEMA_VERSION + 1}", "newer", "upgrade"]),
+    "newer_schema": (
+        _set("schema_version", SCHEMA_VERSION + 1),
+        [f"schema version {SCHEMA_VERSION + 1}", "newer", "upgrade"],
+    ),
     "older_schema": (_set("schema_version", 0), ["schema version 0"]),
     "schema_not_int": (_set("schema_version", "1"), ["'schema_version'", "integer"]),
     "missing_attention_pattern": (_delete("attention.pattern"), ["missing", "'attention.pattern'"]),
@@ -271,8 +281,11 @@ def _leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
-@pytest.mark.parametrize("exc", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()],
-                         ids=["disk-full", "interrupted"])
+@pytest.mark.parametrize(
+    "exc",
+    [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()],
+    ids=["disk-full", "interrupted"],
+)
 def test_write_failing_midway_leaves_nothing(
     tiny_trace: Trace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException
 ) -> None:
@@ -368,8 +381,10 @@ def test_output_refused_by_the_os_is_a_clear_error(
     network mount or a full disk the same happens. The user must still get one
     sentence (MechvizError, exit code 2), not a traceback.
     """
+
     def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".trace.json.x.tmp"))
+        tmp = tmp_path / ".trace.json.x.tmp"
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
 
     monkeypatch.setattr(mio.tempfile, "mkstemp", refuse)
     with pytest.raises(MechvizError) as info:

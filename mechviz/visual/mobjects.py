@@ -6,11 +6,20 @@ images (``ImageMobject`` from NumPy arrays), not thousands of squares.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from manim import (
-    DOWN, LEFT, RIGHT, UP, Group, ImageMobject, Rectangle, RoundedRectangle, Text, VGroup,
+    DOWN,
+    LEFT,
+    RIGHT,
+    UP,
+    Group,
+    ImageMobject,
+    Rectangle,
+    RoundedRectangle,
+    Text,
+    VGroup,
 )
 from manim.constants import RESAMPLING_ALGORITHMS
 
@@ -20,8 +29,11 @@ from mechviz.visual import style
 
 
 def label(
-    text: str, size: float = style.TEXT_SIZE, color: object = style.FOREGROUND,
-    font: str = style.FONT, weight: str = "NORMAL",
+    text: str,
+    size: float = style.TEXT_SIZE,
+    color: object = style.FOREGROUND,
+    font: str = style.FONT,
+    weight: str = "NORMAL",
 ) -> Text:
     """Text in the house font; token text should go through :func:`shown` first."""
     return Text(text, font=font, font_size=size, color=color, weight=weight)
@@ -30,14 +42,25 @@ def label(
 class TokenBox(VGroup):
     """A token's text in a rounded box tinted with the token's colour."""
 
-    def __init__(self, text: str, color: object = style.TOKEN_COLORS[0],
-                 font_size: float = style.TEXT_SIZE, height: float = 0.5,
-                 min_width: float = 0.5, **kwargs: object) -> None:
+    def __init__(
+        self,
+        text: str,
+        color: object = style.TOKEN_COLORS[0],
+        font_size: float = style.TEXT_SIZE,
+        height: float = 0.5,
+        min_width: float = 0.5,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)
         self.text = label(shown(text), font_size)
         self.box = RoundedRectangle(
-            corner_radius=0.08, width=max(self.text.width + 0.24, min_width), height=height,
-            stroke_color=color, stroke_width=2, fill_color=color, fill_opacity=0.18,
+            corner_radius=0.08,
+            width=max(self.text.width + 0.24, min_width),
+            height=height,
+            stroke_color=color,
+            stroke_width=2,
+            fill_color=color,
+            fill_opacity=0.18,
         )
         self.text.move_to(self.box)
         self.add(self.box, self.text)
@@ -46,8 +69,14 @@ class TokenBox(VGroup):
 class TokenRow(VGroup):
     """The prompt's tokens as boxes in a row; ``boxes[i]`` is position ``i``."""
 
-    def __init__(self, texts: Sequence[str], font_size: float = style.TEXT_SIZE,
-                 max_width: float = 12.0, buff: float = 0.1, **kwargs: object) -> None:
+    def __init__(
+        self,
+        texts: Sequence[str],
+        font_size: float = style.TEXT_SIZE,
+        max_width: float = 12.0,
+        buff: float = 0.1,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)
         self.boxes = [
             TokenBox(t, style.token_color(i), font_size=font_size) for i, t in enumerate(texts)
@@ -91,40 +120,71 @@ class Heatmap(Group):
 class VectorColumn(VGroup):
     """A vector as a column of cells coloured blue/red by value, with numbers."""
 
-    def __init__(self, values: Sequence[float], scale: float, cell: float = 0.42,
-                 font_size: float = style.SMALL_SIZE - 4, show_numbers: bool = True,
-                 ellipsis: bool = True, **kwargs: object) -> None:
+    def __init__(
+        self,
+        values: Sequence[float],
+        scale: float,
+        cell: float = 0.42,
+        font_size: float = style.SMALL_SIZE - 4,
+        show_numbers: bool = True,
+        ellipsis: bool = True,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)
-        self.cells = VGroup(*[
-            Rectangle(width=cell * 1.6, height=cell, stroke_color=style.MUTED, stroke_width=0.5,
-                      fill_color=style.signed_color(v, scale), fill_opacity=1.0)
-            for v in values
-        ]).arrange(DOWN, buff=0)
+        self.cells = VGroup(
+            *[
+                Rectangle(
+                    width=cell * 1.6,
+                    height=cell,
+                    stroke_color=style.MUTED,
+                    stroke_width=0.5,
+                    fill_color=style.signed_color(v, scale),
+                    fill_opacity=1.0,
+                )
+                for v in values
+            ]
+        ).arrange(DOWN, buff=0)
         self.add(self.cells)
         if show_numbers:
-            self.numbers = VGroup(*[
-                label(f"{v:+.2f}", font_size, font=style.MONO).move_to(c)
-                for v, c in zip(values, self.cells)
-            ])
+            self.numbers = VGroup(
+                *[
+                    label(f"{v:+.2f}", font_size, font=style.MONO).move_to(c)
+                    for v, c in zip(values, self.cells)
+                ]
+            )
             self.add(self.numbers)
         if ellipsis:
-            self.dots = label("⋮", style.TEXT_SIZE, style.MUTED).next_to(self.cells, DOWN, buff=0.08)
+            self.dots = label("⋮", style.TEXT_SIZE, style.MUTED).next_to(
+                self.cells, DOWN, buff=0.08
+            )
             self.add(self.dots)
 
 
 class ProbBars(VGroup):
     """A next-token bar chart: token label, bar (length = probability), value."""
 
-    def __init__(self, texts: Sequence[str], probs: Sequence[float], bar_width: float = 3.0,
-                 font_size: float = style.TEXT_SIZE, row_height: float = 0.42,
-                 highlight: int | None = 0, **kwargs: object) -> None:
+    def __init__(
+        self,
+        texts: Sequence[str],
+        probs: Sequence[float],
+        bar_width: float = 3.0,
+        font_size: float = style.TEXT_SIZE,
+        row_height: float = 0.42,
+        highlight: int | None = 0,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)
         self.rows = VGroup()
         for i, (text, p) in enumerate(zip(texts, probs)):
             color = style.HIGHLIGHT if i == highlight else style.PROB_HIGH
             name = label(shown(text), font_size)
-            bar = Rectangle(width=max(bar_width * float(p), 0.02), height=row_height * 0.7,
-                            stroke_width=0, fill_color=color, fill_opacity=0.9)
+            bar = Rectangle(
+                width=max(bar_width * float(p), 0.02),
+                height=row_height * 0.7,
+                stroke_width=0,
+                fill_color=color,
+                fill_opacity=0.9,
+            )
             value = label(f"{p:.3f}", font_size - 4, style.MUTED, font=style.MONO)
             row = VGroup(name, bar, value)
             bar.move_to(DOWN * i * row_height, aligned_edge=LEFT)
@@ -132,4 +192,3 @@ class ProbBars(VGroup):
             value.next_to(bar, RIGHT, buff=0.12)
             self.rows.add(row)
         self.add(self.rows)
-

@@ -22,7 +22,16 @@ MLP_COLOR = ManimColor("#a371f7")
 HIGHLIGHT = ManimColor("#3fb950")
 TOKEN_COLORS = [
     ManimColor(c)
-    for c in ("#58a6ff", "#3fb950", "#d29922", "#f778ba", "#a371f7", "#39c5cf", "#f0883e", "#8b949e")
+    for c in (
+        "#58a6ff",
+        "#3fb950",
+        "#d29922",
+        "#f778ba",
+        "#a371f7",
+        "#39c5cf",
+        "#f0883e",
+        "#8b949e",
+    )
 ]
 
 # Sizes in scene units (the frame is 14.2 x 8 units).
@@ -60,8 +69,9 @@ def diverging_rgb(values: np.ndarray, scale: float) -> np.ndarray:
     return (rgb * 255).round().astype(np.uint8)
 
 
-def sequential_rgb(values: np.ndarray, low: ManimColor = PROB_LOW,
-                   high: ManimColor = PROB_HIGH) -> np.ndarray:
+def sequential_rgb(
+    values: np.ndarray, low: ManimColor = PROB_LOW, high: ManimColor = PROB_HIGH
+) -> np.ndarray:
     """RGB uint8 image of values in [0, 1] (probabilities, attention weights)."""
     w = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)[..., None] ** 0.6
     rgb = (1 - w) * _rgb(low) + w * _rgb(high)
