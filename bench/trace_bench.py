@@ -31,6 +31,25 @@ def best(fn, repeat: int) -> float:  # noqa: ANN001
     return min(times), statistics.median(times)
 
 
+def fresh_process_load() -> tuple[float, float]:
+    """Seconds to import torch and transformers, and to import and load, in a new process.
+
+    The first ``from_pretrained`` in a process also imports much of transformers
+    lazily; ``model load from cache`` above is measured after that.
+    """
+    code = (
+        "import time; t = time.perf_counter()\n"
+        "import torch, transformers\n"
+        "from transformers import AutoModelForCausalLM\n"
+        "i = time.perf_counter() - t\n"
+        "from mechviz.models import load_model; load_model()\n"
+        "print(i, time.perf_counter() - t)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    imports_s, total_s = map(float, out.stdout.split())
+    return imports_s, total_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompt", default="The capital of France is")
@@ -80,6 +99,9 @@ def main() -> None:
     ]:
         print(f"{name:<34}{b:>9.3f}{m:>10.3f}")
     print(f"{'mechviz trace, end to end':<34}{e2e_s:>9.3f}")
+    imports_s, fresh_s = fresh_process_load()
+    print(f"{'fresh process: import torch+tf':<34}{imports_s:>9.3f}")
+    print(f"{'fresh process: imports + load':<34}{fresh_s:>9.3f}")
     print(f"ratio trace / bare forward (best): {trace_s[0] / bare_s[0]:.2f}x")
     print(f"trace size: {size / 1024:.0f} KiB")
 

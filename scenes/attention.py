@@ -18,7 +18,6 @@ from manim import (
 
 from mechviz.errors import MechvizError
 from mechviz.schema import Trace
-from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import TraceScene
 from mechviz.visual.mobjects import Heatmap, TokenRow, label
@@ -86,19 +85,7 @@ class Attention(TraceScene):
         size = min(4.4, 0.8 * P)
         grid = Heatmap(style.sequential_rgb(self.pattern, high=style.ATTN_COLOR), size, size)
         grid.move_to([-3.2, -0.7, 0])
-        texts = [shown(t) for t in self.trace.tokens.text]
-        labels = VGroup()
-        for i, text in enumerate(texts):
-            row = label(text, style.SMALL_SIZE, style.token_color(i))
-            row.scale_to_fit_width(min(row.width, 1.8))
-            row.next_to(grid.frame, LEFT, buff=0.12).set_y(grid.cell_center(i, 0)[1])
-            col = label(text, style.SMALL_SIZE, style.token_color(i))
-            col.scale_to_fit_width(min(col.width, 1.6)).rotate(np.pi / 4)
-            col.move_to(
-                grid.cell_center(0, i) + UP * (size / P / 2 + 0.08), aligned_edge=DOWN + LEFT
-            )
-            col.shift(LEFT * 0.1)
-            labels.add(row, col)
+        labels = grid.get_token_labels(self.trace.tokens.text, max_width=1.8)
         axes = VGroup(
             label("query ↓", style.SMALL_SIZE - 2, style.MUTED)
             .next_to(grid.frame, DOWN, buff=0.12)
@@ -106,18 +93,7 @@ class Attention(TraceScene):
             .shift(LEFT * 1.2),
             label("key →", style.SMALL_SIZE - 2, style.MUTED).next_to(grid.frame, DOWN, buff=0.12),
         )
-        numbers = VGroup()
-        if P <= 10:
-            cell = size / P
-            for q in range(P):
-                for k in range(q + 1):
-                    numbers.add(
-                        label(
-                            f"{self.pattern[q, k]:.2f}",
-                            style.SMALL_SIZE - (2 if cell >= 0.7 else 5),
-                            font=style.MONO,
-                        ).move_to(grid.cell_center(q, k))
-                    )
+        numbers = grid.get_numbers(self.pattern, lower_only=True)
         return Group(grid, labels, axes, numbers)
 
     def show_grid(self) -> None:

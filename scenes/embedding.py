@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from manim import (
     DOWN,
     LEFT,
@@ -18,7 +17,6 @@ from manim import (
     Write,
 )
 
-from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import TraceScene
 from mechviz.visual.mobjects import Heatmap, TokenRow, VectorColumn, label
@@ -28,6 +26,7 @@ class Embedding(TraceScene):
     """Tokens, their ids, their rows of W_E, and how similar those rows are."""
 
     n_dims_shown = 8  # cells per column; the rest of d_model is the ellipsis
+    max_tokens_shown = 8  # token boxes, ids and columns; more would not be readable
 
     def construct(self) -> None:
         self.show_prompt()
@@ -43,13 +42,12 @@ class Embedding(TraceScene):
         self.play(Write(self.title), FadeIn(self.prompt), run_time=1.0)
 
     def show_tokens(self) -> None:
-        self.tokens = TokenRow.from_trace(self.trace, max_width=10.5).move_to(
-            UP * 1.3 + RIGHT * 0.8
-        )
+        texts = self.trace.tokens.text
+        n = min(len(texts), self.max_tokens_shown)
+        self.tokens = TokenRow(texts[:n], max_width=10.5).move_to(UP * 1.3 + RIGHT * 0.8)
         self.play(FadeTransform(self.prompt.copy(), self.tokens), run_time=1.2)
-        caption = label("tokens", style.SMALL_SIZE, style.MUTED).next_to(
-            self.tokens, LEFT, buff=0.4
-        )
+        name = "tokens" if n == len(texts) else f"first {n} of\n{len(texts)} tokens"
+        caption = label(name, style.SMALL_SIZE, style.MUTED).next_to(self.tokens, LEFT, buff=0.4)
         self.play(FadeIn(caption), run_time=0.4)
         self.captions = VGroup(caption)
 
@@ -114,7 +112,6 @@ class Embedding(TraceScene):
         cosine = self.trace.embedding.cosine
         P = cosine.shape[0]
         size = min(4.8, 0.8 * P)
-        cell = size / P
         heading = label(
             "How alike are the token vectors? cosine similarity of their rows of W_E",
             style.TEXT_SIZE,
@@ -123,26 +120,8 @@ class Embedding(TraceScene):
         heading.scale_to_fit_width(min(heading.width, 12.5)).move_to(UP * 2.55)
         grid = Heatmap(style.diverging_rgb(cosine, 1.0), size, size)
         grid.move_to(DOWN * 0.75)
-        labels = VGroup()
-        for i, text in enumerate(self.trace.tokens.text):
-            row = label(shown(text), style.SMALL_SIZE, style.token_color(i))
-            row.scale_to_fit_width(min(row.width, 2.4))
-            row.next_to(grid.frame, LEFT, buff=0.15).set_y(grid.cell_center(i, 0)[1])
-            col = label(shown(text), style.SMALL_SIZE, style.token_color(i))
-            col.scale_to_fit_width(min(col.width, 2.0)).rotate(np.pi / 4)
-            col.move_to(grid.cell_center(0, i) + UP * (cell / 2 + 0.1), aligned_edge=DOWN + LEFT)
-            col.shift(LEFT * 0.12)
-            labels.add(row, col)
-        numbers = VGroup()
-        if P <= 10:
-            size_pt = style.SMALL_SIZE - 2 if cell >= 0.7 else style.SMALL_SIZE - 5
-            for i in range(P):
-                for j in range(P):
-                    numbers.add(
-                        label(f"{cosine[i, j]:.2f}", size_pt, font=style.MONO).move_to(
-                            grid.cell_center(i, j)
-                        )
-                    )
+        labels = grid.get_token_labels(self.trace.tokens.text)
+        numbers = grid.get_numbers(cosine)
         note = label("blue −1 · 0 · +1 red", style.SMALL_SIZE - 2, style.MUTED)
         note.next_to(grid, RIGHT, buff=0.4).align_to(grid, DOWN)
         self.play(

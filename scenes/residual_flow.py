@@ -19,7 +19,7 @@ from manim import (
 from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import TraceScene
-from mechviz.visual.mobjects import TokenBox, TokenRow, grid_image, label
+from mechviz.visual.mobjects import TokenBox, TokenRow, fit, grid_image, label, label_step
 
 WRITE_COLS = 24  # pixels of the write-size bars beside each stream
 GAP_COLS = 3
@@ -48,12 +48,27 @@ class ResidualFlow(TraceScene):
         self.play(Write(self.title), run_time=0.8)
 
     def show_tokens(self) -> None:
-        x0, x1, y0, _ = self.stream_area
-        self.tokens = TokenRow.from_trace(self.trace, max_width=x1 - x0, font_size=style.SMALL_SIZE)
         self.stream_centers = self._stream_centers()
-        for box, x in zip(self.tokens.boxes, self.stream_centers):
-            box.move_to([x, y0 - 0.4, 0])
+        self.tokens = self.get_token_labels()
         self.play(FadeIn(self.tokens, shift=UP * 0.2), run_time=0.6)
+
+    def get_token_labels(self) -> VGroup:
+        """Token boxes under the streams; upright labels when the streams are narrow."""
+        x0, x1, y0, _ = self.stream_area
+        texts = self.trace.tokens.text
+        spacing = (x1 - x0) / len(texts)
+        if spacing >= 0.75:
+            row = TokenRow(texts, max_width=x1 - x0, font_size=style.SMALL_SIZE)
+            for box, x in zip(row.boxes, self.stream_centers):
+                box.move_to([x, y0 - 0.4, 0])
+            return row
+        labels = VGroup()
+        step = label_step(spacing)
+        for p in range(0, len(texts), step):
+            text = label(shown(texts[p]), style.SMALL_SIZE - 2, style.token_color(p))
+            fit(text, 1.3, spacing * step * 0.85).rotate(np.pi / 2)
+            labels.add(text.move_to([self.stream_centers[p], y0 - 0.1, 0], aligned_edge=UP))
+        return labels
 
     def show_streams(self) -> None:
         self.streams = self.get_streams()

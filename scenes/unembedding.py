@@ -37,6 +37,7 @@ class Unembedding(TraceScene):
     """Final norm and W_U turn the last position's vector into the model's next-token odds."""
 
     n_bars = 8  # bars in the chart; the trace keeps top_k >= this many, or fewer bars
+    max_columns = 8  # positions in the lens table (the last ones); more are unreadable
 
     def construct(self) -> None:
         self.show_title()
@@ -154,7 +155,9 @@ class Unembedding(TraceScene):
 
     def get_table(self) -> tuple[VGroup, list[list[Rectangle]]]:
         trace = self.trace
-        P = trace.n_positions
+        first = max(0, trace.n_positions - self.max_columns)
+        positions = range(first, trace.n_positions)
+        P = len(positions)
         layers = table_layers(trace)
         cell_w = min(2.0, 11.0 / P)
         cell_h = min(0.36, 5.2 / (len(layers) + 1))
@@ -162,10 +165,13 @@ class Unembedding(TraceScene):
         x0 = -5.6 + 1.0
         y0 = 1.45
         header = VGroup(label("layer", font, style.MUTED).move_to([x0 - 0.6, y0, 0]))
-        for p, text in enumerate(trace.tokens.text):
-            head = label(shown(text), font, style.token_color(p))
+        if first:
+            note = label(f"last {P} of {trace.n_positions} positions", font, style.MUTED)
+            header.add(note.move_to([x0 + cell_w * P / 2, y0 + 0.4, 0]))
+        for c, p in enumerate(positions):
+            head = label(shown(trace.tokens.text[p]), font, style.token_color(p))
             head.scale_to_fit_width(min(head.width, cell_w * 0.92))
-            header.add(head.move_to([x0 + cell_w * (p + 0.5), y0, 0]))
+            header.add(head.move_to([x0 + cell_w * (c + 0.5), y0, 0]))
         rows, cells = [header], []
         for r, layer in enumerate(layers):
             y = y0 - cell_h * (r + 1)
@@ -175,7 +181,7 @@ class Unembedding(TraceScene):
                 )
             )
             row_cells = []
-            for p in range(P):
+            for c, p in enumerate(positions):
                 b = trace.lens_row(layer)
                 prob = float(trace.lens.top_probs[b, p, 0])
                 box = Rectangle(
@@ -185,7 +191,7 @@ class Unembedding(TraceScene):
                     fill_color=style.prob_color(prob),
                     fill_opacity=1.0,
                 )
-                box.move_to([x0 + cell_w * (p + 0.5), y, 0])
+                box.move_to([x0 + cell_w * (c + 0.5), y, 0])
                 text = label(
                     shown(trace.token_text(trace.lens.top_ids[b, p, 0])),
                     font,

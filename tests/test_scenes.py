@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from manim import DOWN
 from PIL import Image
 
 from mechviz.io import load_trace
@@ -130,3 +131,20 @@ def test_scenes_import_without_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("n", [3, 12, 30, 64])
+def test_grid_token_labels_never_overlap(n: int) -> None:
+    """Long prompts: labels shrink, then thin out, but never overlap or leave the frame."""
+    from mechviz.visual.mobjects import Heatmap
+
+    texts = [f" token{i}" if i % 3 else "\n" for i in range(n)]
+    grid = Heatmap(np.zeros((n, n, 3), np.uint8), 4.8, 4.8).move_to(DOWN * 0.75)
+    labels = grid.get_token_labels(texts)
+    rows = sorted(labels[0::2], key=lambda m: -m.get_y())
+    assert 2 <= len(rows) <= n
+    for upper, lower in zip(rows, rows[1:]):
+        assert upper.get_bottom()[1] >= lower.get_top()[1] - 1e-6
+    for mobject in labels:
+        assert abs(mobject.get_x()) + mobject.width / 2 < 7.1
+        assert abs(mobject.get_y()) + mobject.height / 2 < 4.0

@@ -91,6 +91,20 @@ class TokenRow(VGroup):
         return cls(trace.tokens.text, **kwargs)
 
 
+def label_step(spacing: float, min_spacing: float = 0.24) -> int:
+    """Label every ``step``-th item so labels ``spacing`` apart stay readable."""
+    return max(1, int(np.ceil(min_spacing / max(spacing, 1e-9))))
+
+
+def fit(mobject: Text, max_width: float, max_height: float) -> Text:
+    """Shrink (never grow) ``mobject`` to fit the box."""
+    if mobject.width > max_width:
+        mobject.scale_to_fit_width(max_width)
+    if mobject.height > max_height:
+        mobject.scale_to_fit_height(max_height)
+    return mobject
+
+
 def grid_image(rgb: np.ndarray, width: float, height: float) -> ImageMobject:
     """An ``[rows, cols, 3]`` uint8 array as a crisp image of the given size."""
     image = ImageMobject(np.ascontiguousarray(rgb))
@@ -110,6 +124,43 @@ class Heatmap(Group):
         self.frame = Rectangle(width=width, height=height, stroke_color=style.MUTED, stroke_width=1)
         self.frame.move_to(self.image)
         self.add(self.image, self.frame)
+
+    @property
+    def cell(self) -> float:
+        """Side of one cell, in scene units."""
+        return self.frame.width / self.n_cols
+
+    def get_token_labels(self, texts: Sequence[str], max_width: float = 2.2) -> VGroup:
+        """Token labels left of the rows and, tilted, above the columns.
+
+        Labels never overlap: with many tokens only every ``step``-th is labelled.
+        """
+        step = label_step(self.cell)
+        labels = VGroup()
+        for i in range(0, len(texts), step):
+            row = label(shown(texts[i]), style.SMALL_SIZE, style.token_color(i))
+            fit(row, max_width, self.cell * step * 0.9)
+            row.next_to(self.frame, LEFT, buff=0.12).set_y(self.cell_center(i, 0)[1])
+            col = label(shown(texts[i]), style.SMALL_SIZE, style.token_color(i))
+            fit(col, max_width * 0.8, self.cell * step * 0.9).rotate(np.pi / 4)
+            col.move_to(
+                self.cell_center(0, i) + UP * (self.cell / 2 + 0.08), aligned_edge=DOWN + LEFT
+            )
+            col.shift(LEFT * min(0.12, self.cell / 3))
+            labels.add(row, col)
+        return labels
+
+    def get_numbers(self, values: np.ndarray, lower_only: bool = False) -> VGroup:
+        """The values written in their cells, when cells are big enough to read."""
+        numbers = VGroup()
+        if self.cell < 0.45:
+            return numbers
+        size = style.SMALL_SIZE - 2 if self.cell >= 0.7 else style.SMALL_SIZE - 5
+        for i in range(self.n_rows):
+            for j in range(i + 1 if lower_only else self.n_cols):
+                number = label(f"{values[i, j]:.2f}", size, font=style.MONO)
+                numbers.add(number.move_to(self.cell_center(i, j)))
+        return numbers
 
     def cell_center(self, row: int, col: int) -> np.ndarray:
         w, h = self.frame.width / self.n_cols, self.frame.height / self.n_rows
