@@ -274,6 +274,35 @@ def _load_folder(
         )
     if device_map is None:
         model.to(device)
+    W_U = model.get_output_embeddings().weight
+    return wrap_model(
+        model,
+        tokenizer,
+        model_id,
+        source,
+        file_sha256=file_sha256,
+        revision=revision or getattr(model.config, "_commit_hash", None),
+        dtype=dtype,
+        unembedding_hash=_unembedding_hash(Path(folder), W_U, dtype),
+    )
+
+
+def wrap_model(
+    model: nn.Module,
+    tokenizer: Any,
+    model_id: str,
+    source: str = "memory",
+    *,
+    file_sha256: str | None = None,
+    revision: str | None = None,
+    dtype: str | None = None,
+    unembedding_hash: str | None = None,
+) -> LoadedModel:
+    """A model ready to trace, with the provenance of its weights.
+
+    Also the way in for a model built in memory (tests, notebooks); it must use
+    eager attention, or the trace gets no attention weights.
+    """
     model.eval()
     adapter = Adapter(model)
     return LoadedModel(
@@ -283,35 +312,16 @@ def _load_folder(
         id=model_id,
         source=source,
         file_sha256=file_sha256,
-        revision=revision or getattr(model.config, "_commit_hash", None),
-        dtype=dtype,
+        revision=revision,
+        dtype=dtype or str(adapter.W_U.dtype).removeprefix("torch."),
         attn_implementation=model.config._attn_implementation,
-        unembedding_hash=_unembedding_hash(Path(folder), adapter.W_U, dtype),
+        unembedding_hash=unembedding_hash or unembedding_sha256(adapter.W_U),
     )
 
 
-def wrap_model(
-    model: nn.Module, tokenizer: Any, model_id: str, source: str = "memory"
-) -> LoadedModel:
-    """A model built in memory (tests, notebooks) ready to trace.
-
-    It must use eager attention, or the trace gets no attention weights.
-    """
-    model.eval()
-    adapter = Adapter(model)
-    W_U = adapter.W_U.detach().float().cpu().contiguous()
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        adapter=adapter,
-        id=model_id,
-        source=source,
-        file_sha256=None,
-        revision=None,
-        dtype=str(adapter.W_U.dtype).removeprefix("torch."),
-        attn_implementation=model.config._attn_implementation,
-        unembedding_hash=hashlib.sha256(W_U.numpy().tobytes()).hexdigest(),
-    )
+def unembedding_sha256(W_U: torch.Tensor) -> str:
+    """SHA-256 of ``W_U`` as float32 bytes (tuned-lens' ``unembedding_hash``)."""
+    return hashlib.sha256(W_U.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def _unembedding_hash(folder: Path, W_U: torch.Tensor, dtype: str) -> str:
@@ -321,7 +331,7 @@ def _unembedding_hash(folder: Path, W_U: torch.Tensor, dtype: str) -> str:
     key = f"unembedding_sha256_{dtype}"
     if meta and key in meta:
         return meta[key]
-    digest = hashlib.sha256(W_U.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+    digest = unembedding_sha256(W_U)
     if meta is not None:
         with contextlib.suppress(OSError):
             meta[key] = digest
