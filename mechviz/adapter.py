@@ -146,6 +146,8 @@ class Adapter:
         module computes its scale from *this* input, so every boundary is
         normalised by its own statistics, never by the last layer's.
         """
-        device = self.unembed.weight.device
-        normed = self.final_norm(resid.to(self.final_norm.weight.device))
-        return self.output_transform(self.unembed(normed.to(device)))
+        weight = self.unembed.weight
+        norm_device = next(self.final_norm.parameters(), weight).device
+        # In the model's own dtype and device, as the model reads its last layer.
+        normed = self.final_norm(resid.to(device=norm_device, dtype=weight.dtype))
+        return self.output_transform(self.unembed(normed.to(weight.device)))

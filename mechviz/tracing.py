@@ -95,7 +95,8 @@ def record(loaded: LoadedModel, input_ids: torch.Tensor) -> Recording:
 
     def keep(kind: str, layer: int, value: Any) -> None:
         tensor = value[0] if isinstance(value, tuple) else value
-        rec[kind][layer] = tensor[0].detach()
+        # float32 for the statistics; the lens casts back to the model's dtype.
+        rec[kind][layer] = tensor[0].detach().float()
 
     for layer, block in enumerate(adapter.layers):
         handles += [
@@ -317,4 +318,6 @@ def _model_info(loaded: LoadedModel, rec: Recording, mlp_width: int) -> ModelInf
 
 def _np(x: torch.Tensor) -> np.ndarray:
     x = x.detach().cpu()
+    if x.is_floating_point():
+        x = x.float()  # numpy has no bfloat16
     return x.numpy().astype(np.int64 if not x.is_floating_point() else np.float32)

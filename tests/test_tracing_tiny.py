@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -495,3 +496,17 @@ def test_adapter_finds_the_models_own_modules(family: str) -> None:
     assert adapter.embed is model.get_input_embeddings()
     assert adapter.unembed is model.get_output_embeddings()
     assert adapter.final_norm is _final_norm(family, model)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_trace(dtype: torch.dtype) -> None:
+    """--dtype bfloat16/float16: the lens reads in the model's dtype; the trace stores float32."""
+    from mechviz.models import wrap_model
+    from mechviz.tracing import TraceOptions, trace_prompt
+
+    model = build_tiny_model("llama").to(dtype)
+    loaded = wrap_model(model, CharTokenizer(VOCAB), "tiny-llama-half")
+    trace = trace_prompt(loaded, "Hello there", TraceOptions(top_k=5))
+    assert trace.model.dtype == str(dtype).removeprefix("torch.")
+    np.testing.assert_allclose(trace.lens.top_probs[-1], trace.output.top_probs, atol=2e-2)
+    assert trace.resid.pooled.dtype == np.float32
