@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
+from rich.markup import escape
 
 from mechviz import __version__
 from mechviz.errors import MechvizError
@@ -15,18 +18,33 @@ from mechviz.errors import MechvizError
 err = Console(stderr=True)
 
 
-class Group(click.Group):
-    """Turns a :class:`MechvizError` into one red sentence and exit code 2."""
+def fail(message: str) -> None:
+    """Print one red sentence (user text shown as typed) and exit with code 2."""
+    err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
 
-    def invoke(self, ctx: click.Context) -> object:
+
+class Group(click.Group):
+    """Turns a :class:`MechvizError` or a usage error into one sentence and exit code 2."""
+
+    def main(self, *args: object, **kwargs: object) -> object:
+        kwargs["standalone_mode"] = False
         try:
-            return super().invoke(ctx)
+            return super().main(*args, **kwargs)  # type: ignore[arg-type]
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            err.print("Interrupted; nothing was written.")
+            sys.exit(130)
+        except click.ClickException as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else ""
+            fail(exc.format_message().rstrip(".") + "." + hint)
         except MechvizError as exc:
-            err.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            fail(str(exc))
         except KeyboardInterrupt:
             err.print("Interrupted; nothing was written.")
             sys.exit(130)
+        return None
 
 
 @click.group(cls=Group)
@@ -123,12 +141,17 @@ def trace(prompt: str, output: Path, **kwargs: object) -> None:
     result = make_trace(prompt, **kwargs)  # type: ignore[arg-type]
     save_trace(result, output)
     token, prob = result.prediction
-    err.print(
-        f"Wrote {output} ({output.stat().st_size / 1024:.0f} KiB, {result.n_positions} tokens, "
+    n = result.n_positions
+    say(
+        f"Wrote {output} ({output.stat().st_size / 1024:.0f} KiB, {n} token{'s' * (n != 1)}, "
         f"{time.perf_counter() - start:.1f} s); next token: {result.token_text(token)!r} "
-        f"({prob:.2f}).",
-        highlight=False,
+        f"({prob:.2f})."
     )
+
+
+def say(message: str) -> None:
+    """A progress or result line on stderr, printed exactly as written."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -151,10 +174,9 @@ def trace(prompt: str, output: Path, **kwargs: object) -> None:
 @click.option(
     "--format",
     "fmt",
-    default="gif",
-    show_default=True,
+    default=None,
     type=click.Choice(["gif", "mp4", "png"]),
-    help="png saves the last frame.",
+    help="png saves the last frame [default: from the -o extension, else gif].",
 )
 @click.option(
     "-o",
@@ -171,35 +193,61 @@ def scene(
     trace_file: Path | None,
     prompt: str | None,
     quality: str,
-    fmt: str,
+    fmt: str | None,
     output: Path | None,
     layer: int | None,
     head: int | None,
     **kwargs: object,
 ) -> None:
     """Render scene NAME from a trace (see `mechviz scenes`)."""
-    from mechviz.io import load_trace, save_trace
-    from mechviz.render import render_scene, scene_class
+    from mechviz.io import check_writable, load_trace, save_trace
+    from mechviz.render import FORMATS, default_output, render_scene, scene_class
     from mechviz.visual.settings import SceneSettings, example_trace
 
+    ctx = click.get_current_context()
     scene_class(name)  # an unknown name fails before any slow work
     if trace_file is not None and prompt is not None:
         raise MechvizError("Give either --trace or --prompt, not both.")
+    if name != "Attention" and (layer is not None or head is not None):
+        raise MechvizError(f"--layer and --head apply to the Attention scene only, not {name}.")
+    given = [k for k in kwargs if ctx.get_parameter_source(k) != ParameterSource.DEFAULT]
+    if prompt is None and given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise MechvizError(
+            f"Model options ({flags}) apply only with --prompt; a trace file is already made."
+        )
+    fmt = _format(fmt, output, FORMATS)
     if prompt is not None:
         trace_file = Path("renders") / f"{_slug(prompt)}.json"
-        trace_file.parent.mkdir(exist_ok=True)
-        save_trace(make_trace(prompt, **kwargs), trace_file)  # type: ignore[arg-type]
     trace_file = trace_file or example_trace()
+    output = output or default_output(trace_file, name, fmt)
+    if output.parent != Path("renders") / trace_file.stem:
+        check_writable(output)  # before the slow part
+    if prompt is not None:
+        made = make_trace(prompt, **kwargs)  # type: ignore[arg-type]
+        _check_layer_head(made, layer, head)
+        trace_file.parent.mkdir(exist_ok=True)
+        save_trace(made, trace_file)
     trace = load_trace(trace_file)
     _check_layer_head(trace, layer, head)
     start = time.perf_counter()
     settings = SceneSettings(trace=trace_file, layer=layer, head=head)
-    path = render_scene(name, settings, quality, fmt, output)
-    err.print(
-        f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB, "
-        f"{time.perf_counter() - start:.1f} s).",
-        highlight=False,
+    path = render_scene(name, settings, quality, fmt, output, progress=sys.stderr.isatty())
+    say(
+        f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB, {time.perf_counter() - start:.1f} s)."
     )
+
+
+def _format(fmt: str | None, output: Path | None, formats: tuple[str, ...]) -> str:
+    """The format: --format, else the extension of -o, else gif; they must agree."""
+    ext = output.suffix.lower().lstrip(".") if output is not None else ""
+    if fmt and ext and ext != fmt:
+        raise MechvizError(f"--format {fmt} does not match the extension of {output}.")
+    if not fmt and ext and ext not in formats:
+        raise MechvizError(
+            f"Cannot tell the format from {output}; use a .gif, .mp4 or .png name or --format."
+        )
+    return fmt or ext or "gif"
 
 
 @main.command(name="scenes")
@@ -213,8 +261,10 @@ def list_scenes() -> None:
 
 
 def _slug(text: str) -> str:
+    """A file name for a prompt's trace: its words, and a hash so prompts never collide."""
     words = "".join(c if c.isalnum() else " " for c in text.lower()).split()
-    return "_".join(words)[:48] or "trace"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{'_'.join(words)[:40] or 'trace'}-{digest}"
 
 
 def _check_layer_head(trace: object, layer: int | None, head: int | None) -> None:

@@ -70,6 +70,8 @@ def save_trace(trace: Trace, path: Path | str) -> Path:
 def load_trace(path: Path | str) -> Trace:
     """Load and validate a trace; every problem is one sentence naming the field."""
     path = Path(path)
+    if path.is_dir():
+        raise MechvizError(f"{path} is a directory, not a trace file.")
     if not path.is_file():
         raise MechvizError(f"Trace file {path} does not exist.")
     try:

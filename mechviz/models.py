@@ -97,6 +97,16 @@ def load_model(
         digest = sha256_file(path)
         folder = _cached_gguf(path, digest, progress)
         return _load_folder(folder, path.name, "gguf", digest, None, **kwargs)
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise MechvizError(
+            f"Folder {path} does not hold a Hugging Face model (it has no config.json)."
+        )
+    if path.is_file():
+        raise MechvizError(
+            f"{path} is a file, but not a .gguf model; give a .gguf or a model folder."
+        )
+    if spec.startswith((".", "/", "~")) and not path.exists():
+        raise MechvizError(f"Model folder {path} does not exist.")
     if path.is_dir():
         try:
             return _load_folder(path, str(path), "local", None, None, **kwargs)

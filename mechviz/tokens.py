@@ -8,9 +8,20 @@ from typing import Any
 REPLACEMENT = "\ufffd"
 
 
+_VISIBLE = {" ": "·", "\n": "⏎", "\t": "⇥", "\r": "␍"}
+
+
 def shown(text: str) -> str:
-    """Token text made visible on screen: spaces as ``·``, newlines as ``⏎``."""
-    return text.replace(" ", "·").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+    """Token text made visible on screen: spaces as ``·``, newlines as ``⏎``.
+
+    Other blanks (no-break and zero-width spaces, ...) show as ``·`` too, so no
+    token is drawn as an empty box.
+    """
+    out = "".join(
+        _VISIBLE.get(ch, "·" if ch.isspace() or ch in "\u200b\u200c\u200d\ufeff" else ch)
+        for ch in text
+    )
+    return out or "∅"
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,7 @@ import numpy as np
 from manim import (
     DOWN,
     LEFT,
+    RIGHT,
     UP,
     ArcBetweenPoints,
     FadeIn,
@@ -62,6 +63,9 @@ def choose_head(trace: Trace, layer: int | None = None, head: int | None = None)
 class Attention(TraceScene):
     """Where one head looks: the pattern grid, arcs between tokens, every head of the layer."""
 
+    max_arc_tokens = 7  # token boxes in the arcs beat: the first and the last six
+    max_arc_queries = 6  # queries whose arcs are shown, last first
+
     def construct(self) -> None:
         self.layer, self.head = choose_head(self.trace, self.settings.layer, self.settings.head)
         self.pattern = self.trace.attention.pattern[self.layer, self.head]
@@ -73,7 +77,15 @@ class Attention(TraceScene):
     def show_title(self) -> None:
         self.title = label(f"Attention: layer {self.layer}, head {self.head}", style.TITLE_SIZE)
         self.title.to_corner(UP + LEFT, buff=0.3)
-        chosen = "chosen by hand" if self.settings.head is not None else f"chosen as {RULE}"
+        layer, head = self.settings.layer, self.settings.head
+        if layer is not None and head is not None:
+            chosen = "chosen by hand"
+        elif self.trace.n_positions < 3:
+            chosen = "the prompt is too short to rank heads (3 tokens needed): the first is shown"
+        else:
+            given = f"in layer {layer}, " if layer is not None else ""
+            given = f"for head {head}, " if head is not None else given
+            chosen = f"chosen {given}as {RULE}"
         self.subtitle = label(chosen, style.SMALL_SIZE - 2, style.MUTED)
         self.subtitle.scale_to_fit_width(min(self.subtitle.width, 13)).next_to(
             self.title, DOWN, aligned_edge=LEFT
@@ -102,37 +114,56 @@ class Attention(TraceScene):
         self.play(FadeIn(self.grid[3]), run_time=0.6)
         self.wait(0.6)
 
+    def arc_window(self) -> list[int]:
+        """Positions drawn as token boxes: the first (where many heads park) and the last few."""
+        P = self.pattern.shape[0]
+        return [0, *range(max(1, P - self.max_arc_tokens + 1), P)] if P > 1 else [0]
+
     def show_arcs(self) -> None:
         """Arcs from each query to the keys it reads; width and opacity are the weights."""
-        tokens = TokenRow.from_trace(self.trace, font_size=style.SMALL_SIZE, max_width=5.6)
-        tokens.move_to([3.6, -1.9, 0])
+        window = self.arc_window()
+        texts = self.trace.tokens.text
+        tokens = TokenRow(
+            [texts[p] for p in window], font_size=style.SMALL_SIZE, max_width=5.6, positions=window
+        )
+        parts = VGroup(tokens)
+        if len(window) > 1 and window[1] > 1:  # positions left out between the first and the rest
+            dots = label("…", style.SMALL_SIZE, style.MUTED)
+            VGroup(*tokens.boxes[1:]).shift(RIGHT * (dots.width + 0.2))
+            dots.next_to(tokens.boxes[0], RIGHT, buff=0.1)
+            parts.add(dots)
+            if parts.width > 5.6:
+                parts.scale_to_fit_width(5.6)
+        parts.move_to([3.6, -1.9, 0])
+        self.boxes = dict(zip(window, tokens.boxes))
         caption = label("each query reads from earlier keys", style.SMALL_SIZE, style.MUTED)
         caption.move_to([3.6, 1.6, 0])
-        self.play(FadeIn(tokens), FadeIn(caption), run_time=0.6)
+        self.play(FadeIn(parts), FadeIn(caption), run_time=0.6)
         P = self.pattern.shape[0]
-        for q in range(P - 1, 0, -1) if P > 1 else []:
-            arcs = self.get_arcs(tokens, q)
-            focus = SurroundingRectangle(tokens.boxes[q], color=style.FOREGROUND, buff=0.05)
+        queries = [q for q in reversed(window) if q > 0][: self.max_arc_queries]
+        for q in queries:
+            arcs = self.get_arcs(q)
+            focus = SurroundingRectangle(self.boxes[q], color=style.FOREGROUND, buff=0.05)
             row = (
                 SurroundingRectangle(self.grid[0].frame, buff=0, color=style.FOREGROUND)
                 .stretch_to_fit_height(self.grid[0].frame.height / P)
                 .set_y(self.grid[0].cell_center(q, 0)[1])
             )
-            self.play(
-                FadeIn(arcs), FadeIn(focus), FadeIn(row), run_time=0.7 if q == P - 1 else 0.35
-            )
-            self.wait(0.8 if q == P - 1 else 0.2)
+            first = q == queries[0]
+            self.play(FadeIn(arcs), FadeIn(focus), FadeIn(row), run_time=0.7 if first else 0.35)
+            self.wait(0.8 if first else 0.2)
             self.play(FadeOut(arcs), FadeOut(focus), FadeOut(row), run_time=0.25)
-        self.arc_parts = VGroup(tokens, caption)
+        self.arc_parts = VGroup(parts, caption)
 
-    def get_arcs(self, tokens: TokenRow, query: int) -> VGroup:
+    def get_arcs(self, query: int) -> VGroup:
+        """Arcs into ``query`` from the keys in the window, drawn by weight."""
         arcs = VGroup()
-        end = tokens.boxes[query].get_top()
-        for key in range(query + 1):
+        end = self.boxes[query].get_top()
+        for key in range(query):
             weight = float(self.pattern[query, key])
-            if weight < 0.01 or key == query:
+            if weight < 0.01 or key not in self.boxes:
                 continue
-            start = tokens.boxes[key].get_top()
+            start = self.boxes[key].get_top()
             arcs.add(
                 ArcBetweenPoints(
                     start,
@@ -145,7 +176,7 @@ class Attention(TraceScene):
         self_weight = float(self.pattern[query, query])
         if self_weight >= 0.01:
             loop = SurroundingRectangle(
-                tokens.boxes[query],
+                self.boxes[query],
                 buff=0.1,
                 color=style.ATTN_COLOR,
                 stroke_width=1 + 8 * self_weight,

@@ -27,6 +27,7 @@ class Embedding(TraceScene):
 
     n_dims_shown = 8  # cells per column; the rest of d_model is the ellipsis
     max_tokens_shown = 8  # token boxes, ids and columns; more would not be readable
+    max_prompt_chars = 70  # longer prompts are cut with an ellipsis, to stay readable at 480p
 
     def construct(self) -> None:
         self.show_prompt()
@@ -37,14 +38,19 @@ class Embedding(TraceScene):
 
     def show_prompt(self) -> None:
         self.title = label("From text to vectors", style.TITLE_SIZE).to_corner(UP + LEFT, buff=0.3)
-        self.prompt = label(f"“{self.trace.prompt}”", style.TITLE_SIZE)
+        text = " ".join(self.trace.prompt.split())  # one line: newlines and tabs as spaces
+        if len(text) > self.max_prompt_chars:
+            text = text[: self.max_prompt_chars - 1].rstrip() + "…"
+        self.prompt = label(f"“{text}”", style.TITLE_SIZE)
         self.prompt.scale_to_fit_width(min(self.prompt.width, 12)).move_to(UP * 2.3)
         self.play(Write(self.title), FadeIn(self.prompt), run_time=1.0)
 
     def show_tokens(self) -> None:
         texts = self.trace.tokens.text
         n = min(len(texts), self.max_tokens_shown)
-        self.tokens = TokenRow(texts[:n], max_width=10.5).move_to(UP * 1.3 + RIGHT * 0.8)
+        # Boxes at least as wide as a vector column, so columns never touch.
+        self.tokens = TokenRow(texts[:n], max_width=10.5, min_width=0.75)
+        self.tokens.move_to(UP * 1.3 + RIGHT * 0.8)
         self.play(FadeTransform(self.prompt.copy(), self.tokens), run_time=1.2)
         name = "tokens" if n == len(texts) else f"first {n} of\n{len(texts)} tokens"
         caption = label(name, style.SMALL_SIZE, style.MUTED).next_to(self.tokens, LEFT, buff=0.4)

@@ -57,8 +57,8 @@ class ResidualFlow(TraceScene):
         x0, x1, y0, _ = self.stream_area
         texts = self.trace.tokens.text
         spacing = (x1 - x0) / len(texts)
-        if spacing >= 0.75:
-            row = TokenRow(texts, max_width=x1 - x0, font_size=style.SMALL_SIZE)
+        row = TokenRow(texts, max_width=x1 - x0, font_size=style.SMALL_SIZE)
+        if row.height > 0.35 and all(box.width <= spacing * 0.95 for box in row.boxes):
             for box, x in zip(row.boxes, self.stream_centers):
                 box.move_to([x, y0 - 0.4, 0])
             return row

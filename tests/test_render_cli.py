@@ -54,6 +54,13 @@ def test_scenes_lists_every_scene_with_one_line() -> None:
             ["scene", "Attention", "--trace", str(SMALL), "-o", "/no/such/dir/x.gif"],
             "does not exist",
         ),
+        (["scene", "Attention", "--trace", str(SMALL), "-o", "x.png", "--format", "gif"], "match"),
+        (["scene", "Attention", "--trace", str(SMALL), "-o", "x.txt"], "Cannot tell the format"),
+        (["scene", "Embedding", "--trace", str(SMALL), "--layer", "3"], "Attention scene only"),
+        (["scene", "Embedding", "--trace", str(SMALL), "--top-k", "3"], "only with --prompt"),
+        (["scene", "Attention", "--format", "jpg"], "'jpg' is not one of"),
+        (["scene", "[/b]"], "no scene called '[/b]'"),
+        (["scene", "Attention", "--trace", "/tmp"], "is a directory"),
     ],
 )
 def test_scene_bad_input_is_one_sentence(args: list[str], needle: str, tmp_path: Path) -> None:
@@ -62,6 +69,26 @@ def test_scene_bad_input_is_one_sentence(args: list[str], needle: str, tmp_path:
     assert needle in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
     assert not any(tmp_path.rglob("*.gif"))
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    result = run("scene", "Attention", "--quality", "ultra", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("Error:")
+    assert "Usage:" not in result.stderr
+
+
+def test_inspect_shows_brackets_as_typed(tmp_path: Path) -> None:
+    """User text is never read as rich markup."""
+    data = json.loads(SMALL.read_text())
+    data["prompt"] = "[INST] [bold]hi[/] [/INST]"
+    path = tmp_path / "[old].json"
+    path.write_text(json.dumps(data))
+    result = run("inspect", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "[INST] [bold]hi[/] [/INST]" in result.stdout
+    missing = run("inspect", str(tmp_path / "[gone].json"), cwd=tmp_path)
+    assert missing.returncode == 2 and "[gone].json" in missing.stderr
 
 
 def test_scene_not_a_trace(tmp_path: Path) -> None:

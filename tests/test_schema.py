@@ -170,7 +170,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
-    assert "does not exist" in _load_error(tmp_path)
+    assert "is a directory" in _load_error(tmp_path)
 
 
 def _set(path: str, value: Any) -> Callable[[dict], None]:

@@ -75,11 +75,15 @@ class TokenRow(VGroup):
         font_size: float = style.TEXT_SIZE,
         max_width: float = 12.0,
         buff: float = 0.1,
+        positions: Sequence[int] | None = None,
+        min_width: float = 0.5,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
+        positions = list(positions) if positions is not None else list(range(len(texts)))
         self.boxes = [
-            TokenBox(t, style.token_color(i), font_size=font_size) for i, t in enumerate(texts)
+            TokenBox(t, style.token_color(p), font_size=font_size, min_width=min_width)
+            for p, t in zip(positions, texts)
         ]
         self.add(*self.boxes)
         self.arrange(RIGHT, buff=buff)
@@ -142,7 +146,8 @@ class Heatmap(Group):
             fit(row, max_width, self.cell * step * 0.9)
             row.next_to(self.frame, LEFT, buff=0.12).set_y(self.cell_center(i, 0)[1])
             col = label(shown(texts[i]), style.SMALL_SIZE, style.token_color(i))
-            fit(col, max_width * 0.8, self.cell * step * 0.9).rotate(np.pi / 4)
+            # Tilted labels sit cell * step * sin(45°) apart, across their own height.
+            fit(col, max_width * 0.8, self.cell * step * 0.6).rotate(np.pi / 4)
             col.move_to(
                 self.cell_center(0, i) + UP * (self.cell / 2 + 0.08), aligned_edge=DOWN + LEFT
             )

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from mechviz.errors import MechvizError
+
 EXAMPLE_TRACE = "capital_of_france.json"
 
 
@@ -35,7 +37,12 @@ def example_trace() -> Path:
 
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
-    return int(value) if value not in (None, "") else None
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise MechvizError(f"{name} must be a whole number; got {value!r}.") from None
 
 
 def current() -> SceneSettings:
