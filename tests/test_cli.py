@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import run_cli
 
 from mechviz.cli import main
 
@@ -42,15 +42,7 @@ def _assert_cli_error(result) -> str:  # noqa: ANN001
 
 def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120):  # noqa: ANN202
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "mechviz", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    result = run_cli(*args, cwd=cwd, env=env, timeout=timeout)
     return result, time.perf_counter() - start
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
 from mechviz.io import load_trace
 from mechviz.models import DEFAULT_MODEL, GGUF_SHA256
@@ -30,16 +30,7 @@ def paris(default_model):  # noqa: ANN001, ANN201
 
 
 def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "mechviz", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(*args, cwd=cwd, env=dict(os.environ, COLUMNS="200"), timeout=timeout)
 
 
 def test_default_model_provenance(default_model, paris) -> None:  # noqa: ANN001

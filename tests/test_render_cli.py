@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import run_cli
 from PIL import Image
 
 from mechviz.cli import main
@@ -22,13 +23,7 @@ EXAMPLE = ROOT / "assets" / "traces" / "capital_of_france.json"
 def run(
     *args: str, cwd: Path | None = None, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mechviz", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-    )
+    return run_cli(*args, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 def test_scenes_lists_every_scene_with_one_line() -> None:
