@@ -1,4 +1,4 @@
-"""The ``mechviz`` command line: trace, inspect (and, later, scene)."""
+"""The ``mechviz`` command line: trace, inspect, scene and scenes."""
 
 from __future__ import annotations
 

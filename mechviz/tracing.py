@@ -60,7 +60,7 @@ class Recording:
     def boundaries(self) -> torch.Tensor:
         """``embed``, then ``{l}_mid`` and ``{l}_post`` for each layer: [B, P, D]."""
         states = [self.resid_pre[0]]
-        for _pre, post, mlp in zip(self.resid_pre, self.resid_post, self.mlp_out):
+        for post, mlp in zip(self.resid_post, self.mlp_out):
             states += [post - mlp, post]  # resid_mid = resid_post - mlp_out
         return torch.stack(states)
 
