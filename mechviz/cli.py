@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mechviz import __version__
-from mechviz.errors import MechvizError
+from mechviz.errors import MechvizError, Stopped, quiet_unraisable, request_stop
 
 err = Console(stderr=True)
 
@@ -25,10 +26,16 @@ def fail(message: str) -> None:
 
 
 class Group(click.Group):
-    """Turns a :class:`MechvizError` or a usage error into one sentence and exit code 2."""
+    """Turns a :class:`MechvizError` or a usage error into one sentence and exit code 2.
+
+    SIGINT and SIGTERM unwind the stack (temporary files and render folders are
+    removed on the way) and exit with 130 and 143.
+    """
 
     def main(self, *args: object, **kwargs: object) -> object:
         kwargs["standalone_mode"] = False
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        sys.unraisablehook = quiet_unraisable
         try:
             return super().main(*args, **kwargs)  # type: ignore[arg-type]
         except click.exceptions.Exit as exc:
@@ -37,14 +44,47 @@ class Group(click.Group):
             err.print("Interrupted; nothing was written.")
             sys.exit(130)
         except click.ClickException as exc:
-            hint = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else ""
-            fail(exc.format_message().rstrip(".") + "." + hint)
+            fail(exc.format_message().rstrip(".") + "." + _hint(exc))
         except MechvizError as exc:
             fail(str(exc))
-        except KeyboardInterrupt:
-            err.print("Interrupted; nothing was written.")
-            sys.exit(130)
+        except (KeyboardInterrupt, Stopped) as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            word = "Terminated" if signum == signal.SIGTERM else "Interrupted"
+            err.print(f"{word}; nothing was written.")
+            sys.exit(128 + signum)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         return None
+
+
+def _hint(exc: click.ClickException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return ""
+    takes_prompt = any(p.name == "prompt" for p in ctx.command.params)
+    if isinstance(exc, click.NoSuchOption) and takes_prompt:
+        return (
+            " If that is the start of your prompt, put -- before the prompt: "
+            f"`{ctx.command_path} -- '-1 is less than'`."
+        )
+    return f" (see `{ctx.command_path} --help`)"
+
+
+def check_prompt(prompt: str) -> str:
+    """One sentence for a prompt that is empty or not valid UTF-8 (checked before any work)."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = prompt[exc.start]
+        byte = f"0x{ord(bad) - 0xDC00:02X}" if 0xDC80 <= ord(bad) <= 0xDCFF else repr(bad)
+        raise MechvizError(
+            f"The prompt is not valid UTF-8 text (byte {byte} at character {exc.start}); "
+            "check your terminal's encoding."
+        ) from None
+    if not prompt.strip():
+        raise MechvizError("The prompt is empty; give some text to trace.")
+    return prompt
 
 
 @click.group(cls=Group)
@@ -115,8 +155,7 @@ def make_trace(
         raise MechvizError(f"--max-tokens must be at least 1; got {max_tokens}.")
     if top_k < 1:
         raise MechvizError(f"--top-k must be at least 1; got {top_k}.")
-    if not prompt.strip():
-        raise MechvizError("The prompt is empty; give some text to trace.")
+    check_prompt(prompt)
     loaded = load_model(model, device=device, dtype=dtype, device_map=device_map)
     return trace_prompt(loaded, prompt, TraceOptions(top_k=top_k, max_tokens=max_tokens, full=full))
 
@@ -136,6 +175,7 @@ def trace(prompt: str, output: Path, **kwargs: object) -> None:
     """Trace PROMPT through the model and write a JSON trace."""
     from mechviz.io import check_writable, save_trace
 
+    check_prompt(prompt)
     check_writable(output)  # before the slow part
     start = time.perf_counter()
     result = make_trace(prompt, **kwargs)  # type: ignore[arg-type]
@@ -206,6 +246,8 @@ def scene(
 
     ctx = click.get_current_context()
     scene_class(name)  # an unknown name fails before any slow work
+    if prompt is not None:
+        check_prompt(prompt)
     if trace_file is not None and prompt is not None:
         raise MechvizError("Give either --trace or --prompt, not both.")
     if name != "Attention" and (layer is not None or head is not None):
@@ -220,10 +262,11 @@ def scene(
     if prompt is not None:
         trace_file = Path("renders") / f"{_slug(prompt)}.json"
     trace_file = trace_file or example_trace()
+    make_parents = output is None  # renders/<stem>/ is made; a folder the user names must exist
     output = output or default_output(trace_file, name, fmt)
-    if output.parent != Path("renders") / trace_file.stem:
-        check_writable(output)  # before the slow part
+    check_writable(output, make_parents=make_parents)  # before the slow part
     if prompt is not None:
+        check_writable(trace_file, make_parents=True)
         made = make_trace(prompt, **kwargs)  # type: ignore[arg-type]
         _check_layer_head(made, layer, head)
         trace_file.parent.mkdir(exist_ok=True)
@@ -232,7 +275,15 @@ def scene(
     _check_layer_head(trace, layer, head)
     start = time.perf_counter()
     settings = SceneSettings(trace=trace_file, layer=layer, head=head)
-    path = render_scene(name, settings, quality, fmt, output, progress=sys.stderr.isatty())
+    path = render_scene(
+        name,
+        settings,
+        quality,
+        fmt,
+        output,
+        progress=sys.stderr.isatty(),
+        make_parents=make_parents,
+    )
     say(
         f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB, {time.perf_counter() - start:.1f} s)."
     )

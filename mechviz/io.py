@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from mechviz.errors import MechvizError
+from mechviz.errors import MechvizError, raise_if_stopped
 from mechviz.schema import Trace
 
 
@@ -28,6 +28,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+        raise_if_stopped()
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -43,16 +44,41 @@ def _umask() -> int:
     return mask
 
 
-def check_writable(path: Path) -> None:
-    """Fail early, with one sentence, if ``path`` cannot be written."""
+def check_writable(path: Path, *, make_parents: bool = False) -> None:
+    """Fail early, with one sentence, if ``path`` cannot be written.
+
+    Creates and removes a temporary file beside ``path``: permission bits say
+    yes to root on /proc, read-only mounts and network shares, the OS does not.
+    With ``make_parents`` a missing folder is fine if its nearest existing
+    ancestor is writable (the folder is made when there is something to put in it).
+    """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise MechvizError(f"Cannot write {path}: directory {parent} does not exist.")
-    if not os.access(parent, os.W_OK):
-        raise MechvizError(f"Cannot write {path}: directory {parent} is not writable.")
     if path.is_dir():
         raise MechvizError(f"Cannot write {path}: it is a directory.")
+    if make_parents:
+        parent = existing_ancestor(parent)
+    if not parent.is_dir():
+        if parent.exists():
+            raise MechvizError(f"Cannot write {path}: {parent} is not a directory.")
+        raise MechvizError(f"Cannot write {path}: directory {parent} does not exist.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        reason = f" ({exc.strerror})" if exc.strerror else ""
+        raise MechvizError(
+            f"Cannot write {path}: directory {parent} is not writable{reason}."
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def existing_ancestor(folder: Path) -> Path:
+    """``folder`` if it exists, else its nearest ancestor that does."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def dumps(trace: Trace) -> str:
@@ -72,15 +98,29 @@ def load_trace(path: Path | str) -> Trace:
     path = Path(path)
     if path.is_dir():
         raise MechvizError(f"{path} is a directory, not a trace file.")
-    if not path.is_file():
+    if not path.exists():
         raise MechvizError(f"Trace file {path} does not exist.")
+    if not path.is_file():
+        raise MechvizError(f"{path} is not a regular file; a trace is a .json file.")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise MechvizError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError:
+        raise MechvizError(
+            f"{path} is not a mechviz trace: it is not valid JSON (not UTF-8 text)."
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise MechvizError(
             f"{path} is not a mechviz trace: it is not valid JSON ({exc})."
         ) from None
+    except RecursionError:
+        raise MechvizError(f"{path} is not a mechviz trace: it is nested too deeply.") from None
     try:
         return Trace.from_dict(data)
     except MechvizError as exc:
         raise MechvizError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise MechvizError(f"{path} is not a mechviz trace: it is nested too deeply.") from None

@@ -9,8 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mechviz.errors import MechvizError
-from mechviz.io import check_writable
+from mechviz.errors import MechvizError, raise_if_stopped
+from mechviz.io import check_writable, existing_ancestor
 from mechviz.scenes import SCENES
 from mechviz.visual.settings import SceneSettings
 
@@ -45,18 +45,30 @@ def render_scene(
     fmt: str = "gif",
     output: Path | None = None,
     progress: bool = True,
+    make_parents: bool | None = None,
 ) -> Path:
-    """Render scene ``name`` to ``output``, atomically; returns the path written."""
+    """Render scene ``name`` to ``output``, atomically; returns the path written.
+
+    ``make_parents``: create the output's missing folders (only once the file is
+    ready). Default: only for the default output, ``renders/<trace-stem>/``; a
+    folder that the user named must exist (a typo should not make folders).
+    """
     from manim import tempconfig
 
     cls = scene_class(name)
     if fmt not in FORMATS:
         raise MechvizError(f"Unknown format '{fmt}'; choose one of {', '.join(FORMATS)}.")
+    if make_parents is None:
+        make_parents = output is None
     output = Path(output or default_output(settings.trace, name, fmt))
-    if output.parent == Path("renders") / settings.trace.stem:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    check_writable(output)
-    media = Path(tempfile.mkdtemp(prefix=f".{output.stem}-render-", dir=output.parent))
+    check_writable(output, make_parents=make_parents)
+    # Render beside the output (same file system, so the last step is a rename);
+    # its folder is made only when the file is ready to go in.
+    staging = existing_ancestor(output.parent)
+    try:
+        media = Path(tempfile.mkdtemp(prefix=f".{output.stem}-render-", dir=staging))
+    except OSError as exc:
+        raise MechvizError(f"Cannot write {output}: {exc.strerror or exc}.") from None
     try:
         config = {
             "quality": QUALITIES[quality],
@@ -80,7 +92,12 @@ def render_scene(
             mp4_to_gif(produced, staged)
         else:
             shutil.move(produced, staged)
-        os.replace(staged, output)
+        raise_if_stopped()
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, output)
+        except OSError as exc:
+            raise MechvizError(f"Cannot write {output}: {exc.strerror or exc}.") from None
     finally:
         shutil.rmtree(media, ignore_errors=True)
     return output

@@ -31,14 +31,31 @@ from typing import Any
 
 import numpy as np
 
+from mechviz.encoding import decode, encode, round_significant
 from mechviz.errors import MechvizError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: large arrays packed (mechviz.encoding); 1: nested lists only
+READABLE_VERSIONS = (1, 2)
 
 
-def _arr(*dims: str, dtype: str = "float", optional: bool = False) -> Any:
-    """Declare an array field with its dimension names (validated on load)."""
-    return field(metadata={"dims": dims, "dtype": dtype, "optional": optional})
+def _arr(
+    *dims: str, dtype: str = "float", optional: bool = False, low_precision: bool = False
+) -> Any:
+    """Declare an array field with its dimension names (validated on load).
+
+    ``low_precision``: written as float16 when it fits, for values drawn to two
+    decimals at most (attention weights, pooled views); read back as float32.
+    """
+    meta = {"dims": dims, "dtype": dtype, "optional": optional, "low_precision": low_precision}
+    return field(metadata=meta)
+
+
+def boundary_labels(n_layers: int) -> list[str]:
+    """``embed``, ``0_mid``, ``0_post``, ``1_mid``, ... (the B residual boundaries)."""
+    labels = ["embed"]
+    for layer in range(n_layers):
+        labels += [f"{layer}_mid", f"{layer}_post"]
+    return labels
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,7 @@ class Tokens:
 class Resid:
     labels: list[str] = field(metadata={})  # [B]
     norm: np.ndarray = _arr("B", "P")
-    pooled: np.ndarray = _arr("B", "P", "R")
+    pooled: np.ndarray = _arr("B", "P", "R", low_precision=True)
     sample_dims: np.ndarray = _arr("S", dtype="int")
     sample: np.ndarray = _arr("B", "P", "S")
     full: np.ndarray | None = _arr("B", "P", "D", optional=True)
@@ -87,14 +104,14 @@ class Blocks:
 
 @dataclass(frozen=True)
 class Attention:
-    pattern: np.ndarray = _arr("L", "H", "P", "P")
+    pattern: np.ndarray = _arr("L", "H", "P", "P", low_precision=True)
 
 
 @dataclass(frozen=True)
 class Mlp:
     top_neurons: np.ndarray = _arr("L", "N", dtype="int")
     top_values: np.ndarray = _arr("L", "N", "P")
-    pooled: np.ndarray = _arr("L", "P", "R")
+    pooled: np.ndarray = _arr("L", "P", "R", low_precision=True)
 
 
 @dataclass(frozen=True)
@@ -153,7 +170,10 @@ class Trace:
     output: Output
 
     def __post_init__(self) -> None:
-        _check_shapes(self)
+        from mechviz.validate import check_meaning, check_shapes
+
+        check_shapes(self)
+        check_meaning(self)
 
     # --- convenience readers for scenes ---------------------------------
     @property
@@ -194,7 +214,8 @@ class Trace:
         return int(self.output.top_ids[-1, 0]), float(self.output.top_probs[-1, 0])
 
     # --- (de)serialisation ------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, packed: bool = True) -> dict[str, Any]:
+        """The JSON form; ``packed=False`` writes every array as a nested list."""
         out: dict[str, Any] = {
             "schema_version": self.schema_version,
             "mechviz_version": self.mechviz_version,
@@ -205,188 +226,72 @@ class Trace:
         for name in SECTIONS:
             section = getattr(self, name)
             out[name] = {
-                f.name: _to_json(getattr(section, f.name)) for f in dataclasses.fields(section)
+                f.name: _to_json(getattr(section, f.name), f, packed)
+                for f in dataclasses.fields(section)
             }
         return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Trace:
+        """Validate JSON data (schema version 1 or 2) and build the trace.
+
+        The structure and exact types are checked against :func:`json_schema`
+        (with ``jsonschema``), the arrays by :mod:`mechviz.encoding`, and their
+        shapes and meaning (ranges, sums, orderings) by :mod:`mechviz.checks`.
+        Every problem is one sentence naming the field.
+        """
         if not isinstance(data, dict) or "schema_version" not in data:
             raise MechvizError("This file is not a mechviz trace (no 'schema_version' field).")
         version = data["schema_version"]
-        if not isinstance(version, int):
-            raise MechvizError("Field 'schema_version' must be an integer.")
+        if type(version) is not int:
+            from mechviz.validate import json_text
+
+            raise MechvizError(
+                f"Field 'schema_version' must be an integer; got {json_text(version)}."
+            )
         if version > SCHEMA_VERSION:
             raise MechvizError(
                 f"This trace has schema version {version}, newer than this mechviz "
                 f"understands ({SCHEMA_VERSION}); upgrade mechviz to read it."
             )
-        if version < SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise MechvizError(
                 f"This trace has old schema version {version}; re-create it with `mechviz trace`."
             )
-        model = _build(ModelInfo, _require(data, "model", dict), "model")
-        _check_model_types(model)
-        sections = {
-            name: _build(kind, _require(data, name, dict), name) for name, kind in SECTIONS.items()
-        }
-        vocab_raw = _require(data, "vocab", dict)
-        try:
-            vocab = {int(k): str(v) for k, v in vocab_raw.items()}
-        except ValueError:
-            raise MechvizError("Field 'vocab' must map token ids to text.") from None
+        from mechviz.validate import check_structure
+
+        check_structure(data)
+        sections = {name: _build(kind, data[name], name) for name, kind in SECTIONS.items()}
         return cls(
             schema_version=version,
-            mechviz_version=str(_require(data, "mechviz_version", str)),
-            model=model,
-            prompt=_require(data, "prompt", str),
-            vocab=vocab,
+            mechviz_version=data["mechviz_version"],
+            model=ModelInfo(**data["model"]),
+            prompt=data["prompt"],
+            vocab={int(k): v for k, v in data["vocab"].items()},
             **sections,
         )
-
-
-_MODEL_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "str": (str,),
-    "bool": (bool,),
-    "str | None": (str, type(None)),
-    "float | None": (float, int, type(None)),
-}
-
-
-def _check_model_types(model: ModelInfo) -> None:
-    for f in dataclasses.fields(model):
-        value = getattr(model, f.name)
-        kinds = _MODEL_TYPES[str(f.type)]
-        if not isinstance(value, kinds) or (f.type == "int" and isinstance(value, bool)):
-            raise MechvizError(f"Field 'model.{f.name}' must be of type {f.type}; got {value!r}.")
-        if f.type == "int" and value < 1:
-            raise MechvizError(f"Field 'model.{f.name}' must be a positive integer; got {value}.")
-
-
-def _require(data: dict, key: str, kind: type, where: str = "") -> Any:
-    name = f"{where}.{key}" if where else key
-    if key not in data:
-        raise MechvizError(f"The trace is missing field '{name}'.")
-    value = data[key]
-    if not isinstance(value, kind):
-        raise MechvizError(f"Field '{name}' must be a {kind.__name__}.")
-    return value
 
 
 def _build(kind: type, data: dict, where: str) -> Any:
     """Make a section dataclass from JSON, turning arrays into NumPy."""
     values: dict[str, Any] = {}
     for f in dataclasses.fields(kind):
-        name = f"{where}.{f.name}"
-        dims = f.metadata.get("dims")
-        if f.name not in data:
-            if f.metadata.get("optional"):
-                values[f.name] = None
-                continue
-            raise MechvizError(f"The trace is missing field '{name}'.")
-        value = data[f.name]
-        if dims is None:
-            if f.type == "list[str]" and not (
-                isinstance(value, list) and all(isinstance(v, str) for v in value)
-            ):
-                raise MechvizError(f"Field '{name}' must be a list of strings.")
+        value = data.get(f.name)
+        if "dims" not in f.metadata:
             values[f.name] = value
-        elif value is None and f.metadata.get("optional"):
-            values[f.name] = None
+        elif value is None:
+            values[f.name] = None  # only optional fields may be absent (checked by the schema)
         else:
-            values[f.name] = _to_array(value, f.metadata["dtype"], name)
+            values[f.name] = decode(value, f.metadata["dtype"], f"{where}.{f.name}")
     return kind(**values)
 
 
-def _to_array(value: Any, dtype: str, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise MechvizError(f"Field '{name}' must be a rectangular array of numbers.") from None
-    if not np.all(np.isfinite(arr)):
-        raise MechvizError(f"Field '{name}' contains NaN or infinite values.")
-    if dtype == "int":
-        arr = arr.astype(np.int64)
-    else:
-        arr = arr.astype(np.float32)
-    arr.setflags(write=False)
-    return arr
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "iu":
-            return value.tolist()
-        return round_significant(value).tolist()
-    return value
-
-
-def round_significant(value: np.ndarray, digits: int = 6) -> np.ndarray:
-    """Round to ``digits`` significant digits, vectorised.
-
-    Six digits sit far below every tolerance we test and keep the file small
-    and byte-stable. Scaling by an exact power of ten and dividing back gives
-    the double nearest the rounded decimal, which JSON prints in short form.
-    """
-    x = value.astype(np.float64)
-    with np.errstate(divide="ignore"):
-        exp10 = np.floor(np.log10(np.abs(x)))
-    shift = np.where(np.isfinite(exp10), digits - 1 - exp10, 0).astype(np.int64)
-    up = np.power(10.0, np.clip(shift, 0, None))
-    down = np.power(10.0, np.clip(-shift, 0, None))
-    return np.round(x * up / down) * down / up
-
-
-def _check_shapes(trace: Trace) -> None:
-    """Check every array against the dimensions the glossary gives it."""
-    m = trace.model
-    P = len(trace.tokens.text)
-    sizes = {
-        "L": m.n_layers,
-        "H": m.n_heads,
-        "P": P,
-        "B": 2 * m.n_layers + 1,
-        "Y": m.n_layers + 1,
-        "D": m.d_model,
-        "2": 2,
-        "K": trace.lens.top_ids.shape[-1] if trace.lens.top_ids.ndim == 3 else -1,
-        "R": trace.resid.pooled.shape[-1] if trace.resid.pooled.ndim == 3 else -1,
-        "S": len(trace.resid.sample_dims),
-        "N": trace.mlp.top_neurons.shape[-1] if trace.mlp.top_neurons.ndim == 2 else -1,
-    }
-    if P == 0:
-        raise MechvizError("Field 'tokens.text' is empty: a trace needs at least one token.")
-    if len(trace.resid.labels) != sizes["B"]:
-        raise MechvizError(
-            f"Field 'resid.labels' has {len(trace.resid.labels)} entries, expected "
-            f"B = 2 * n_layers + 1 = {sizes['B']}."
+def _to_json(value: Any, f: dataclasses.Field, packed: bool) -> Any:
+    if not isinstance(value, np.ndarray):
+        return list(value) if isinstance(value, list) else value
+    kind = f.metadata["dtype"]
+    if not packed:
+        return (
+            value.astype(np.int64).tolist() if kind == "int" else round_significant(value).tolist()
         )
-    for name in SECTIONS:
-        section = getattr(trace, name)
-        for f in dataclasses.fields(section):
-            dims = f.metadata.get("dims")
-            value = getattr(section, f.name)
-            if dims is None or value is None:
-                continue
-            expected = tuple(sizes[d] for d in dims)
-            if value.shape != expected:
-                want = ", ".join(f"{d}={sizes[d]}" for d in dims)
-                raise MechvizError(
-                    f"Field '{name}.{f.name}' has shape {tuple(value.shape)}, expected ({want})."
-                )
-    if trace.lens.labels != trace.resid.labels[0::2]:
-        raise MechvizError("Field 'lens.labels' must be 'embed' then '{l}_post' for each layer.")
-    missing = _missing_vocab(trace)
-    if missing:
-        raise MechvizError(f"Field 'vocab' has no text for token id {missing}.")
-
-
-def _missing_vocab(trace: Trace) -> int | None:
-    ids = np.concatenate(
-        [trace.tokens.ids.ravel(), trace.lens.top_ids.ravel(), trace.output.top_ids.ravel()]
-    )
-    for i in np.unique(ids):
-        if int(i) not in trace.vocab:
-            return int(i)
-    return None
+    return encode(value, kind=kind, low_precision=f.metadata.get("low_precision", False))

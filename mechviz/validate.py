@@ -1,0 +1,414 @@
+"""Validation of a trace: structure and exact types, shapes, then meaning.
+
+Three layers, each with one-sentence messages that name the field:
+
+1. :func:`check_structure`: the JSON document against :func:`json_schema`
+   (``jsonschema``, Draft 2020-12; published as ``docs/trace.schema.json``).
+   Types are exact: ``true`` is not a number and ``7.0`` is not an integer.
+2. :func:`check_shapes`: every array against the dimension glossary of
+   :mod:`mechviz.schema`.
+3. :func:`check_meaning`: what the numbers mean: probabilities in [0, 1],
+   top-k lists sorted and distinct, attention rows summing to 1 and causal,
+   ids and indices in range, character offsets inside the prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mechviz import schema
+from mechviz.errors import MechvizError
+
+if TYPE_CHECKING:
+    from mechviz.schema import Trace
+
+ATTENTION_SUM_TOL = 1e-3  # float16 storage moves a row sum by at most 2**-11
+CAUSAL_TOL = 1e-6  # weights above the diagonal are exactly 0 in eager attention
+STAT_TOL = 1e-3  # entropies and KL computed in float32 may miss their bounds by this
+COSINE_TOL = 1e-4
+
+# --- 1. structure and exact types ---------------------------------------------------------
+
+_MODEL_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "int": {"type": "integer", "minimum": 1},
+    "str": {"type": "string"},
+    "bool": {"type": "boolean"},
+    "str | None": {"type": ["string", "null"]},
+    "float | None": {"anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}]},
+}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a trace file, built from the dataclasses of :mod:`mechviz.schema`.
+
+    Arrays are declared as nested lists or packed objects; their elements,
+    shapes and ranges are checked by :mod:`mechviz.encoding` and the other
+    layers, which a JSON Schema cannot express (and would be slow to walk).
+    """
+    model = {
+        f.name: dict(_MODEL_FIELD_SCHEMAS[str(f.type)])
+        for f in dataclasses.fields(schema.ModelInfo)
+    }
+    sections = {}
+    for name, kind in schema.SECTIONS.items():
+        props: dict[str, Any] = {}
+        required = []
+        for f in dataclasses.fields(kind):
+            dims = f.metadata.get("dims")
+            if dims is None:
+                props[f.name] = {"type": "array", "items": {"type": "string"}}
+            else:
+                what = "integers" if f.metadata["dtype"] == "int" else "numbers"
+                shape = ", ".join(dims)
+                props[f.name] = {
+                    "type": ["array", "object", "null"]
+                    if f.metadata["optional"]
+                    else ["array", "object"],
+                    "description": f"[{shape}] {what}: a nested list or a packed object "
+                    "(see docs/trace-format.md)",
+                }
+            if not f.metadata.get("optional"):
+                required.append(f.name)
+        sections[name] = _object(props, required)
+    top = {
+        "schema_version": {"type": "integer", "minimum": 1},
+        "mechviz_version": {"type": "string"},
+        "prompt": {"type": "string"},
+        "vocab": {
+            "type": "object",
+            "propertyNames": {"pattern": "^(0|[1-9][0-9]{0,9})$"},
+            "additionalProperties": {"type": "string"},
+        },
+        "model": _object(model, list(model)),
+        **sections,
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "mechviz trace",
+        **_object(top, list(top)),
+    }
+
+
+def _object(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    # Exact types: a float is never an integer (JSON Schema lets 7.0 pass).
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
+    )
+    strict = jsonschema.validators.extend(base, type_checker=checker)
+    return strict(json_schema())
+
+
+def check_structure(data: Any) -> None:
+    """Check a decoded JSON document against :func:`json_schema`; one sentence on failure."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
+    if error is not None:
+        raise MechvizError(_sentence(error))
+
+
+_ARTICLES = {
+    "integer": "an integer",
+    "string": "a string",
+    "object": "an object",
+    "array": "an array",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+def _sentence(error: Any) -> str:
+    parts = list(error.absolute_path)
+    items = ""
+    while parts and isinstance(parts[-1], int):
+        items = f"[{parts.pop()}]" + items
+    path = ".".join(str(p) for p in parts)
+    kind = error.validator
+    if items and kind == "type":
+        return (
+            f"Field '{path}' must hold {_ARTICLES[error.validator_value]} at every index; "
+            f"item {items} is {json_text(error.instance)}."
+        )
+    path += items
+    if kind == "required":
+        missing = next(k for k in error.validator_value if k not in error.instance)
+        return f"The trace is missing field '{path + '.' if path else ''}{missing}'."
+    if kind == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        where = f"Field '{path}'" if path else "The trace"
+        return f"{where} has an unknown key {extra[0]!r} (not part of schema version 2)."
+    if kind == "type":
+        wanted = error.validator_value
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        if wanted == ["array", "object"] or wanted == ["array", "object", "null"]:
+            text = "an array (a nested list or a packed object)"
+        else:
+            text = " or ".join(_ARTICLES[w] for w in wanted)
+        return f"Field '{path}' must be {text}; got {json_text(error.instance)}."
+    if kind in ("propertyNames", "pattern"):
+        return f"Field '{path}' must map token ids to text; got key {json_text(error.instance)}."
+    if kind in ("minimum", "exclusiveMinimum"):
+        return (
+            f"Field '{path}' must be {'above' if 'exclusive' in kind else 'at least'} "
+            f"{error.validator_value}; got {json_text(error.instance)}."
+        )
+    return f"Field '{path}' is invalid: {error.message}."
+
+
+def json_text(value: Any, limit: int = 40) -> str:
+    """A short JSON rendering of a value for an error message."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- 2. shapes ---------------------------------------------------------------------------
+
+
+def dimension_sizes(trace: Trace) -> dict[str, int]:
+    """The size of every dimension symbol of the glossary in this trace."""
+    m = trace.model
+    return {
+        "L": m.n_layers,
+        "H": m.n_heads,
+        "P": len(trace.tokens.text),
+        "B": 2 * m.n_layers + 1,
+        "Y": m.n_layers + 1,
+        "D": m.d_model,
+        "2": 2,
+        "K": trace.lens.top_ids.shape[-1] if trace.lens.top_ids.ndim == 3 else -1,
+        "R": trace.resid.pooled.shape[-1] if trace.resid.pooled.ndim == 3 else -1,
+        "S": trace.resid.sample_dims.shape[0] if trace.resid.sample_dims.ndim == 1 else -1,
+        "N": trace.mlp.top_neurons.shape[-1] if trace.mlp.top_neurons.ndim == 2 else -1,
+    }
+
+
+def check_shapes(trace: Trace) -> None:
+    """Check every array against the dimensions the glossary gives it."""
+    sizes = dimension_sizes(trace)
+    if sizes["P"] == 0:
+        raise MechvizError("Field 'tokens.text' is empty: a trace needs at least one token.")
+    if len(trace.resid.labels) != sizes["B"]:
+        raise MechvizError(
+            f"Field 'resid.labels' has {len(trace.resid.labels)} entries, expected "
+            f"B = 2 * n_layers + 1 = {sizes['B']}."
+        )
+    for name in schema.SECTIONS:
+        section = getattr(trace, name)
+        for f in dataclasses.fields(section):
+            dims = f.metadata.get("dims")
+            value = getattr(section, f.name)
+            if dims is None or value is None:
+                continue
+            expected = tuple(sizes[d] for d in dims)
+            want = ", ".join(f"{d}={sizes[d]}" for d in dims)
+            if value.ndim != len(dims):
+                raise MechvizError(
+                    f"Field '{name}.{f.name}' has {value.ndim} dimensions, expected "
+                    f"{len(dims)} ({want})."
+                )
+            if value.shape != expected:
+                raise MechvizError(
+                    f"Field '{name}.{f.name}' has shape {tuple(value.shape)}, expected ({want})."
+                )
+    for symbol, field, least, most in [
+        ("K", "lens.top_ids", 1, trace.model.d_vocab),
+        ("R", "resid.pooled", 1, None),
+        ("S", "resid.sample_dims", 1, trace.model.d_model),
+        ("N", "mlp.top_neurons", 1, trace.model.d_mlp),
+    ]:
+        if sizes[symbol] < least or (most is not None and sizes[symbol] > most):
+            bound = f"between {least} and {most}" if most is not None else f"at least {least}"
+            raise MechvizError(
+                f"Field '{field}' has {symbol} = {sizes[symbol]}; it must be {bound}."
+            )
+    boundary = schema.boundary_labels(trace.model.n_layers)
+    if trace.resid.labels != boundary:
+        raise MechvizError("Field 'resid.labels' must be 'embed', then '{l}_mid', '{l}_post'.")
+    if trace.lens.labels != boundary[0::2]:
+        raise MechvizError("Field 'lens.labels' must be 'embed' then '{l}_post' for each layer.")
+
+
+# --- 3. meaning -----------------------------------------------------------------------------
+
+
+def check_meaning(trace: Trace) -> None:
+    """Ranges, sums and orderings that every honest trace satisfies."""
+    m = trace.model
+    ids_rule = f"token ids lie in [0, d_vocab) = [0, {m.d_vocab})"
+    for field in ("tokens.ids", "lens.top_ids", "output.top_ids"):
+        _in_range(field, _get(trace, field), 0, m.d_vocab - 1, ids_rule)
+    _in_range(
+        "lens.final_token_rank",
+        trace.lens.final_token_rank,
+        0,
+        m.d_vocab - 1,
+        f"ranks lie in [0, d_vocab) = [0, {m.d_vocab})",
+    )
+    for key in trace.vocab:
+        if not 0 <= key < m.d_vocab:
+            raise MechvizError(f"Field 'vocab' has token id {key}; {ids_rule}.")
+    missing = sorted(set(_mentioned_ids(trace).tolist()) - set(trace.vocab))
+    if missing:
+        raise MechvizError(f"Field 'vocab' has no text for token id {missing[0]}.")
+    _in_range(
+        "mlp.top_neurons",
+        trace.mlp.top_neurons,
+        0,
+        m.d_mlp - 1,
+        f"neuron indices lie in [0, d_mlp) = [0, {m.d_mlp})",
+    )
+    _in_range(
+        "resid.sample_dims",
+        trace.resid.sample_dims,
+        0,
+        m.d_model - 1,
+        f"dimensions lie in [0, d_model) = [0, {m.d_model})",
+    )
+    for field in ("resid.sample_dims", "mlp.top_neurons", "lens.top_ids", "output.top_ids"):
+        _distinct(field, _get(trace, field))
+    _check_offsets(trace)
+    _check_attention(trace.attention.pattern)
+    for field in ("lens.top_probs", "lens.final_token_prob", "output.top_probs"):
+        _in_range(field, _get(trace, field), 0.0, 1.0, "probabilities lie in [0, 1]")
+    for field in ("lens.top_probs", "output.top_probs"):
+        _sorted(field, _get(trace, field))
+    max_entropy = math.log(m.d_vocab) + STAT_TOL
+    for field in ("lens.entropy", "output.entropy"):
+        _in_range(
+            field,
+            _get(trace, field),
+            -STAT_TOL,
+            max_entropy,
+            f"entropies lie in [0, ln d_vocab] = [0, {max_entropy - STAT_TOL:.3f}] nats",
+        )
+    _in_range(
+        "lens.kl_to_final",
+        trace.lens.kl_to_final,
+        -STAT_TOL,
+        math.inf,
+        "a KL divergence is never negative",
+    )
+    for field in (
+        "resid.norm",
+        "blocks.attn_out_norm",
+        "blocks.mlp_out_norm",
+        "embedding.W_E_norm",
+    ):
+        _in_range(field, _get(trace, field), 0.0, math.inf, "a norm is never negative")
+    _in_range(
+        "embedding.cosine",
+        trace.embedding.cosine,
+        -1 - COSINE_TOL,
+        1 + COSINE_TOL,
+        "cosine similarities lie in [-1, 1]",
+    )
+
+
+def _get(trace: Trace, field: str) -> np.ndarray:
+    section, name = field.split(".")
+    return getattr(getattr(trace, section), name)
+
+
+def _mentioned_ids(trace: Trace) -> np.ndarray:
+    return np.unique(
+        np.concatenate(
+            [trace.tokens.ids.ravel(), trace.lens.top_ids.ravel(), trace.output.top_ids.ravel()]
+        )
+    )
+
+
+def _first_bad(mask: np.ndarray) -> list[int]:
+    return [int(i) for i in np.argwhere(mask)[0]]
+
+
+def _in_range(field: str, values: np.ndarray, low: float, high: float, rule: str) -> None:
+    bad = (values < low) | (values > high)
+    if bad.any():
+        at = _first_bad(bad)
+        value = values[tuple(at)]
+        shown = f"{value:g}" if values.dtype.kind == "f" else str(int(value))
+        raise MechvizError(f"Field '{field}' holds {shown} at index {at}; {rule}.")
+
+
+def _distinct(field: str, values: np.ndarray) -> None:
+    rows = values.reshape(-1, values.shape[-1])
+    ordered = np.sort(rows, axis=-1)
+    dup = (ordered[:, 1:] == ordered[:, :-1]).any(axis=-1)
+    if dup.any():
+        row = int(np.argmax(dup))
+        raise MechvizError(
+            f"Field '{field}' repeats an entry in list {row}; each list must hold distinct values."
+        )
+
+
+def _sorted(field: str, probs: np.ndarray) -> None:
+    rising = np.diff(probs, axis=-1) > 0
+    if rising.any():
+        at = _first_bad(rising)
+        raise MechvizError(
+            f"Field '{field}' is not sorted at index {at}; a top-k list runs from the most "
+            "probable token down."
+        )
+
+
+def _check_attention(pattern: np.ndarray) -> None:
+    P = pattern.shape[-1]
+    above = np.triu(np.ones((P, P), dtype=bool), k=1)
+    leak = np.abs(pattern) * above > CAUSAL_TOL
+    if leak.any():
+        layer, head, q, k = _first_bad(leak)
+        raise MechvizError(
+            f"Field 'attention.pattern' has weight {pattern[layer, head, q, k]:g} from query "
+            f"{q} to the later key {k} (layer {layer}, head {head}); a causal model's pattern "
+            "is zero above the diagonal."
+        )
+    sums = pattern.sum(axis=-1, dtype=np.float64)
+    off = np.abs(sums - 1.0) > ATTENTION_SUM_TOL
+    if off.any():
+        layer, head, q = _first_bad(off)
+        raise MechvizError(
+            f"Field 'attention.pattern' has a row summing to {sums[layer, head, q]:.4g} "
+            f"(layer {layer}, head {head}, query {q}); each row must sum to 1 "
+            f"within {ATTENTION_SUM_TOL:g}."
+        )
+    _in_range("attention.pattern", pattern, 0.0, 1.0, "attention weights lie in [0, 1]")
+
+
+def _check_offsets(trace: Trace) -> None:
+    offsets = trace.tokens.offsets
+    n = len(trace.prompt)
+    bad = (offsets[:, 0] < 0) | (offsets[:, 0] > offsets[:, 1]) | (offsets[:, 1] > n)
+    if bad.any():
+        p = int(np.argmax(bad))
+        start, end = (int(v) for v in offsets[p])
+        raise MechvizError(
+            f"Field 'tokens.offsets' gives token {p} the span [{start}, {end}), outside the "
+            f"{n}-character prompt."
+        )
+
+
+if __name__ == "__main__":  # python -m mechviz.validate > docs/trace.schema.json
+    print(json.dumps(json_schema(), indent=2))
