@@ -1,17 +1,30 @@
-"""Arrays in trace JSON: plain nested lists, or packed (zlib + base64) for large ones.
+"""Arrays in trace JSON: plain nested lists, or packed (shuffled, zlib, base64) when large.
 
 A packed array is a JSON object::
 
-    {"encoding": "zlib+base64", "dtype": "float16", "shape": [30, 9, 5, 5],
-     "data": "eJzt..."}
+    {"encoding": "shuffle+zlib+base64", "dtype": "uint16", "divisor": 65535,
+     "shape": [30, 9, 5, 5], "data": "eJzt..."}
 
-``data`` is the base64 text of the zlib-compressed little-endian bytes of the
-array in C (row-major) order. Any language reads it with its standard
-library: base64-decode, inflate, reinterpret as ``dtype``, reshape.
+To read it: base64-decode ``data``; inflate it (zlib); the result is the
+array's little-endian bytes in C order, *byte-shuffled*: for an item size of
+``n`` bytes, first byte 0 of every item, then byte 1 of every item, and so on
+(HDF5's shuffle filter; it groups the slowly varying exponent bytes so they
+compress). Un-shuffle, reinterpret as ``dtype``, reshape to ``shape``, and,
+when ``divisor`` is present, divide by it (a fixed-point fraction). Any
+language does this with its standard library.
 
 Both forms are read with exact types: in a nested list a float is not an id
 and ``true`` is not a number; every float must be finite in the precision it
 is read into (float32), so ``1e300`` is refused, not drawn as infinity.
+
+How a field is stored (``storage`` in the schema's field metadata):
+
+- default: float32, ids and ranks int32 (int64 if they do not fit);
+- ``"float16"``: views drawn at a glance (pooled rows), when every value fits
+  (|x| <= 65504), else float32; relative error at most 2**-11;
+- ``"unit16"``: weights in [0, 1] whose rows sum to 1 (attention), as uint16
+  fractions of 65535, rounded so that each row's stored sum is exact (the
+  largest-remainder method); absolute error below 1/65535 per weight.
 """
 
 from __future__ import annotations
@@ -25,42 +38,67 @@ import numpy as np
 
 from mechviz.errors import MechvizError
 
-ENCODING = "zlib+base64"
+ENCODING = "shuffle+zlib+base64"
 PACK_ABOVE = 64  # arrays with more numbers than this are packed; smaller stay readable
 MAX_ELEMENTS = 1 << 31  # refuse before inflating: no trace array is this large
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+UNIT16 = 65535  # the divisor of "unit16" storage
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
 INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32")
 
 
-def encode(value: np.ndarray, *, kind: str, low_precision: bool = False) -> Any:
+def encode(value: np.ndarray, *, kind: str, storage: str | None = None) -> Any:
     """An array as JSON: a nested list when small, else a packed object.
 
-    ``kind`` is ``"int"`` or ``"float"``. Floats are packed as float32, or as
-    float16 when ``low_precision`` and every value fits (|x| <= 65504): that is
-    for views drawn to two decimals (attention weights, pooled rows). Integers
-    are packed as int32 when they fit.
+    Args:
+        value: the array.
+        kind: ``"int"`` or ``"float"``.
+        storage: ``None``, ``"float16"`` or ``"unit16"`` (see the module docstring).
+
     """
     if value.size <= PACK_ABOVE:
         if kind == "int":
             return value.astype(np.int64).tolist()
         return round_significant(value).tolist()
+    extra: dict[str, Any] = {}
     if kind == "int":
         fits = value.size == 0 or (value.min() >= -(2**31) and value.max() < 2**31)
         packed = value.astype("<i4" if fits else "<i8")
-    elif low_precision and (value.size == 0 or float(np.abs(value).max()) <= FLOAT16_MAX):
+    elif storage == "unit16" and value.min() >= 0 and value.max() <= 1:
+        packed = unit_fractions(value, UNIT16).astype("<u2")
+        extra["divisor"] = UNIT16
+    elif storage in ("float16", "unit16") and float(np.abs(value).max()) <= FLOAT16_MAX:
         packed = value.astype("<f2")
     else:
         packed = value.astype("<f4")
+    raw = np.ascontiguousarray(packed).view(np.uint8).reshape(-1, packed.itemsize)
     # Level 6: level 9 saves under 1% here at twice the time.
-    data = zlib.compress(np.ascontiguousarray(packed).tobytes(), 6)
+    data = zlib.compress(raw.T.tobytes(), 6)
     return {
         "encoding": ENCODING,
         "dtype": packed.dtype.name,
         "shape": list(value.shape),
+        **extra,
         "data": base64.b64encode(data).decode("ascii"),
     }
+
+
+def unit_fractions(value: np.ndarray, divisor: int) -> np.ndarray:
+    """``round(value * divisor)`` as integers, each last-axis row keeping its rounded sum.
+
+    Rounding each weight alone can move a row's sum by half a step per weight;
+    the largest-remainder method rounds up exactly the weights with the largest
+    remainders, so a row summing to 1 is stored summing to ``divisor``.
+    """
+    scaled = value.astype(np.float64) * divisor
+    floor = np.floor(scaled)
+    remainder = scaled - floor
+    deficit = np.round(scaled.sum(-1)) - floor.sum(-1)  # in [0, row length]
+    order = np.argsort(-remainder, axis=-1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(value.shape[-1]), axis=-1)
+    return (floor + (rank < deficit[..., None])).astype(np.int64)
 
 
 def decode(value: Any, kind: str, name: str) -> np.ndarray:
@@ -105,10 +143,16 @@ def _unpack(value: dict, kind: str, name: str) -> np.ndarray:
             f"Field '{name}' is a packed array with unknown encoding "
             f"{value.get('encoding')!r}; expected '{ENCODING}'."
         )
-    allowed = INT_DTYPES if kind == "int" else FLOAT_DTYPES
+    divisor = value.get("divisor")
+    if divisor is not None and (type(divisor) is not int or divisor < 1 or kind == "int"):
+        raise MechvizError(
+            f"Field '{name}' has divisor {divisor!r}; a divisor is a positive integer, "
+            "and only fractions (not ids) have one."
+        )
+    allowed = INT_DTYPES if kind == "int" or divisor else FLOAT_DTYPES
     dtype = value.get("dtype")
     if dtype not in allowed:
-        what = "integer" if kind == "int" else "float"
+        what = "integer" if kind == "int" or divisor else "float"
         raise MechvizError(
             f"Field '{name}' has dtype {dtype!r}; it must be one of the {what} dtypes "
             f"{', '.join(allowed)}."
@@ -134,13 +178,17 @@ def _unpack(value: dict, kind: str, name: str) -> np.ndarray:
         # max_length: a tiny file cannot inflate into gigabytes.
         body = inflater.decompress(raw, expected + 1)
     except (binascii.Error, ValueError, zlib.error):
-        raise MechvizError(f"Field '{name}' has packed data that is not zlib+base64.") from None
+        raise MechvizError(f"Field '{name}' has packed data that is not {ENCODING}.") from None
     if len(body) != expected or not inflater.eof:
         raise MechvizError(
             f"Field '{name}' has packed data of the wrong length for shape {shape} "
             f"and dtype {dtype}."
         )
-    return np.frombuffer(body, dtype=np_dtype).reshape(shape)
+    planes = np.frombuffer(body, dtype=np.uint8).reshape(np_dtype.itemsize, count)
+    arr = np.ascontiguousarray(planes.T).view(np_dtype).reshape(shape)
+    if divisor:
+        return arr.astype(np.float64) / divisor
+    return arr
 
 
 def _from_lists(value: list, kind: str, name: str) -> np.ndarray:

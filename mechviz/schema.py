@@ -39,14 +39,15 @@ READABLE_VERSIONS = (1, 2)
 
 
 def _arr(
-    *dims: str, dtype: str = "float", optional: bool = False, low_precision: bool = False
+    *dims: str, dtype: str = "float", optional: bool = False, storage: str | None = None
 ) -> Any:
     """Declare an array field with its dimension names (validated on load).
 
-    ``low_precision``: written as float16 when it fits, for values drawn to two
-    decimals at most (attention weights, pooled views); read back as float32.
+    ``storage``: how a large array is packed in the file (:mod:`mechviz.encoding`):
+    ``"float16"`` for pooled views, ``"unit16"`` for attention weights; read
+    back as float32 either way.
     """
-    meta = {"dims": dims, "dtype": dtype, "optional": optional, "low_precision": low_precision}
+    meta = {"dims": dims, "dtype": dtype, "optional": optional, "storage": storage}
     return field(metadata=meta)
 
 
@@ -90,7 +91,7 @@ class Tokens:
 class Resid:
     labels: list[str] = field(metadata={})  # [B]
     norm: np.ndarray = _arr("B", "P")
-    pooled: np.ndarray = _arr("B", "P", "R", low_precision=True)
+    pooled: np.ndarray = _arr("B", "P", "R", storage="float16")
     sample_dims: np.ndarray = _arr("S", dtype="int")
     sample: np.ndarray = _arr("B", "P", "S")
     full: np.ndarray | None = _arr("B", "P", "D", optional=True)
@@ -104,14 +105,14 @@ class Blocks:
 
 @dataclass(frozen=True)
 class Attention:
-    pattern: np.ndarray = _arr("L", "H", "P", "P", low_precision=True)
+    pattern: np.ndarray = _arr("L", "H", "P", "P", storage="unit16")
 
 
 @dataclass(frozen=True)
 class Mlp:
     top_neurons: np.ndarray = _arr("L", "N", dtype="int")
     top_values: np.ndarray = _arr("L", "N", "P")
-    pooled: np.ndarray = _arr("L", "P", "R", low_precision=True)
+    pooled: np.ndarray = _arr("L", "P", "R", storage="float16")
 
 
 @dataclass(frozen=True)
@@ -294,4 +295,4 @@ def _to_json(value: Any, f: dataclasses.Field, packed: bool) -> Any:
         return (
             value.astype(np.int64).tolist() if kind == "int" else round_significant(value).tolist()
         )
-    return encode(value, kind=kind, low_precision=f.metadata.get("low_precision", False))
+    return encode(value, kind=kind, storage=f.metadata["storage"])

@@ -48,8 +48,10 @@ def _assert_same(a: Trace, b: Trace, rtol: float = 1e-5) -> None:
                 if va.dtype.kind in "iu":
                     assert vb.dtype.kind in "iu", where
                     assert (va == vb).all(), where
-                elif f.metadata.get("low_precision"):
+                elif f.metadata.get("storage") == "float16":
                     np.testing.assert_allclose(vb, va, rtol=2**-11, atol=1e-7, err_msg=where)
+                elif f.metadata.get("storage") == "unit16":
+                    np.testing.assert_allclose(vb, va, rtol=0, atol=1 / 65535, err_msg=where)
                 else:
                     np.testing.assert_allclose(vb, va, rtol=rtol, atol=1e-30, err_msg=where)
             else:
