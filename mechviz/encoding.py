@@ -187,7 +187,7 @@ def _unpack(value: dict, kind: str, name: str) -> np.ndarray:
     planes = np.frombuffer(body, dtype=np.uint8).reshape(np_dtype.itemsize, count)
     arr = np.ascontiguousarray(planes.T).view(np_dtype).reshape(shape)
     if divisor:
-        return arr.astype(np.float64) / divisor
+        return arr.astype(np.float32) / np.float32(divisor)
     return arr
 
 
