@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from mechviz import __version__
 from mechviz.errors import MechvizError, Stopped, quiet_unraisable, request_stop
+from mechviz.tokens import check_prompt
 
 err = Console(stderr=True)
 
@@ -69,22 +70,6 @@ def _hint(exc: click.ClickException) -> str:
             f"`{ctx.command_path} -- '-1 is less than'`."
         )
     return f" (see `{ctx.command_path} --help`)"
-
-
-def check_prompt(prompt: str) -> str:
-    """One sentence for a prompt that is empty or not valid UTF-8 (checked before any work)."""
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        bad = prompt[exc.start]
-        byte = f"0x{ord(bad) - 0xDC00:02X}" if 0xDC80 <= ord(bad) <= 0xDCFF else repr(bad)
-        raise MechvizError(
-            f"The prompt is not valid UTF-8 text (byte {byte} at character {exc.start}); "
-            "check your terminal's encoding."
-        ) from None
-    if not prompt.strip():
-        raise MechvizError("The prompt is empty; give some text to trace.")
-    return prompt
 
 
 @click.group(cls=Group)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from mechviz.errors import MechvizError
+
 REPLACEMENT = "\ufffd"
 
 
@@ -76,3 +78,21 @@ def token_offsets(tokenizer: Any, prompt: str, ids: list[int]) -> list[tuple[int
         start, end = end, min(len(text), len(prompt))
         spans.append((start, end))
     return spans
+
+
+def check_prompt(prompt: str) -> str:
+    """One sentence for a prompt that is empty or not valid UTF-8 (checked before any work)."""
+    if not isinstance(prompt, str):
+        raise MechvizError(f"The prompt must be text (str), not {type(prompt).__name__}.")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = prompt[exc.start]
+        byte = f"0x{ord(bad) - 0xDC00:02X}" if 0xDC80 <= ord(bad) <= 0xDCFF else repr(bad)
+        raise MechvizError(
+            f"The prompt is not valid UTF-8 text (byte {byte} at character {exc.start}); "
+            "check your terminal's encoding."
+        ) from None
+    if not prompt.strip():
+        raise MechvizError("The prompt is empty; give some text to trace.")
+    return prompt
