@@ -311,6 +311,15 @@ PACKED_CASES: dict[str, tuple[Change, list[str]]] = {
         _packed_field("resid.pooled", encoding="gzip"),
         ["'resid.pooled'", "gzip"],
     ),
+    "divisor_on_ids": (_packed_field("lens.top_ids", divisor=7), ["'lens.top_ids'", "divisor"]),
+    "divisor_zero": (_packed_field("attention.pattern", divisor=0), ["'attention.pattern'"]),
+    "divisor_bool": (_packed_field("attention.pattern", divisor=True), ["'attention.pattern'"]),
+    "divisor_too_small": (
+        _packed_field("attention.pattern", divisor=1000),
+        ["'attention.pattern'", "summing to 65.54"],
+    ),
+    "dtype_missing": (_packed_field("resid.sample", dtype=None), ["'resid.sample'", "dtype"]),
+    "data_not_a_string": (_packed_field("resid.sample", data=[1, 2]), ["'resid.sample'", "data"]),
     "unknown_dtype": (
         _packed_field("resid.pooled", dtype="complex64"),
         ["'resid.pooled'", "dtype"],
@@ -403,3 +412,27 @@ def test_cli_refuses_hostile_traces(plain: dict, tmp_path: Path, case: str, comm
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("Error:") and str(path) in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]
+
+
+def test_every_hostile_trace_is_one_sentence_through_the_cli(
+    plain: dict, packed: dict, tmp_path: Path
+) -> None:
+    """All the cases above through `mechviz inspect` (in process): exit 2, one line, no file."""
+    from click.testing import CliRunner
+
+    from mechviz.cli import main
+
+    cases = [(plain, change) for change, _ in CASES.values()]
+    cases += [(packed, change) for change, _ in PACKED_CASES.values()]
+    for base, change in cases:
+        data = copy.deepcopy(base)
+        change(data)
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(data, allow_nan=True), encoding="utf-8")
+        result = CliRunner().invoke(main, ["inspect", str(path)])
+        assert result.exit_code == 2, (result.output, result.exception)
+        assert isinstance(result.exception, SystemExit)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]
+    assert len(cases) == len(CASES) + len(PACKED_CASES) >= 70
