@@ -1,8 +1,13 @@
 """Time the trace of the default model and prompt, stage by stage, in one run.
 
-Usage: python bench/trace_bench.py [--repeat 5] [--prompt TEXT]
-Prints model load (from cache), a bare forward pass, the trace's compute with the
-model loaded, the JSON write, their ratio, and `mechviz trace` end to end.
+Usage: python bench/trace_bench.py [--repeat 5] [--prompt TEXT] [--threads N]
+Prints model load (from cache), a bare forward pass, the logit lens and its
+reductions alone (``lens_statistics``), the trace's compute with the model
+loaded, the JSON write, their ratio, and `mechviz trace` end to end. The bare
+forward pass, the lens and the trace compute are timed in interleaved rounds
+(each round runs each once, in a rotating order), so a busy spell of a shared
+machine hits them alike. ``--threads`` fixes torch's thread count (default:
+torch's own); on a busy two-core machine two threads slow everything unevenly.
 """
 
 from __future__ import annotations
@@ -19,16 +24,29 @@ import torch
 
 from mechviz.io import save_trace
 from mechviz.models import load_model
-from mechviz.tracing import TraceOptions, tokenize, trace_prompt
+from mechviz.tracing import TraceOptions, lens_statistics, record, tokenize, trace_prompt
 
 
-def best(fn, repeat: int) -> float:  # noqa: ANN001
+def best(fn, repeat: int) -> tuple[float, float]:  # noqa: ANN001
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return min(times), statistics.median(times)
+
+
+def interleaved(fns: dict, repeat: int) -> dict[str, tuple[float, float]]:
+    """(best, median) seconds of each function over ``repeat`` rotating rounds."""
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeat):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: (min(t), statistics.median(t)) for name, t in times.items()}
 
 
 def fresh_process_load() -> tuple[float, float]:
@@ -54,7 +72,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompt", default="The capital of France is")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     load_model(progress=True)  # make sure the cache is warm
     start = time.perf_counter()
@@ -67,10 +88,18 @@ def main() -> None:
         with torch.no_grad():
             loaded.model(ids, use_cache=False)
 
-    bare()  # warm-up
+    rec = record(loaded, ids[0])
+    resid = rec.boundaries()[0::2]
+    fns = {
+        "bare": bare,
+        "lens": lambda: lens_statistics(loaded.adapter, resid, rec.logits, TraceOptions().top_k),
+        "trace": lambda: trace_prompt(loaded, args.prompt, TraceOptions()),
+    }
+    for fn in fns.values():
+        fn()  # warm-up
     trace = trace_prompt(loaded, args.prompt, TraceOptions())
-    bare_s = best(bare, args.repeat)
-    trace_s = best(lambda: trace_prompt(loaded, args.prompt, TraceOptions()), args.repeat)
+    timed = interleaved(fns, args.repeat)
+    bare_s, lens_s, trace_s = timed["bare"], timed["lens"], timed["trace"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "trace.json"
         write_s = best(lambda: save_trace(trace, out), args.repeat)
@@ -93,6 +122,7 @@ def main() -> None:
     print(f"{'model load from cache':<34}{load_s:>9.3f}{'':>10}")
     for name, (b, m) in [
         ("bare forward pass", bare_s),
+        ("lens + reductions", lens_s),
         ("trace compute (model loaded)", trace_s),
         ("JSON write", write_s),
         ("JSON load + validate", read_s),
@@ -102,7 +132,8 @@ def main() -> None:
     imports_s, fresh_s = fresh_process_load()
     print(f"{'fresh process: import torch+tf':<34}{imports_s:>9.3f}")
     print(f"{'fresh process: imports + load':<34}{fresh_s:>9.3f}")
-    print(f"ratio trace / bare forward (best): {trace_s[0] / bare_s[0]:.2f}x")
+    print(f"ratio trace / bare forward (median): {trace_s[1] / bare_s[1]:.2f}x")
+    print(f"ratio lens / bare forward (median): {lens_s[1] / bare_s[1]:.2f}x")
     print(f"trace size: {size / 1024:.0f} KiB")
 
 

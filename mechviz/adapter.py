@@ -139,15 +139,37 @@ class Adapter:
             return lambda logits: logits
         return lambda logits: torch.tanh(logits / cap) * cap
 
-    def logit_lens(self, resid: torch.Tensor) -> torch.Tensor:
-        """The logit lens: final norm, unembedding, the model's output transform.
+    @property
+    def affine_lens(self) -> bool:
+        """True when the logits are ``normed @ W_U.T (+ bias)`` with nothing after.
 
-        ``resid`` is any residual-stream state ``[..., d_model]``. The final norm
-        module computes its scale from *this* input, so every boundary is
-        normalised by its own statistics, never by the last layer's.
+        Then the lens may run the matmul itself (into a reused buffer) and read
+        ``sum_v p_v * logits_v`` as ``normed . (p @ W_U)`` (+ ``p . bias``).
+        Not for Gemma 2's softcap, nor for an unembedding that is not a plain
+        ``nn.Linear`` (quantised or wrapped heads).
+        """
+        return self.final_logit_softcap is None and type(self.unembed) is nn.Linear
+
+    def lens_norm(self, resid: torch.Tensor) -> torch.Tensor:
+        """The final norm of any residual state ``[..., d_model]``, on the unembedding's device.
+
+        The norm module computes its scale from *this* input, so every boundary
+        is normalised by its own statistics, never by the last layer's.
         """
         weight = self.unembed.weight
         norm_device = next(self.final_norm.parameters(), weight).device
         # In the model's own dtype and device, as the model reads its last layer.
         normed = self.final_norm(resid.to(device=norm_device, dtype=weight.dtype))
-        return self.output_transform(self.unembed(normed.to(weight.device)))
+        return normed.to(weight.device)
+
+    def logits_from_normed(self, normed: torch.Tensor) -> torch.Tensor:
+        """Unembedding and the model's output transform of :meth:`lens_norm`'s output."""
+        return self.output_transform(self.unembed(normed))
+
+    def logit_lens(self, resid: torch.Tensor) -> torch.Tensor:
+        """The logit lens: final norm, unembedding, the model's output transform.
+
+        ``resid`` is any residual-stream state ``[..., d_model]``; see
+        :meth:`lens_norm`.
+        """
+        return self.logits_from_normed(self.lens_norm(resid))

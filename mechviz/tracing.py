@@ -3,11 +3,15 @@
 This is the only module (with ``models`` and ``adapter``) that touches torch.
 Hooks on every block record ``resid_pre``/``resid_post``, what the MLP adds and
 the MLP activation; attention patterns come from the eager attention path; the
-logit lens reads every boundary through :meth:`Adapter.logit_lens`.
+logit lens reads every boundary through the adapter's final norm and
+unembedding (:meth:`Adapter.lens_norm`, then the unembedding's own matmul, or
+:meth:`Adapter.logits_from_normed` where there is more than a matmul).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +39,8 @@ from mechviz.tokens import display_text, token_offsets
 POOL_WIDTH = 64  # R: columns in the compact view; 576 / 64 = 9 dims per column
 N_SAMPLE = 16  # S: residual dimensions kept verbatim, enough for a readable column
 N_NEURONS = 16  # N: MLP neurons kept per layer, as many as a Neuroscope page shows
-LENS_CHUNK = 1 << 24  # logits computed at once by the lens (~64 MB of float32)
+LENS_CHUNK = 1 << 26  # at most this many logits made by one matmul (256 MB of float32)
+LENS_BLOCK = 1 << 20  # logits reduced at once (4 MB of float32, stays in cache)
 
 
 @dataclass(frozen=True)
@@ -196,60 +201,249 @@ def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: Trace
     )
 
 
+@torch.no_grad()
 def lens_statistics(
-    adapter: Any, resid: torch.Tensor, final_logits: torch.Tensor, top_k: int
+    adapter: Any,
+    resid: torch.Tensor,
+    final_logits: torch.Tensor,
+    top_k: int,
+    *,
+    affine: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """The logit lens at every boundary and position, reduced to statistics.
 
     Entropy and KL are in nats; KL is ``KL(final || lens)``, as tuned-lens
-    reports it; the "final token" is the model's own top-1 at that position.
-    Each statistic is one pass over the ``[B, P, V]`` logits (the bulk of the
-    trace's cost), using ``log p = logits - logsumexp(logits)``.
+    reports it; the "final token" is the model's own top-1 at that position and
+    its rank is the number of lens logits strictly above its lens logit.
+
+    The ``[B, P, V]`` logits are the bulk of the trace's cost (a ``d_model x
+    d_vocab`` matmul per row). They are made ``LENS_CHUNK`` at a time into one
+    reused float32 buffer, in base 2 (``y = logits * log2(e)``, so that the
+    cheaper ``exp2`` serves), and reduced ``LENS_BLOCK`` at a time, few enough
+    to stay in the CPU's cache across the passes torch makes over them: a
+    grouped top-k (its first value is the row's max ``m``), one comparison for
+    the rank, ``x = y - m`` in place, ``sum f x`` for the final distribution
+    ``f``, ``e = exp2(x)``, ``Z = sum e`` and ``sum e x``. Then, in float64 on
+    ``[B, P]``, ``entropy = ln Z - ln 2 * sum(e x) / Z`` and
+    ``KL = sum f ln f + ln Z - ln 2 * sum f x``.
+
+    When ``affine`` (default: ``adapter.affine_lens`` with float32 weights) the
+    matmul writes straight into the buffer; otherwise (Gemma 2's softcap, half
+    precision, or ``affine=False``) the logits come from the adapter's own
+    modules, as :meth:`Adapter.logit_lens` computes them. Every value is clamped
+    to its mathematical range (probabilities at most 1, entropy in
+    ``[0, ln V]``, KL at least 0) against float32 rounding.
     """
-    B, P, _ = resid.shape
-    final_logp = log_probs(final_logits).float()  # [P, V]
-    final_p = final_logp.exp()
-    final_neg_entropy = (final_p * final_logp).sum(-1)  # [P]
-    target = final_logits.argmax(dim=-1)[None, :, None]  # [1, P, 1]
-    V = final_logits.shape[-1]
-    step = max(1, LENS_CHUNK // (P * V))
-    parts: list[dict[str, torch.Tensor]] = []
-    for start in range(0, B, step):
-        logits = adapter.logit_lens(resid[start : start + step]).float().to(final_p.device)
-        lse = torch.logsumexp(logits, dim=-1)  # [b, P]
-        top_logits, top_ids = logits.topk(top_k, dim=-1)
-        target_logit = logits.gather(-1, target.expand(logits.shape[0], P, 1))[..., 0]
-        p = torch.exp(logits - lse[..., None])
-        parts.append(
-            {
-                "top_ids": top_ids,
-                "top_probs": torch.exp(top_logits - lse[..., None]),
-                "entropy": lse - torch.linalg.vecdot(p, logits),
-                "kl_to_final": final_neg_entropy + lse - torch.linalg.vecdot(final_p, logits),
-                "final_token_rank": (logits > target_logit[..., None]).sum(-1),
-                "final_token_prob": torch.exp(target_logit - lse),
-            }
+    B, P, D = resid.shape
+    weight = adapter.W_U
+    device = weight.device
+    V = weight.shape[0]
+    fast = adapter.affine_lens and weight.dtype == torch.float32
+    if affine is None:
+        affine = fast
+    elif affine and not fast:
+        raise ValueError("affine=True needs a float32 nn.Linear unembedding and no softcap")
+    final = _final(final_logits.to(device))
+    target = final_logits.argmax(dim=-1).to(device)  # [P]
+    normed = adapter.lens_norm(resid)  # [B, P, D], the model's dtype
+    bias = adapter.unembed.bias
+    if affine:  # base 2 from the matmul itself: scale the [B, P, D] input, not the logits
+        normed = normed * LOG2E
+        bias = None if bias is None else bias * LOG2E
+
+    rows = B * P
+    acc = _Accumulators(rows, top_k, device)
+    chunks = list(_boxes((0, B, 0, P), max(1, LENS_CHUNK // V)))
+    chunk_rows = max((b1 - b0) * (p1 - p0) for b0, b1, p0, p1 in chunks)
+    block_rows = max(1, min(chunk_rows, LENS_BLOCK // V))
+    y_buf = torch.empty(chunk_rows, V, device=device)
+    e_buf = torch.empty(block_rows, V, device=device)
+    for chunk in chunks:
+        b0, b1, p0, p1 = chunk
+        n = (b1 - b0) * (p1 - p0)
+        first = b0 * P + p0  # boxes are contiguous runs of the [B * P] rows
+        x_in = normed[b0:b1, p0:p1].reshape(n, D)
+        y = y_buf[:n]
+        if not affine:
+            torch.mul(adapter.logits_from_normed(x_in), LOG2E, out=y)
+        elif bias is None:
+            torch.mm(x_in, weight.T, out=y)
+        else:
+            torch.addmm(bias, x_in, weight.T, out=y)
+        for box in _boxes(chunk, block_rows):
+            start = (box[0] * P + box[2]) - first
+            size = (box[1] - box[0]) * (box[3] - box[2])
+            acc.reduce(y[start : start + size], e_buf[:size], box, P, final.f, target)
+
+    top_x = acc.top_y.double() - acc.top_y[:, :1].double()  # log2 of probability * Z
+    Z = acc.Z.double()  # >= 1
+    ln_Z = Z.log()
+    stats = {
+        "top_ids": acc.top_ids,
+        "top_probs": top_x.exp2() / Z[:, None],
+        "entropy": ln_Z - LN2 * acc.e_x.double() / Z,
+        "kl_to_final": ln_Z - final.entropy.repeat(B) - LN2 * acc.f_x.double(),
+        "final_token_rank": acc.rank.long(),
+        "final_token_prob": (acc.target_y[:, 0].double() - acc.top_y[:, 0].double()).exp2() / Z,
+    }
+    stats["top_probs"].clamp_(max=1.0)
+    stats["final_token_prob"].clamp_(max=1.0)
+    stats["entropy"].clamp_(0.0, math.log(V))
+    stats["kl_to_final"].clamp_(min=0.0)
+    return {
+        k: (v.float() if v.is_floating_point() else v).view(B, P, *v.shape[1:])
+        for k, v in stats.items()
+    }
+
+
+LOG2E = 1.0 / math.log(2.0)
+LN2 = math.log(2.0)
+# exp2(-115) = 2.4e-35 is still a normal float32; below it exp2's subnormal
+# results are several times slower, and they add less than 1e-30 to Z >= 1.
+MIN_X = -115.0
+
+
+class _Accumulators:
+    """Per-row sums of the lens, float32, filled block by block."""
+
+    def __init__(self, rows: int, top_k: int, device: torch.device) -> None:
+        empty = lambda *shape, dtype=torch.float32: torch.empty(  # noqa: E731
+            *shape, dtype=dtype, device=device
         )
-    return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+        self.top_y = empty(rows, top_k)  # base-2 logits of the top k, largest first
+        self.top_ids = empty(rows, top_k, dtype=torch.int64)
+        self.target_y = empty(rows, 1)  # base-2 logit of the model's own top-1
+        self.rank = empty(rows)
+        self.f_x = empty(rows)  # sum f x, x = y - max y
+        self.Z = empty(rows)  # sum exp2(x)
+        self.e_x = empty(rows)  # sum exp2(x) x
+
+    def reduce(
+        self,
+        y: torch.Tensor,  # [n, V] base-2 logits, overwritten
+        e: torch.Tensor,  # [n, V] scratch
+        box: tuple[int, int, int, int],
+        P: int,
+        f32: torch.Tensor,  # [P, V] final distribution
+        target: torch.Tensor,  # [P] the model's own top-1
+    ) -> None:
+        b0, b1, p0, p1 = box
+        nb, npos = b1 - b0, p1 - p0
+        rows = slice(b0 * P + p0, b0 * P + p0 + nb * npos)
+        top_y = self.top_y[rows]
+        _topk(y, top_y, self.top_ids[rows])
+        target_y = self.target_y[rows]
+        torch.gather(
+            y.view(nb, npos, -1),
+            -1,
+            target[p0:p1, None].expand(nb, npos, 1),
+            out=target_y.view(nb, npos, 1),
+        )
+        # Comparing into the float buffer and summing 0.0/1.0 is several times
+        # faster than summing bools, and exact up to 2**24 tokens.
+        torch.sum(torch.gt(y, target_y, out=e), -1, out=self.rank[rows])
+        x = y.sub_(top_y[:, :1])  # <= 0, and 0 at the max
+        e3 = e.view(nb, npos, -1)
+        torch.mul(x.view(nb, npos, -1), f32[p0:p1], out=e3)
+        torch.sum(e3, -1, out=self.f_x[rows].view(nb, npos))
+        torch.exp2(x.clamp_(min=MIN_X), out=e)
+        torch.sum(e, -1, out=self.Z[rows])
+        torch.sum(torch.mul(e, x, out=e), -1, out=self.e_x[rows])
 
 
-def log_probs(logits: torch.Tensor) -> torch.Tensor:
-    """Log-softmax in float64.
+def _boxes(box: tuple[int, int, int, int], rows: int) -> Iterator[tuple[int, int, int, int]]:
+    """Split ``[b0:b1, p0:p1]`` of a ``[B, P]`` grid into boxes of at most ``rows`` cells.
 
-    float32's ``log_softmax`` over a 49k vocabulary is off by ~2e-5 in
-    probability on some CPUs, above what we promise (1e-5).
+    Each box spans either whole position ranges of the parent or one boundary,
+    so its cells are contiguous in the parent's row-major layout; the boxes are
+    as even as that allows (a larger matmul is a faster one).
     """
-    logits = logits.double()
-    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    b0, b1, p0, p1 = box
+    width = p1 - p0
+    if width <= rows:
+        step = _even(b1 - b0, rows // width)
+        for b in range(b0, b1, step):
+            yield b, min(b + step, b1), p0, p1
+    else:
+        step = _even(width, rows)
+        for b in range(b0, b1):
+            for p in range(p0, p1, step):
+                yield b, b + 1, p, min(p + step, p1)
+
+
+def _even(total: int, most: int) -> int:
+    """The step that cuts ``total`` into as few pieces of at most ``most`` as possible, evenly."""
+    pieces = -(-total // most)
+    return -(-total // pieces)
+
+
+TOPK_GROUP = 64  # the grouped top-k reads each row once, then k groups of this many
+
+
+def _topk(x: torch.Tensor, values: torch.Tensor, ids: torch.Tensor) -> None:
+    """``x.topk(k, dim=-1)`` of a ``[n, V]`` tensor into ``values`` and ``ids``, largest first.
+
+    Token ``v`` of the first ``G * TOPK_GROUP`` belongs to group ``v mod G``;
+    the k largest entries lie in the k groups with the largest maxima (ties
+    aside, which ``topk`` resolves arbitrarily too), so one elementwise ``amax``
+    over ``[TOPK_GROUP, G]`` and a top-k over the ``k * TOPK_GROUP`` candidates
+    replace a top-k over the whole row (several times faster). Tokens past the
+    last whole group are candidates too.
+    """
+    n, V = x.shape
+    k = values.shape[-1]
+    g = TOPK_GROUP
+    G = V // g
+    if k * g * 4 > V:
+        torch.topk(x, k, dim=-1, out=(values, ids))
+        return
+    main = x[:, : G * g].unflatten(-1, (g, G))  # [n, g, G]
+    groups = main.amax(1).topk(k, dim=-1).indices  # [n, k]
+    cand_ids = (torch.arange(g, device=x.device)[:, None] * G + groups[:, None, :]).flatten(1)
+    if G * g < V:
+        tail = torch.arange(G * g, V, device=x.device).expand(n, -1)
+        cand_ids = torch.cat([cand_ids, tail], dim=1)
+    _, idx = torch.topk(x.gather(1, cand_ids), k, dim=-1, out=(values, ids))
+    torch.gather(cand_ids, 1, idx.clone(), out=ids)
+
+
+@dataclass
+class _Final:
+    """The model's own next-token distribution, ``[P, V]``."""
+
+    x: torch.Tensor  # float32 logits minus each row's max (<= 0)
+    f: torch.Tensor  # float32 probabilities, those below 1e-30 set to 0
+    ln_Z: torch.Tensor  # float64 log of sum exp(x), so log f = x - ln_Z
+    entropy: torch.Tensor  # float64, nats
+
+
+def _final(logits: torch.Tensor) -> _Final:
+    """Softmax statistics of the model's logits, in float32 with care.
+
+    Shifting by the row's max first, then ``exp`` (correct to one float32 ulp)
+    and torch's cascaded sums keep every probability within ~1e-7 of float64
+    (float32's fused ``log_softmax`` over a 49k vocabulary is only good to ~2e-5
+    on some CPUs; the trace promises 1e-5). Probabilities below 1e-30 add less
+    than 1e-23 nats to any sum here and would be slow float32 subnormals.
+    """
+    logits = logits.float()
+    x = logits - logits.amax(-1, keepdim=True)
+    e = torch.exp(x.clamp(min=-80.0))
+    Z = e.sum(-1, keepdim=True)
+    f = e.div_(Z)
+    f.masked_fill_(f < 1e-30, 0.0)
+    ln_Z = Z[:, 0].double().log()
+    return _Final(x=x, f=f, ln_Z=ln_Z, entropy=ln_Z - (f * x).sum(-1).double())
 
 
 def _output(logits: torch.Tensor, top_k: int) -> Output:
-    logp = log_probs(logits)
-    top_logp, top_ids = logp.topk(top_k, dim=-1)
+    final = _final(logits)
+    top_x, top_ids = final.x.topk(top_k, dim=-1)
+    top_probs = (top_x.double() - final.ln_Z[:, None]).exp()
     return Output(
         top_ids=_np(top_ids),
-        top_probs=_np(top_logp.exp()),
-        entropy=_np(-(logp.exp() * logp).sum(-1)),
+        top_probs=_np(top_probs.clamp_(max=1.0)),
+        entropy=_np(final.entropy.clamp_(0.0, math.log(logits.shape[-1]))),
     )
 
 

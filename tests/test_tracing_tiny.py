@@ -236,18 +236,261 @@ def test_lens_statistics_match_reference(tiny) -> None:  # noqa: ANN001
         assert ((lo <= rank) & (rank <= hi)).all(), y
 
 
-def test_lens_statistics_do_not_depend_on_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+def reference_lens_stats(
+    logits: torch.Tensor, final_logits: torch.Tensor, top_k: int
+) -> dict[str, torch.Tensor]:
+    """The lens statistics, straight from their definitions, in float64.
+
+    ``logits`` are the lens logits ``[B, P, V]``; ``final_logits`` the model's own.
+    """
+    logits = logits.double()
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    final_logp = final_logits.double().log_softmax(-1)
+    target = final_logits.argmax(-1)[None, :, None].expand(logits.shape[0], -1, 1)
+    target_logit = logits.gather(-1, target)
+    return {
+        "logits": logits,
+        "p": p,
+        "top_probs": p.topk(top_k, dim=-1).values,
+        "entropy": -(p * logp).sum(-1),
+        "kl_to_final": (final_logp.exp() * (final_logp - logp)).sum(-1),
+        "final_token_prob": p.gather(-1, target)[..., 0],
+        "target_logit": target_logit[..., 0],
+    }
+
+
+def assert_lens_matches_reference(
+    got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], prob_atol: float, nats_atol: float
+) -> None:
+    """Every statistic within tolerance of the float64 reference, and in its range."""
+    top_ids, top_probs = got["top_ids"], got["top_probs"].double()
+    V = ref["p"].shape[-1]
+    # top-k: the reference's k largest, at ids whose probabilities they are (ties
+    # may be ordered either way), most probable first, every id once
+    assert torch.allclose(top_probs, ref["top_probs"], atol=prob_atol, rtol=0)
+    assert torch.allclose(ref["p"].gather(-1, top_ids), top_probs, atol=prob_atol, rtol=0)
+    assert (top_probs.diff(dim=-1) <= 0).all()
+    assert (top_ids.sort(-1).values.diff(dim=-1) > 0).all()
+    for key in ("top_probs", "final_token_prob"):
+        assert (got[key] >= 0).all() and (got[key] <= 1).all(), key
+    final_prob = got["final_token_prob"].double()
+    assert torch.allclose(final_prob, ref["final_token_prob"], atol=prob_atol, rtol=0)
+    for key in ("entropy", "kl_to_final"):
+        assert torch.allclose(got[key].double(), ref[key], atol=nats_atol, rtol=1e-6), key
+    assert (got["entropy"] >= 0).all() and (got["entropy"] <= math.log(V)).all()
+    assert (got["kl_to_final"] >= 0).all()
+    # rank: logits strictly above the target's, up to float32 rounding of near-ties
+    logits, t = ref["logits"], ref["target_logit"][..., None]
+    slack = 1e-5 * (1 + logits.abs().amax(-1, keepdim=True))
+    lo, hi = (logits > t + slack).sum(-1), (logits > t - slack).sum(-1)
+    rank = got["final_token_rank"]
+    assert rank.dtype == torch.int64
+    assert ((lo <= rank) & (rank <= hi)).all()
+
+
+def lens_paths(adapter) -> list[bool]:  # noqa: ANN001
+    """The lens paths an adapter allows: the fast (affine) one where it applies, the general one."""
+    return [True, False] if adapter.affine_lens else [False]
+
+
+@pytest.mark.parametrize("top_k", [1, 5])
+def test_fast_and_general_lens_match_float64_reference(tiny, top_k: int) -> None:  # noqa: ANN001
+    adapter, rec = tiny.loaded.adapter, tiny.rec
+    resid = rec.boundaries()[0::2]
+    logits = torch.stack([reference_logits(tiny, r) for r in resid])
+    ref = reference_lens_stats(logits, rec.logits, top_k)
+    # only Gemma 2 (softcap) lacks the fast path among the tiny families
+    assert adapter.affine_lens is (tiny.family != "gemma2")
+    results = {}
+    for affine in lens_paths(adapter):
+        got = lens_statistics(adapter, resid, rec.logits, top_k, affine=affine)
+        assert_lens_matches_reference(got, ref, prob_atol=2e-6, nats_atol=2e-5)
+        # at the last boundary the lens is the model's output
+        assert (got["final_token_rank"][-1] == 0).all()
+        assert got["kl_to_final"][-1].abs().max() <= 2e-6
+        assert (got["top_ids"][-1, :, 0] == rec.logits.argmax(-1)).all()
+        results[affine] = got
+    if len(results) == 2:
+        for key, value in results[True].items():
+            other = results[False][key].double()
+            atol = 2e-6 if "prob" in key else 2e-5
+            assert torch.allclose(value.double(), other, atol=atol, rtol=1e-6), key
+
+
+def test_fast_path_is_refused_where_it_does_not_apply() -> None:
+    tiny = make_tiny("gemma2")
+    resid = tiny.rec.boundaries()[0::2]
+    with pytest.raises(ValueError, match="affine"):
+        lens_statistics(tiny.loaded.adapter, resid, tiny.rec.logits, 3, affine=True)
+
+
+def _tiny_with_vocab(family: str, vocab: int):  # noqa: ANN202
+    """A tiny model of ``family`` with a larger vocabulary, traced on TINY_PROMPT."""
+    from conftest import GEMMA_NORM, _randomise_norms, _tiny_config
+
+    config, cls = _tiny_config(family)
+    config.vocab_size = vocab
+    config._attn_implementation = "eager"
+    torch.manual_seed(1)
+    model = cls(config).float().eval()
+    _randomise_norms(model, gemma_convention=family in GEMMA_NORM)
+    loaded = wrap_model(model, CharTokenizer(vocab), f"tiny-{family}-{vocab}")
+    ids = tokenize(loaded, TINY_PROMPT, 64)
+    return SimpleNamespace(family=family, loaded=loaded, ids=ids, rec=record(loaded, ids))
+
+
+# 4099 = 64 * 64 + 3 leaves a tail outside the top-k's groups; phi has a biased
+# unembedding, gemma2 a softcap (general path only).
+@pytest.mark.parametrize(("family", "vocab"), [("llama", 4099), ("phi", 4160), ("gemma2", 4096)])
+def test_grouped_top_k_lens_on_a_larger_vocabulary(family: str, vocab: int) -> None:
+    tiny = _tiny_with_vocab(family, vocab)
+    adapter, rec = tiny.loaded.adapter, tiny.rec
+    resid = rec.boundaries()[0::2]
+    logits = torch.stack([reference_logits(tiny, r) for r in resid])
+    for top_k in (1, 10):
+        assert top_k * 64 * 4 <= vocab  # the grouped top-k, not torch's
+        ref = reference_lens_stats(logits, rec.logits, top_k)
+        for affine in lens_paths(adapter):
+            got = lens_statistics(adapter, resid, rec.logits, top_k, affine=affine)
+            assert_lens_matches_reference(got, ref, prob_atol=2e-6, nats_atol=2e-5)
+
+
+class _LinearLens:
+    """A bare ``x @ W.T + b`` lens (identity norm), to choose the logits exactly."""
+
+    final_logit_softcap = None
+    affine_lens = True
+
+    def __init__(self, W: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.unembed = torch.nn.Linear(W.shape[1], W.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            self.unembed.weight.copy_(W)
+            if bias is not None:
+                self.unembed.bias.copy_(bias)
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        return self.unembed.weight
+
+    def lens_norm(self, resid: torch.Tensor) -> torch.Tensor:
+        return resid
+
+    def logits_from_normed(self, normed: torch.Tensor) -> torch.Tensor:
+        return self.unembed(normed)
+
+
+@pytest.mark.parametrize("biased", [False, True])
+def test_lens_with_logits_spanning_hundreds_of_nats(biased: bool) -> None:
+    """Logit ranges far beyond float32's exp range, and final mass where the lens has ~none.
+
+    exp of x < -87 underflows in float32; the lens clamps before exp, which
+    must not change entropy, KL (which needs those very logits) or probabilities.
+    """
+    g = torch.Generator().manual_seed(0)
+    B, P, D, V = 4, 6, 16, 1000
+    W = torch.randn(V, D, generator=g)
+    bias = torch.randn(V, generator=g) * 3 if biased else None
+    lens = _LinearLens(W, bias)
+    resid = torch.randn(B, P, D, generator=g) * torch.tensor([1.0, 10.0, 40.0, 80.0])[:, None, None]
+    final_logits = torch.randn(P, V, generator=g) * 4
+    with torch.no_grad():
+        logits = resid.double() @ W.double().T + (0 if bias is None else bias.double())
+    assert (logits.amax(-1) - logits.amin(-1)).max() > 500  # far past exp's float32 range
+    ref = reference_lens_stats(logits, final_logits, 5)
+    assert ref["kl_to_final"].max() > 100
+    for affine in (True, False):
+        got = lens_statistics(lens, resid, final_logits, 5, affine=affine)
+        # float32 logits of magnitude ~1000 are good to ~1e-4 nats
+        kl_tol = 1e-4 + 1e-6 * ref["kl_to_final"]
+        assert ((got["kl_to_final"].double() - ref["kl_to_final"]).abs() <= kl_tol).all()
+        # the rest to the usual tolerances (KL checked just above)
+        ref_rest = {**ref, "kl_to_final": got["kl_to_final"].double()}
+        assert_lens_matches_reference(got, ref_rest, prob_atol=1e-5, nats_atol=1e-4)
+
+
+@pytest.mark.parametrize("V", [64 * 40, 64 * 40 + 17, 49152])
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_grouped_top_k_equals_torch_top_k(V: int, k: int) -> None:
+    from mechviz.tracing import _topk
+
+    g = torch.Generator().manual_seed(V + k)
+    for x in (
+        torch.randn(6, V, generator=g),
+        torch.randint(0, 5, (6, V), generator=g).float(),  # many exact ties
+        torch.full((2, V), -3.0),
+    ):
+        values = torch.empty(x.shape[0], k)
+        ids = torch.empty(x.shape[0], k, dtype=torch.int64)
+        _topk(x, values, ids)
+        assert torch.equal(values, x.topk(k, dim=-1).values)
+        assert torch.equal(x.gather(1, ids), values)
+        assert (ids.sort(-1).values.diff(dim=-1) > 0).all()
+
+
+def test_output_matches_float64_reference(tiny) -> None:  # noqa: ANN001
+    out, logits = tiny.trace.output, tiny.rec.logits
+    logp = logits.double().log_softmax(-1)
+    p = logp.exp()
+    k = out.top_ids.shape[-1]
+    top_probs = _f64(out.top_probs)
+    assert torch.allclose(top_probs, p.topk(k, dim=-1).values, atol=1e-6, rtol=0)
+    assert torch.allclose(p.gather(-1, torch.as_tensor(out.top_ids)), top_probs, atol=1e-6, rtol=0)
+    assert (top_probs.diff(dim=-1) <= 0).all() and (top_probs <= 1).all()
+    entropy = -(p * logp).sum(-1)
+    assert torch.allclose(_f64(out.entropy), entropy, atol=1e-5, rtol=1e-6)
+
+
+# (LENS_CHUNK, LENS_BLOCK) in rows of logits: one row at a time; boxes that split
+# a boundary's positions unevenly; several whole boundaries per block.
+CHUNKINGS = [(1, 1), (11, 4), (11, 11), (60, 26), (200, 100)]
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize(("chunk", "block"), CHUNKINGS)
+def test_lens_statistics_do_not_depend_on_chunking(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, block: int, affine: bool
+) -> None:
     import mechviz.tracing as tracing
 
-    tiny = make_tiny("qwen2")
+    tiny = _tiny_qwen2()
     resid = tiny.rec.boundaries()[0::2]
-    whole = lens_statistics(tiny.loaded.adapter, resid, tiny.rec.logits, 7)
-    monkeypatch.setattr(tracing, "LENS_CHUNK", 1)  # one boundary per chunk
-    parts = lens_statistics(tiny.loaded.adapter, resid, tiny.rec.logits, 7)
+    whole = lens_statistics(tiny.loaded.adapter, resid, tiny.rec.logits, 7, affine=affine)
+    monkeypatch.setattr(tracing, "LENS_CHUNK", chunk * VOCAB)
+    monkeypatch.setattr(tracing, "LENS_BLOCK", block * VOCAB)
+    parts = lens_statistics(tiny.loaded.adapter, resid, tiny.rec.logits, 7, affine=affine)
     assert whole.keys() == parts.keys()
     for key in whole:
         assert whole[key].shape == parts[key].shape, key
         assert torch.allclose(whole[key].double(), parts[key].double(), atol=1e-6), key
+
+
+_QWEN2: list = []
+
+
+def _tiny_qwen2():  # noqa: ANN202
+    if not _QWEN2:
+        _QWEN2.append(make_tiny("qwen2"))
+    return _QWEN2[0]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 7, 26, 100])
+@pytest.mark.parametrize(("B", "P"), [(1, 1), (4, 26), (31, 5), (3, 64)])
+def test_lens_boxes_tile_the_grid_in_contiguous_runs(B: int, P: int, rows: int) -> None:
+    from mechviz.tracing import _boxes
+
+    seen = torch.zeros(B, P, dtype=torch.int64)
+    for chunk in _boxes((0, B, 0, P), rows):
+        c_b0, c_b1, c_p0, c_p1 = chunk
+        assert (c_b1 - c_b0) * (c_p1 - c_p0) <= max(rows, 1)
+        inner_rows = max(1, rows // 2)
+        for b0, b1, p0, p1 in _boxes(chunk, inner_rows):
+            assert c_b0 <= b0 < b1 <= c_b1 and c_p0 <= p0 < p1 <= c_p1
+            assert (b1 - b0) * (p1 - p0) <= inner_rows
+            # contiguous in the [B * P] row order and in the chunk's own order
+            assert b1 - b0 == 1 or (p0, p1) == (0, P) == (c_p0, c_p1)
+            seen[b0:b1, p0:p1] += 1
+    assert (seen == 1).all()
 
 
 def test_lens_builds_no_autograd_graph(monkeypatch: pytest.MonkeyPatch) -> None:
