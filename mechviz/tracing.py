@@ -33,8 +33,9 @@ from mechviz.schema import (
     Resid,
     Tokens,
     Trace,
+    boundary_labels,
 )
-from mechviz.tokens import display_text, token_offsets
+from mechviz.tokens import check_prompt, display_text, token_offsets
 
 POOL_WIDTH = 64  # R: columns in the compact view; 576 / 64 = 9 dims per column
 N_SAMPLE = 16  # S: residual dimensions kept verbatim, enough for a readable column
@@ -70,17 +71,8 @@ class Recording:
         return torch.stack(states)
 
 
-def boundary_labels(n_layers: int) -> list[str]:
-    """``embed``, ``0_mid``, ``0_post``, ``1_mid``, ... (the B residual boundaries)."""
-    labels = ["embed"]
-    for layer in range(n_layers):
-        labels += [f"{layer}_mid", f"{layer}_post"]
-    return labels
-
-
 def tokenize(loaded: LoadedModel, prompt: str, max_tokens: int) -> torch.Tensor:
-    if not prompt.strip():
-        raise MechvizError("The prompt is empty; give some text to trace.")
+    check_prompt(prompt)  # empty, or not valid UTF-8: one sentence, before the tokenizer
     ids = loaded.tokenizer(prompt, return_tensors="pt")["input_ids"][0]
     if len(ids) > max_tokens:
         raise MechvizError(

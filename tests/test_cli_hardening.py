@@ -139,3 +139,19 @@ def test_stopping_a_render_leaves_nothing(
     assert "Traceback" not in stderr and word in stderr, stderr
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert left == ([] if output == "default" else ["out"]), left
+
+
+@pytest.mark.parametrize(
+    "prompt", [NOT_UTF8, "\ud800 lone", "", 42], ids=["bytes", "surrogate", "empty", "int"]
+)
+def test_library_tokenize_refuses_bad_prompts(prompt: object) -> None:
+    """The same sentence from the Python API, before the tokenizer sees the text."""
+    from conftest import VOCAB, CharTokenizer, build_tiny_model
+
+    from mechviz.errors import MechvizError
+    from mechviz.models import wrap_model
+    from mechviz.tracing import tokenize
+
+    loaded = wrap_model(build_tiny_model("llama"), CharTokenizer(VOCAB), "tiny")
+    with pytest.raises(MechvizError, match="prompt"):
+        tokenize(loaded, prompt, 64)  # type: ignore[arg-type]
