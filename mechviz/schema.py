@@ -238,7 +238,7 @@ class Trace:
 
         The structure and exact types are checked against :func:`json_schema`
         (with ``jsonschema``), the arrays by :mod:`mechviz.encoding`, and their
-        shapes and meaning (ranges, sums, orderings) by :mod:`mechviz.checks`.
+        shapes and meaning (ranges, sums, orderings) by :mod:`mechviz.validate`.
         Every problem is one sentence naming the field.
         """
         if not isinstance(data, dict) or "schema_version" not in data:
