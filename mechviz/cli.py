@@ -179,6 +179,49 @@ def say(message: str) -> None:
     err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
+def scene_options(func):  # type: ignore[no-untyped-def]
+    """How a scene looks and plays: aspect, theme, beats, timing and GIF budget."""
+    from mechviz.visual.settings import ASPECTS
+
+    options = [
+        click.option("--aspect", default="16:9", show_default=True, type=click.Choice(list(ASPECTS)),
+                     help="Frame shape; the layout re-flows for it."),
+        click.option("--theme", default="dark", show_default=True,
+                     type=click.Choice(["dark", "light"])),
+        click.option("--transparent", is_flag=True,
+                     help="No background: PNG with alpha, or a mov/webm video with alpha."),
+        click.option("--fps", type=click.FloatRange(1, 120), default=None,
+                     help="Frames per second [default: 15, 30, 60, 60 by --quality]."),
+        click.option("--gif-width", type=click.IntRange(64, 7680), default=None,
+                     help="GIF: scale down to this many pixels wide."),
+        click.option("--max-mb", type=click.FloatRange(0.05, 1000), default=None,
+                     help="GIF: lower the frame rate, then the width, until it fits."),
+        click.option("--beats", default=None, metavar="A,B",
+                     help="Render only these beats (see --list-beats)."),
+        click.option("--list-beats", is_flag=True, help="Print the scene's beats and exit."),
+        click.option("--speed", type=click.FloatRange(0.05, 100), default=1.0, show_default=True,
+                     help="Play faster (2) or slower (0.5)."),
+        click.option("--hold", type=click.FloatRange(0, 100), default=None,
+                     help="Seconds to hold the last picture [default: 1.5]."),
+        click.option("--captions", is_flag=True,
+                     help="Also write an SRT beside the video: one cue per beat."),
+        click.option("--layer", type=int, default=None, help="Attention: the layer to show."),
+        click.option("--head", type=int, default=None, help="Attention: the head to show."),
+        click.option("--query", type=int, default=None,
+                     help="Attention: the query position whose arcs are drawn [default: last]."),
+        click.option("--layers", default=None, metavar="L1,L2",
+                     help="Unembedding: lens-table layers (the embedding, the last layer and "
+                     "the answer's layer are always shown)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+SCENE_ONLY = {"layer": "Attention", "head": "Attention", "query": "Attention",
+              "layers": "Unembedding"}
+
+
 @main.command()
 @click.argument("name")
 @click.option(
@@ -195,23 +238,24 @@ def say(message: str) -> None:
     default="low",
     show_default=True,
     type=click.Choice(["low", "medium", "high", "4k"]),
+    help="Shorter side 480, 720, 1080 or 2160 pixels.",
 )
 @click.option(
     "--format",
     "fmt",
     default=None,
-    type=click.Choice(["gif", "mp4", "png"]),
-    help="png saves the last frame [default: from the -o extension, else gif].",
+    type=click.Choice(["gif", "mp4", "png", "mov", "webm"]),
+    help="png saves the last frame; mov and webm keep --transparent "
+    "[default: from the -o extension, else gif].",
 )
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
-    help="Where to write [default: renders/<trace-stem>/<Scene>.<ext>].",
+    help="Where to write [default: renders/<trace-stem>/<Scene>.<ext>; a folder for `all`].",
 )
-@click.option("--layer", type=int, default=None, help="Attention: the layer to show.")
-@click.option("--head", type=int, default=None, help="Attention: the head to show.")
+@scene_options
 @model_options
 def scene(
     name: str,
@@ -220,58 +264,136 @@ def scene(
     quality: str,
     fmt: str | None,
     output: Path | None,
-    layer: int | None,
-    head: int | None,
     **kwargs: object,
 ) -> None:
-    """Render scene NAME from a trace (see `mechviz scenes`)."""
+    """Render scene NAME from a trace (see `mechviz scenes`; `all` renders every one)."""
     from mechviz.io import check_writable, load_trace, save_trace
-    from mechviz.render import FORMATS, default_output, render_scene, scene_class
+    from mechviz.render import FORMATS, GifOptions, default_output, render_scene, scene_class
+    from mechviz.scenes import SCENES
     from mechviz.visual.settings import SceneSettings, example_trace
 
     ctx = click.get_current_context()
-    scene_class(name)  # an unknown name fails before any slow work
+    look = {k: kwargs.pop(k) for k in list(kwargs) if k in _SCENE_KEYS}
+    names = list(SCENES) if name == "all" else [name]
+    classes = [scene_class(n) for n in names]  # an unknown name fails before any slow work
+    if look.pop("list_beats"):
+        for n, cls in zip(names, classes):
+            if len(names) > 1:
+                click.echo(f"{n}:")
+            width = max(map(len, cls.beats))
+            for beat, line in cls.beats.items():
+                click.echo(f"{'  ' * (len(names) > 1)}{beat:<{width}}  {line}")
+        return
     if prompt is not None:
         check_prompt(prompt)
     if trace_file is not None and prompt is not None:
         raise MechvizError("Give either --trace or --prompt, not both.")
-    if name != "Attention" and (layer is not None or head is not None):
-        raise MechvizError(f"--layer and --head apply to the Attention scene only, not {name}.")
+    for key, owner in SCENE_ONLY.items():
+        if look[key] is not None and any(n != owner for n in names):
+            flag = "--" + key
+            raise MechvizError(f"{flag} applies to the {owner} scene only, not {name}.")
     given = [k for k in kwargs if ctx.get_parameter_source(k) != ParameterSource.DEFAULT]
     if prompt is None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise MechvizError(
             f"Model options ({flags}) apply only with --prompt; a trace file is already made."
         )
-    fmt = _format(fmt, output, FORMATS)
+    beats = _csv(look["beats"], str, "--beats")
+    if beats is not None and len(names) > 1:
+        raise MechvizError("--beats names the beats of one scene; give a scene name, not all.")
+    layers = _csv(look["layers"], int, "--layers")
+    if name == "all":
+        fmt = fmt or "gif"
+        if output is not None and output.suffix:
+            raise MechvizError(f"With `all`, -o names a folder, not a file: {output}.")
+    else:
+        fmt = _format(fmt, output, FORMATS)
+    if look["gif_width"] is not None or look["max_mb"] is not None:
+        if fmt != "gif":
+            raise MechvizError(f"--gif-width and --max-mb apply to GIFs, not {fmt}.")
+    if look["transparent"] and fmt in ("gif", "mp4"):
+        raise MechvizError(
+            f"{fmt.upper()} cannot keep a transparent background; "
+            "use --format png, mov (QuickTime Animation) or webm (VP9)."
+        )
     if prompt is not None:
         trace_file = Path("renders") / f"{_slug(prompt)}.json"
     trace_file = trace_file or example_trace()
     make_parents = output is None  # renders/<stem>/ is made; a folder the user names must exist
-    output = output or default_output(trace_file, name, fmt)
-    check_writable(output, make_parents=make_parents)  # before the slow part
+    if name == "all":
+        folder = output or default_output(trace_file, names[0], fmt).parent
+        outputs = [folder / f"{n}.{fmt}" for n in names]
+    else:
+        outputs = [output or default_output(trace_file, name, fmt)]
+    for path in outputs:
+        check_writable(path, make_parents=make_parents)  # before the slow part
     if prompt is not None:
         check_writable(trace_file, make_parents=True)
         made = make_trace(prompt, **kwargs)  # type: ignore[arg-type]
-        _check_layer_head(made, layer, head)
+        _check_layer_head(made, look["layer"], look["head"])
         trace_file.parent.mkdir(exist_ok=True)
         save_trace(made, trace_file)
     trace = load_trace(trace_file)
-    _check_layer_head(trace, layer, head)
-    start = time.perf_counter()
-    settings = SceneSettings(trace=trace_file, layer=layer, head=head)
-    path = render_scene(
-        name,
-        settings,
-        quality,
-        fmt,
-        output,
-        progress=sys.stderr.isatty(),
-        make_parents=make_parents,
+    _check_layer_head(trace, look["layer"], look["head"])
+    query = look["query"]
+    if query is not None and not -trace.n_positions <= query < trace.n_positions:
+        raise MechvizError(
+            f"--query {query} is out of range; this prompt has positions 0 to "
+            f"{trace.n_positions - 1}."
+        )
+    if layers is not None:
+        from mechviz.readouts import table_rows
+
+        table_rows(trace, 3, layers)  # checks the range
+    settings = SceneSettings(
+        trace=trace_file,
+        layer=look["layer"],
+        head=look["head"],
+        query=query,
+        layers=layers,
+        aspect=look["aspect"],
+        theme=look["theme"],
+        transparent=look["transparent"],
+        fps=look["fps"],
+        beats=beats,
+        speed=look["speed"],
+        hold=look["hold"] if look["hold"] is not None else 1.5,
+        fade=fmt == "gif",
     )
-    say(
-        f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB, {time.perf_counter() - start:.1f} s)."
-    )
+    gif = GifOptions(fps=None, width=look["gif_width"], max_mb=look["max_mb"])
+    for n, path in zip(names, outputs):
+        start = time.perf_counter()
+        notes: list[str] = []
+        written = render_scene(
+            n, settings, quality, fmt, path, progress=sys.stderr.isatty(),
+            make_parents=make_parents, gif=gif, notes=notes, captions=look["captions"],
+        )
+        for note in notes:
+            say(note)
+        extra = f" and {written.with_suffix('.srt').name}" if look["captions"] else ""
+        say(
+            f"Wrote {written}{extra} ({written.stat().st_size / 1024:.0f} KiB, "
+            f"{time.perf_counter() - start:.1f} s)."
+        )
+
+
+_SCENE_KEYS = {
+    "aspect", "theme", "transparent", "fps", "gif_width", "max_mb", "beats", "list_beats",
+    "speed", "hold", "captions", "layer", "head", "query", "layers",
+}
+
+
+def _csv(value: str | None, kind: type, flag: str) -> tuple | None:
+    """A comma-separated option as a tuple (``None`` when not given)."""
+    if value is None:
+        return None
+    try:
+        items = tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise MechvizError(f"{flag} takes a comma-separated list; got {value!r}.") from None
+    if not items:
+        raise MechvizError(f"{flag} is empty.")
+    return items
 
 
 def _format(fmt: str | None, output: Path | None, formats: tuple[str, ...]) -> str:
@@ -281,7 +403,8 @@ def _format(fmt: str | None, output: Path | None, formats: tuple[str, ...]) -> s
         raise MechvizError(f"--format {fmt} does not match the extension of {output}.")
     if not fmt and ext and ext not in formats:
         raise MechvizError(
-            f"Cannot tell the format from {output}; use a .gif, .mp4 or .png name or --format."
+            f"Cannot tell the format from {output}; use a .gif, .mp4, .png, .mov or .webm name "
+            "or --format."
         )
     return fmt or ext or "gif"
 

@@ -7,20 +7,32 @@ import importlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mechviz.errors import MechvizError, raise_if_stopped
 from mechviz.io import check_writable, existing_ancestor
 from mechviz.scenes import SCENES
-from mechviz.visual.settings import SceneSettings
+from mechviz.visual.settings import QUALITIES, SceneSettings, pixel_size
 
-QUALITIES = {
-    "low": "low_quality",
-    "medium": "medium_quality",
-    "high": "high_quality",
-    "4k": "fourk_quality",
-}
-FORMATS = ("gif", "mp4", "png")
+FORMATS = ("gif", "mp4", "png", "mov", "webm")
+ALPHA_FORMATS = ("png", "mov", "webm")  # formats that keep a transparent background
+
+
+@dataclass(frozen=True)
+class GifOptions:
+    """How a GIF is written: frame rate and width caps, and a size budget.
+
+    Attributes:
+        fps: Frames per second of the GIF (default: the render's).
+        width: Pixel width of the GIF (default: the render's).
+        max_mb: Largest size in MB (10^6 bytes): lower the frame rate, then the
+            width, until the GIF fits.
+    """
+
+    fps: float | None = None
+    width: int | None = None
+    max_mb: float | None = None
 
 
 def scene_class(name: str) -> type:
@@ -46,22 +58,49 @@ def render_scene(
     output: Path | None = None,
     progress: bool = True,
     make_parents: bool | None = None,
+    gif: GifOptions | None = None,
+    notes: list[str] | None = None,
+    captions: bool = False,
 ) -> Path:
     """Render scene ``name`` to ``output``, atomically; returns the path written.
 
-    ``make_parents``: create the output's missing folders (only once the file is
-    ready). Default: only for the default output, ``renders/<trace-stem>/``; a
-    folder that the user named must exist (a typo should not make folders).
+    Args:
+        name: A scene of :data:`mechviz.scenes.SCENES`.
+        settings: Trace, aspect, theme, beats and the rest (:class:`SceneSettings`).
+        quality: ``low``, ``medium``, ``high`` or ``4k``: the shorter side is 480,
+            720, 1080 or 2160 pixels, at 15, 30, 60 or 60 frames per second unless
+            ``settings.fps`` says otherwise.
+        fmt: ``gif``, ``mp4``, ``png`` (the last frame), ``mov`` or ``webm``.
+        output: Where to write (default ``renders/<trace-stem>/<Scene>.<fmt>``).
+        progress: Show Manim's progress bar.
+        make_parents: Create the output's missing folders (only once the file is
+            ready). Default: only for the default output; a folder that the user
+            named must exist (a typo should not make folders).
+        gif: Frame rate, width and size budget of a GIF.
+        notes: Lines for the user (what the GIF budget chose) are appended here.
+        captions: Also write ``output`` with the suffix ``.srt``: one cue per beat.
     """
     from manim import tempconfig
 
     cls = scene_class(name)
     if fmt not in FORMATS:
         raise MechvizError(f"Unknown format '{fmt}'; choose one of {', '.join(FORMATS)}.")
+    if settings.transparent and fmt not in ALPHA_FORMATS:
+        raise MechvizError(
+            f"{fmt.upper()} cannot keep a transparent background; "
+            "use png, mov (QuickTime Animation) or webm (VP9) with --transparent."
+        )
+    if quality not in QUALITIES:
+        raise MechvizError(f"Unknown quality '{quality}'; choose one of {', '.join(QUALITIES)}.")
     if make_parents is None:
         make_parents = output is None
     output = Path(output or default_output(settings.trace, name, fmt))
     check_writable(output, make_parents=make_parents)
+    srt = output.with_suffix(".srt")
+    if captions:
+        check_writable(srt, make_parents=make_parents)
+    short, rate = QUALITIES[quality]
+    width, height = pixel_size(settings.aspect, short)
     # Render beside the output (same file system, so the last step is a rename);
     # its folder is made only when the file is ready to go in.
     staging = existing_ancestor(output.parent)
@@ -71,7 +110,9 @@ def render_scene(
         raise MechvizError(f"Cannot write {output}: {exc.strerror or exc}.") from None
     try:
         config = {
-            "quality": QUALITIES[quality],
+            "pixel_width": width,
+            "pixel_height": height,
+            "frame_rate": settings.fps or rate,
             "media_dir": str(media),
             "disable_caching": True,
             "verbosity": "WARNING",
@@ -79,7 +120,12 @@ def render_scene(
             "write_to_movie": fmt != "png",
             "save_last_frame": fmt == "png",
             "output_file": name,
+            "background_opacity": 0.0 if settings.transparent else 1.0,
         }
+        if captions:
+            settings = replace(settings, captions=media / "captions.srt")
+        if fmt in ("mov", "webm"):
+            config["format"] = fmt
         from mechviz.visual import settings as scene_settings
 
         with tempconfig(config), scene_settings.use(settings):
@@ -89,13 +135,32 @@ def render_scene(
             produced = Path(writer.image_file_path if fmt == "png" else writer.movie_file_path)
         staged = media / f"final.{fmt}"
         if fmt == "gif":
-            mp4_to_gif(produced, staged)
+            from mechviz.gif import video_to_gif
+
+            options = gif or GifOptions()
+            result = video_to_gif(
+                produced,
+                staged,
+                fps=options.fps,
+                width=options.width,
+                max_bytes=int(options.max_mb * 1e6) if options.max_mb else None,
+            )
+            if notes is not None and len(result.attempts) > 1:
+                tried = ", ".join(
+                    f"{fps:g} fps x {w} px = {size / 1e6:.1f} MB" for fps, w, size in result.attempts
+                )
+                notes.append(
+                    f"GIF budget {options.max_mb:g} MB: chose {result.fps:g} fps at "
+                    f"{result.width} px wide (tried {tried})."
+                )
         else:
             shutil.move(produced, staged)
         raise_if_stopped()
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, output)
+            if captions:
+                os.replace(media / "captions.srt", srt)
         except OSError as exc:
             raise MechvizError(f"Cannot write {output}: {exc.strerror or exc}.") from None
     finally:

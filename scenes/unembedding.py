@@ -7,202 +7,199 @@ from manim import (
     DOWN,
     LEFT,
     RIGHT,
-    UP,
     Arrow,
     FadeIn,
     FadeOut,
-    GrowFromEdge,
+    Group,
+    Line,
     Rectangle,
     RoundedRectangle,
     SurroundingRectangle,
     VGroup,
-    Write,
 )
 
-from mechviz.schema import Trace
+from mechviz.readouts import answer_row, row_name, table_rows
 from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import TraceScene
-from mechviz.visual.mobjects import ProbBars, TokenBox, grid_image, label
+from mechviz.visual.mobjects import MorphBars, ProbBars, TokenBox, grid_image
+from mechviz.visual.text import center_on, label
 
-
-def table_layers(trace: Trace, max_rows: int = 13) -> list[int | None]:
-    """Rows of the lens table: the embedding, then layers evenly spaced, always the last."""
-    L = trace.n_layers
-    picks = np.unique(np.linspace(0, L - 1, min(L, max_rows - 1)).round().astype(int))
-    return [None, *[int(x) for x in picks]]
+CELL_HEIGHT = 0.46  # a lens-table row: room for MIN_TEXT with a margin
+MIN_CELL_WIDTH = 1.55  # a lens-table column: a short token at MIN_TEXT
 
 
 class Unembedding(TraceScene):
     """Final norm and W_U turn the last position's vector into the model's next-token odds."""
 
-    n_bars = 8  # bars in the chart; the trace keeps top_k >= this many, or fewer bars
-    max_columns = 8  # positions in the lens table (the last ones); more are unreadable
+    beats = {
+        "pipeline": "the last vector through the final norm, W_U and softmax",
+        "bars": "the model's next-token odds as bars",
+        "lens": "the logit-lens table: the same readout after every layer",
+    }
+    n_bars = 6  # bars in the chart (fewer when the frame is short of room)
 
     def construct(self) -> None:
-        self.show_title()
-        self.show_pipeline()
-        self.show_bars()
-        self.show_lens_table()
+        self.show_title("From the last vector to the next token")
+        with self.beat("pipeline"):
+            self.show_pipeline()
+        with self.beat("bars"):
+            self.show_bars()
+        with self.beat("lens"):
+            self.show_lens_table()
 
-    def show_title(self) -> None:
-        self.title = label("From the last vector to the next token", style.TITLE_SIZE)
-        self.title.to_corner(UP + LEFT, buff=0.3)
-        self.play(Write(self.title), run_time=0.8)
-
+    # --- beats ------------------------------------------------------------------------
     def show_pipeline(self) -> None:
+        trace, m = self.trace, self.trace.model
+        self.caption(
+            f"The last position's vector after layer {trace.n_layers - 1} goes through the "
+            f"final norm and W_U ({m.d_model} → {m.d_vocab:,} logits); softmax makes them odds."
+        )
+        self.pipeline = self.get_pipeline()
+        for part in self.pipeline:
+            self.play(FadeIn(part), run_time=0.45)
+        self.wait(0.6)
+
+    def show_bars(self) -> None:
         trace = self.trace
+        self.play(self.pipeline.animate.scale(0.6).to_edge(LEFT, buff=0.1).set_opacity(0.0),
+                  run_time=0.4)
+        self.remove(self.pipeline)
+        token, prob = trace.prediction
+        self.caption(
+            f"The model's next-token odds after {shown(trace.tokens.text[-1])}: "
+            f"{shown(trace.token_text(token))} ({prob:.2f}) is its answer."
+        )
+        k = min(self.n_bars, trace.output.top_ids.shape[-1],
+                int(self.content.height // 0.62))
+        ids, probs = trace.output.top_ids[-1, :k], trace.output.top_probs[-1, :k]
+        texts = [trace.token_text(i) for i in ids]
+        width = min(self.content.width, 10.0)
+        bars = ProbBars(
+            texts, np.zeros(k), self.theme, bar_width=width - 3.6, name_width=2.2,
+            row_height=min(0.62, self.content.height / k),
+        )
+        bars.move_to(self.content.center)
+        self.add(bars)
+        self.play(MorphBars(bars, texts, probs), run_time=1.4)
+        self.wait(1.0)
+        self.chart = bars
+
+    def show_lens_table(self) -> None:
+        """Read every layer the same way: the logit lens, top-1 token per position."""
+        trace = self.trace
+        token, prob = trace.prediction
+        rows = self.get_rows()
+        self.play(FadeOut(self.chart), run_time=0.4)
+        shown_layers = len(rows) - 1
+        left_out = trace.n_layers - (shown_layers - (0 in rows))
+        skipped = f" ─ marks {left_out} layers left out." if left_out > 0 else ""
+        self.caption(
+            f"Logit lens: each layer's top-1 token, shaded by probability.{skipped} "
+            f"★ {shown(trace.token_text(token))} is top-1 from here on."
+        )
+        table, cells = self.get_table(rows)
+        self.play(FadeIn(table[0]), run_time=0.4)  # header row
+        for row in table[1:]:
+            self.play(FadeIn(row), run_time=0.2)
+        frame = SurroundingRectangle(cells[-1][-1], color=self.theme.highlight, buff=0.03,
+                                     stroke_width=4)
+        self.play(FadeIn(frame), run_time=0.5)
+        self.table = table
+
+    # --- builders ---------------------------------------------------------------------
+    def get_pipeline(self) -> Group:
+        """Boxes: the last vector, final norm, W_U, softmax; a row, or a column on portrait."""
+        trace, m = self.trace, self.trace.model
         p = trace.n_positions - 1
-        last = len(trace.resid.labels) - 1
-        values = trace.resid.pooled[last, p]
+        values = trace.resid.pooled[-1, p]
         strip = grid_image(
-            style.diverging_rgb(values, style.robust_scale(values))[:, None, :], 0.35, 3.6
-        ).move_to([-6.1, -0.5, 0])
-        token = TokenBox(trace.tokens.text[p], style.token_color(p), style.SMALL_SIZE)
-        token.next_to(strip, DOWN, buff=0.2)
-        name = label(f"resid after\nlayer {trace.n_layers - 1}", style.SMALL_SIZE - 2, style.MUTED)
-        name.next_to(strip, UP, buff=0.15)
-        steps = VGroup()
-        m = trace.model
+            style.diverging_rgb(values, style.robust_scale(values), self.theme)[None, :, :],
+            1.9, 0.3,
+        )
+        token = TokenBox(trace.tokens.text[p], self.token_colors(trace.tokens.ids[p]),
+                         style.MIN_TEXT, self.theme, max_width=2.0)
+        first = Group(strip, token.next_to(strip, DOWN, buff=0.15))
+        steps = [first]
         for text, note in (
             ("final norm", "its own scale"),
             ("W_U", f"{m.d_model} → {m.d_vocab:,}"),
             ("softmax", "logits → odds"),
         ):
-            box = RoundedRectangle(
-                corner_radius=0.1, width=1.7, height=1.0, stroke_color=style.MUTED, stroke_width=1.5
-            )
             words = VGroup(
-                label(text, style.SMALL_SIZE), label(note, style.SMALL_SIZE - 5, style.MUTED)
-            ).arrange(DOWN, buff=0.08)
-            words.scale_to_fit_width(min(words.width, box.width - 0.2)).move_to(box)
-            steps.add(VGroup(box, words))
-        steps.arrange(RIGHT, buff=0.4).next_to(strip, RIGHT, buff=0.5)
-        arrows = VGroup(
-            *[
-                Arrow(a.get_right(), b.get_left(), buff=0.05, stroke_width=2, color=style.MUTED)
-                for a, b in zip([strip, *steps[:-1]], steps)
-            ]
-        )
-        self.play(FadeIn(strip), FadeIn(token), FadeIn(name), run_time=0.6)
-        for step, arrow in zip(steps, arrows):
-            self.play(FadeIn(arrow), FadeIn(step), run_time=0.5)
-        self.pipeline = VGroup(steps, arrows, token, name)
-        self.strip = strip
+                label(text, style.BODY_TEXT, self.theme.foreground),
+                label(note, style.MIN_TEXT, self.theme.muted),
+            ).arrange(DOWN, buff=0.12)
+            box = RoundedRectangle(corner_radius=0.1, width=max(2.1, words.width + 0.3),
+                                   height=1.3, stroke_color=self.theme.muted, stroke_width=1.5)
+            steps.append(VGroup(box, words.move_to(box)))
+        parts = Group(*steps).arrange(DOWN if self.portrait else RIGHT, buff=0.75)
+        if parts.width > self.content.width:
+            parts.scale_to_fit_width(self.content.width)
+        parts.move_to(self.content.center)
+        arrows = [
+            Arrow(a.get_bottom() if self.portrait else a.get_right(),
+                  b.get_top() if self.portrait else b.get_left(),
+                  buff=0.08, stroke_width=3, color=self.theme.muted)
+            for a, b in zip(steps, steps[1:])
+        ]
+        out = Group(steps[0])
+        for arrow, step in zip(arrows, steps[1:]):
+            out.add(VGroup(arrow, step))
+        return out
 
-    def show_bars(self) -> None:
-        trace = self.trace
-        k = min(self.n_bars, trace.output.top_ids.shape[-1])
-        ids, probs = trace.output.top_ids[-1, :k], trace.output.top_probs[-1, :k]
-        bars = ProbBars(
-            [trace.token_text(i) for i in ids],
-            probs,
-            bar_width=2.2,
-            font_size=style.SMALL_SIZE,
-            row_height=0.5,
-        )
-        bars.next_to(self.pipeline[0], RIGHT, buff=1.1).shift(UP * 0.2)
-        if bars.get_right()[0] > 6.8:
-            bars.shift(LEFT * (bars.get_right()[0] - 6.8))
-        arrow = Arrow(
-            self.pipeline[0][-1].get_right(),
-            bars.get_left() + LEFT * 0.05,
-            buff=0.08,
-            stroke_width=2,
-            color=style.MUTED,
-        )
-        heading = label(
-            f"next token after {shown(trace.tokens.text[-1])}", style.SMALL_SIZE, style.MUTED
-        )
-        heading.next_to(bars, UP, buff=0.25)
-        self.play(FadeIn(arrow), FadeIn(heading), run_time=0.4)
-        self.play(
-            *[GrowFromEdge(row[1], LEFT) for row in bars.rows],
-            *[FadeIn(row[0]) for row in bars.rows],
-            *[FadeIn(row[2]) for row in bars.rows],
-            run_time=1.2,
-        )
-        self.wait(1.2)
-        self.chart = VGroup(bars, arrow, heading)
+    def get_rows(self) -> list[int]:
+        capacity = int((self.content.height - 0.2) // CELL_HEIGHT) - 1  # minus the header
+        return table_rows(self.trace, capacity, self.settings.layers)
 
-    def show_lens_table(self) -> None:
-        """Read every layer the same way: the logit lens, top-1 token per position."""
-        self.play(FadeOut(self.chart), FadeOut(self.pipeline), FadeOut(self.strip), run_time=0.5)
-        heading = label(
-            "The logit lens: the same readout after every layer", style.TEXT_SIZE, style.MUTED
-        ).next_to(self.title, DOWN, aligned_edge=LEFT)
-        legend = label(
-            "top-1 token; cell colour = its probability (dark 0 → yellow 1)",
-            style.SMALL_SIZE - 2,
-            style.MUTED,
-        ).next_to(heading, DOWN, aligned_edge=LEFT)
-        self.play(FadeIn(heading), FadeIn(legend), run_time=0.4)
-        table, cells = self.get_table()
-        self.play(FadeIn(table[0]), run_time=0.4)  # header row
-        for row in table[1:]:
-            self.play(FadeIn(row, shift=UP * 0.05), run_time=0.25)
-        token, prob = self.trace.prediction
-        final = cells[-1][-1]
-        frame = SurroundingRectangle(final, color=style.HIGHLIGHT, buff=0.03, stroke_width=3)
-        note = label(
-            f"last layer = the model's output: {shown(self.trace.token_text(token))} ({prob:.2f})",
-            style.SMALL_SIZE,
-            style.HIGHLIGHT,
-        )
-        note.scale_to_fit_width(min(note.width, 12)).to_edge(DOWN, buff=0.2)
-        self.play(FadeIn(frame), FadeIn(note), run_time=0.6)
-        self.wait(1.5)
-
-    def get_table(self) -> tuple[VGroup, list[list[Rectangle]]]:
-        trace = self.trace
-        first = max(0, trace.n_positions - self.max_columns)
+    def get_table(self, rows: list[int]) -> tuple[VGroup, list[list[Rectangle]]]:
+        """Header of token columns, then one row per lens row; skipped layers marked."""
+        trace, theme = self.trace, self.theme
+        label_w = 1.2
+        n_cols = max(1, min(trace.n_positions, int((self.content.width - label_w) // MIN_CELL_WIDTH)))
+        first = trace.n_positions - n_cols
         positions = range(first, trace.n_positions)
-        P = len(positions)
-        layers = table_layers(trace)
-        cell_w = min(2.0, 11.0 / P)
-        cell_h = min(0.36, 5.2 / (len(layers) + 1))
-        font = style.SMALL_SIZE - 2 if cell_h >= 0.34 else style.SMALL_SIZE - 4
-        x0 = -5.6 + 1.0
-        y0 = 1.45
-        header = VGroup(label("layer", font, style.MUTED).move_to([x0 - 0.6, y0, 0]))
+        cell_w = min(2.2, (self.content.width - label_w) / n_cols)
+        cell_h = min(0.6, (self.content.height - 0.2) / (len(rows) + 1 + (first > 0)))
+        x0 = self.content.center[0] - (label_w + cell_w * n_cols) / 2 + label_w
+        y0 = self.content.y1 - cell_h / 2
+        header = VGroup()
         if first:
-            note = label(f"last {P} of {trace.n_positions} positions", font, style.MUTED)
-            header.add(note.move_to([x0 + cell_w * P / 2, y0 + 0.4, 0]))
+            note = label(f"last {n_cols} of {trace.n_positions} positions", style.MIN_TEXT,
+                         theme.muted)
+            header.add(center_on(note, [x0 + cell_w * n_cols / 2, y0, 0]))
+            y0 -= cell_h
+        header.add(center_on(label("layer", style.MIN_TEXT, theme.muted), [x0 - label_w / 2, y0, 0]))
         for c, p in enumerate(positions):
-            head = label(shown(trace.tokens.text[p]), font, style.token_color(p))
-            head.scale_to_fit_width(min(head.width, cell_w * 0.92))
-            header.add(head.move_to([x0 + cell_w * (c + 0.5), y0, 0]))
-        rows, cells = [header], []
-        for r, layer in enumerate(layers):
+            head = label(shown(trace.tokens.text[p]), style.MIN_TEXT,
+                         self.token_colors(trace.tokens.ids[p]), max_width=cell_w * 0.92)
+            header.add(center_on(head, [x0 + cell_w * (c + 0.5), y0, 0]))
+        answer = answer_row(trace)
+        out, cells = [header], []
+        for r, row in enumerate(rows):
             y = y0 - cell_h * (r + 1)
-            row = VGroup(
-                label("embed" if layer is None else str(layer), font, style.MUTED).move_to(
-                    [x0 - 0.6, y, 0]
-                )
-            )
+            group = VGroup()
+            name = row_name(row) + (" ★" if row == answer else "")
+            color = theme.highlight if row == answer else theme.muted
+            group.add(center_on(label(name, style.MIN_TEXT, color), [x0 - label_w / 2, y, 0]))
+            if r > 0 and row - rows[r - 1] > 1:  # layers left out above this row
+                y_line = y + cell_h / 2
+                group.add(Line([x0 - label_w, y_line, 0], [x0 + cell_w * n_cols, y_line, 0],
+                               stroke_width=3, color=theme.muted))
             row_cells = []
             for c, p in enumerate(positions):
-                b = trace.lens_row(layer)
-                prob = float(trace.lens.top_probs[b, p, 0])
-                box = Rectangle(
-                    width=cell_w * 0.96,
-                    height=cell_h * 0.9,
-                    stroke_width=0,
-                    fill_color=style.prob_color(prob),
-                    fill_opacity=1.0,
-                )
+                prob = float(trace.lens.top_probs[row, p, 0])
+                fill = style.prob_color(prob, theme)
+                box = Rectangle(width=cell_w * 0.96, height=cell_h * 0.84, stroke_width=0,
+                                fill_color=fill, fill_opacity=1.0)
                 box.move_to([x0 + cell_w * (c + 0.5), y, 0])
-                text = label(
-                    shown(trace.token_text(trace.lens.top_ids[b, p, 0])),
-                    font,
-                    style.BACKGROUND if prob > 0.25 else style.FOREGROUND,
-                )
-                text.scale_to_fit_width(min(text.width, cell_w * 0.85)).move_to(box)
-                row.add(box, text)
+                text = label(shown(trace.token_text(trace.lens.top_ids[row, p, 0])),
+                             style.MIN_TEXT, theme.text_on(fill), max_width=cell_w * 0.9)
+                group.add(box, center_on(text, box.get_center()))
                 row_cells.append(box)
-            rows.append(row)
+            out.append(group)
             cells.append(row_cells)
-        return VGroup(*rows), cells
+        return VGroup(*out), cells
 
 
-__all__ = ["Unembedding", "table_layers"]
+__all__ = ["Unembedding"]

@@ -1,30 +1,286 @@
-"""The base class of every mechviz scene: loads the trace, sets the look."""
+"""The base class of every mechviz scene: trace, theme, aspect, beats, captions and timing."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
-from manim import Scene
+import numpy as np
+from manim import DOWN, LEFT, UP, FadeIn, FadeOut, Scene, Text, config
+from manim.utils.exceptions import EndSceneEarlyException
 
-from mechviz.errors import raise_if_stopped
-from mechviz.io import load_trace
+from mechviz.errors import MechvizError, raise_if_stopped
+from mechviz.io import atomic_write, load_trace
 from mechviz.schema import Trace
 from mechviz.visual import settings as scene_settings
-from mechviz.visual.style import BACKGROUND
+from mechviz.visual import style
+from mechviz.visual.text import cap_share, paragraph
+
+
+@dataclass
+class Cue:
+    """One beat's caption and when it is on screen (seconds into the video)."""
+
+    beat: str
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class TextInfo:
+    """A text on screen: its string, capital height as a share of the shorter side, bounds."""
+
+    text: str
+    share: float
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle of the frame in scene units (``x0 < x1``, ``y0 < y1``)."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    @property
+    def center(self) -> np.ndarray:
+        return np.array([(self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2, 0.0])
+
+    def split(self, axis: str, share: float, gap: float = 0.3) -> tuple[Box, Box]:
+        """Two boxes: ``share`` of this one's width (``"x"``) or height (``"y"``), then the rest.
+
+        Along ``"y"`` the first box is the upper one.
+        """
+        if axis == "x":
+            cut = self.x0 + (self.width - gap) * share
+            return Box(self.x0, cut, self.y0, self.y1), Box(cut + gap, self.x1, self.y0, self.y1)
+        cut = self.y1 - (self.height - gap) * share
+        return Box(self.x0, self.x1, cut, self.y1), Box(self.x0, self.x1, self.y0, cut - gap)
+
+
+def apply_frame(settings: scene_settings.SceneSettings) -> None:
+    """Set Manim's frame for ``settings``: pixels from the quality's shorter side, 8 units short.
+
+    With an aspect given, the pixel size is re-derived from the shorter side
+    Manim was asked for (``-ql`` 480, ``-qh`` 1080, ...). Without one (plain
+    ``manim -r 1080,1920``), the frame takes the pixels' own shape.
+    """
+    short = min(config.pixel_width, config.pixel_height)
+    if "MECHVIZ_ASPECT" in _environ() or scene_settings._current is not None:
+        config.pixel_width, config.pixel_height = scene_settings.pixel_size(settings.aspect, short)
+    config.frame_width, config.frame_height = scene_settings.frame_size(
+        config.pixel_width, config.pixel_height
+    )
+    if settings.fps is not None:
+        config.frame_rate = settings.fps
+    if settings.transparent:
+        config.transparent = True
+
+
+def _environ() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
 
 
 class TraceScene(Scene):
-    """A Manim scene that draws one trace (``self.trace``) and nothing else."""
+    """A Manim scene that draws one trace (``self.trace``) and nothing else.
+
+    Subclasses name their beats in :attr:`beats` (name -> one line for
+    ``--list-beats``) and wrap each in ``with self.beat(name):``; a beat left out
+    by the settings still runs, without drawing frames, so later beats start
+    from the same picture. Layout reads :attr:`frame` (the whole picture),
+    :attr:`content` (below the title, above the caption) and :attr:`portrait`.
+    """
+
+    beats: ClassVar[dict[str, str]] = {}
+    title_text: ClassVar[str] = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.settings = scene_settings.current()
+        apply_frame(self.settings)
+        super().__init__(*args, **kwargs)
 
     def setup(self) -> None:
-        self.camera.background_color = BACKGROUND
-        self.settings = scene_settings.current()
+        self.theme = style.get_theme(self.settings.theme)
+        self.camera.background_color = self.theme.background
+        if self.settings.transparent:
+            self.camera.background_opacity = 0.0
         self.trace: Trace = load_trace(self.settings.trace)
+        self.token_colors = style.TokenColors(self.trace.tokens.ids, self.theme)
+        w, h = config.frame_width, config.frame_height
+        self.frame = Box(-w / 2, w / 2, -h / 2, h / 2)
+        self.portrait = h > w * 1.05
+        self.clock = 0.0  # seconds of video written so far
+        self.cues: list[Cue] = []
+        self._beat: str | None = None
+        self._done: set[str] = set()
+        self.beat_texts: dict[str, list[TextInfo]] = {}
+        self._skipping = False
+        self._caption = None
+        self._title = None
+        self._check_beats()
+        m = style.BUFF
+        self.content = Box(
+            self.frame.x0 + m, self.frame.x1 - m, self.frame.y0 + m + 0.9, self.frame.y1 - m - 0.8
+        )
 
+    # --- beats ------------------------------------------------------------------
+    def _check_beats(self) -> None:
+        wanted = self.settings.beats
+        if wanted is None:
+            return
+        unknown = [b for b in wanted if b not in self.beats]
+        if unknown:
+            names = ", ".join(self.beats)
+            raise MechvizError(
+                f"{type(self).__name__} has no beat {unknown[0]!r}; its beats are {names}."
+            )
+
+    @contextlib.contextmanager
+    def beat(self, name: str) -> Iterator[None]:
+        """Run one beat; it draws frames only when the settings select it."""
+        if name not in self.beats:
+            raise KeyError(f"{type(self).__name__}.beats does not name {name!r}")
+        wanted = self.settings.beats
+        if wanted is not None and set(wanted) <= self._done:
+            raise EndSceneEarlyException()  # every chosen beat is drawn: end here
+        self._skipping = wanted is not None and name not in wanted
+        self._beat = name
+        self.next_section(name, skip_animations=self._skipping)
+        try:
+            yield
+        finally:
+            self._beat = None
+            self._done.add(name)
+            if not self._skipping:
+                self.beat_texts[name] = self.text_report()
+
+    # --- the frame: title and caption ---------------------------------------------------
+    def show_title(self, text: str, run_time: float = 0.6) -> None:
+        """The scene's title, top left, wrapped on narrow frames."""
+        title = paragraph(
+            text, style.TITLE_TEXT, self.theme.foreground, max_width=self.frame.width - 0.6
+        )
+        title.to_corner(UP + LEFT, buff=style.BUFF)
+        self._title = title
+        top = title.get_bottom()[1] - 0.25
+        self.content = Box(self.content.x0, self.content.x1, self.content.y0, top)
+        self.play(FadeIn(title), run_time=run_time)
+
+    def caption(self, text: str, run_time: float = 0.4) -> None:
+        """Say what the picture shows, at the bottom of the frame; one SRT cue per caption."""
+        new = paragraph(
+            text,
+            style.BODY_TEXT,
+            self.theme.muted,
+            max_width=self.frame.width - 2 * style.BUFF,
+            max_lines=3 if self.portrait else 2,
+        )
+        new.to_edge(DOWN, buff=style.BUFF)
+        old = self._caption
+        self._caption = new
+        for cue in self.cues:
+            if cue.end < 0:
+                cue.end = self.clock
+        self.cues.append(Cue(self._beat or "", text, self.clock, -1.0))
+        if old is not None:
+            self.play(FadeOut(old), FadeIn(new), run_time=run_time)
+        else:
+            self.play(FadeIn(new), run_time=run_time)
+        self.content = Box(
+            self.content.x0, self.content.x1, new.get_top()[1] + 0.25, self.content.y1
+        )
+
+    def text_report(self) -> list[TextInfo]:
+        """Every visible text on screen now: what it says, its size and where it is.
+
+        The legibility test reads this at the end of every beat.
+        """
+        out = []
+        seen: set[int] = set()
+        for mob in self.mobjects:
+            for part in mob.get_family():
+                if not isinstance(part, Text) or id(part) in seen:
+                    continue
+                seen.add(id(part))
+                glyphs = part.family_members_with_points()
+                if not any(g.get_fill_opacity() > 0.05 for g in glyphs):
+                    continue
+                out.append(
+                    TextInfo(
+                        text=part.text,
+                        share=cap_share(part, min(self.frame.width, self.frame.height)),
+                        x0=float(part.get_left()[0]),
+                        x1=float(part.get_right()[0]),
+                        y0=float(part.get_bottom()[1]),
+                        y1=float(part.get_top()[1]),
+                    )
+                )
+        return out
+
+    # --- timing ---------------------------------------------------------------------------
     def play(self, *args: Any, **kwargs: Any) -> None:
         raise_if_stopped()  # a stop signal that C code swallowed still ends the render here
+        speed = self.settings.speed
+        if speed != 1.0:
+            if "run_time" in kwargs:
+                kwargs["run_time"] = kwargs["run_time"] / speed
+            else:
+                times = [getattr(a, "run_time", 1.0) for a in args] or [1.0]
+                kwargs["run_time"] = max(times) / speed
         super().play(*args, **kwargs)
+        if not (self._skipping or config.save_last_frame):
+            self.clock += self.duration
 
-    def wait(self, *args: Any, **kwargs: Any) -> None:
-        raise_if_stopped()
-        super().wait(*args, **kwargs)
+    def tear_down(self) -> None:
+        """Hold the finished picture, fade back for a loop, write the captions."""
+        self._skipping = False
+        if not config.save_last_frame:
+            if self.settings.hold > 0:
+                super_wait = self.settings.hold * self.settings.speed  # play() divides again
+                self.wait(super_wait)
+            if self.settings.fade and self.mobjects:
+                self.play(FadeOut(*self.mobjects), run_time=0.5 * self.settings.speed)
+        for cue in self.cues:
+            if cue.end < 0:
+                cue.end = self.clock
+        if self.settings.captions is not None:
+            write_srt(self.cues, self.settings.captions)
+
+
+def srt_time(seconds: float) -> str:
+    """``HH:MM:SS,mmm`` as SRT writes times."""
+    ms = int(round(max(seconds, 0.0) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d},{ms:03d}"
+
+
+def write_srt(cues: list[Cue], path: Path) -> None:
+    """Write ``cues`` as an SubRip file (atomically)."""
+    blocks = []
+    for i, cue in enumerate((c for c in cues if c.end > c.start), start=1):
+        end = cue.end if math.isfinite(cue.end) else cue.start + 2
+        blocks.append(f"{i}\n{srt_time(cue.start)} --> {srt_time(end)}\n{cue.text}\n")
+    text = "\n".join(blocks)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -1,12 +1,14 @@
-"""Reusable mobjects, after Manim's ``Matrix`` recipe: named parts, ``from_trace``.
+"""Reusable mobjects, after Manim's ``Matrix`` recipe: named parts, themable, legible.
 
 Every size, colour and opacity comes from a recorded number. Large grids are
-images (``ImageMobject`` from NumPy arrays), not thousands of squares.
+images (``ImageMobject`` from NumPy arrays), not thousands of squares. Text
+never goes below ``style.MIN_TEXT``: when a part has no room, it shows fewer
+items and says so, or cuts a label with ``…``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from manim import (
@@ -14,29 +16,30 @@ from manim import (
     LEFT,
     RIGHT,
     UP,
+    Animation,
     Group,
     ImageMobject,
     Rectangle,
     RoundedRectangle,
-    Text,
     VGroup,
 )
 from manim.constants import RESAMPLING_ALGORITHMS
 
-from mechviz.schema import Trace
 from mechviz.tokens import shown
 from mechviz.visual import style
+from mechviz.visual.style import DARK, Theme
+from mechviz.visual.text import center_on, label
 
-
-def label(
-    text: str,
-    size: float = style.TEXT_SIZE,
-    color: object = style.FOREGROUND,
-    font: str = style.FONT,
-    weight: str = "NORMAL",
-) -> Text:
-    """Text in the house font; token text should go through :func:`shown` first."""
-    return Text(text, font=font, font_size=size, color=color, weight=weight)
+__all__ = [
+    "Heatmap",
+    "ProbBars",
+    "MorphBars",
+    "TokenBox",
+    "TokenRow",
+    "grid_image",
+    "label",
+    "window",
+]
 
 
 class TokenBox(VGroup):
@@ -45,68 +48,88 @@ class TokenBox(VGroup):
     def __init__(
         self,
         text: str,
-        color: object = style.TOKEN_COLORS[0],
-        font_size: float = style.TEXT_SIZE,
-        height: float = 0.5,
+        color: object = None,
+        font_size: float = style.BODY_TEXT,
+        theme: Theme = DARK,
+        max_width: float | None = None,
+        height: float | None = None,
         min_width: float = 0.5,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
-        self.text = label(shown(text), font_size)
+        color = color if color is not None else theme.tokens[0]
+        inner = None if max_width is None else max_width - 0.2
+        self.text = label(shown(text), font_size, theme.foreground, max_width=inner)
         self.box = RoundedRectangle(
             corner_radius=0.08,
-            width=max(self.text.width + 0.24, min_width),
-            height=height,
+            width=max(self.text.width + 0.2, min_width),
+            height=height or style.cap_height(font_size) * 2.6,
             stroke_color=color,
             stroke_width=2,
             fill_color=color,
-            fill_opacity=0.18,
+            fill_opacity=0.2,
         )
-        self.text.move_to(self.box)
+        # Centre on the box by the capitals' band, so `·gave` and `The` share a baseline.
+        center_on(self.text, self.box.get_center())
         self.add(self.box, self.text)
 
 
 class TokenRow(VGroup):
-    """The prompt's tokens as boxes in a row; ``boxes[i]`` is position ``i``."""
+    """The prompt's tokens as boxes in a row (or wrapped rows); ``boxes[i]`` is item ``i``.
+
+    Args:
+        texts: Token texts (raw; made visible with ``shown``).
+        colors: One colour per token (use ``style.TokenColors`` so an id keeps its colour).
+        max_width: Width to fit; with ``wrap`` the boxes flow onto more lines.
+        wrap: Flow onto more lines instead of cutting labels.
+    """
 
     def __init__(
         self,
         texts: Sequence[str],
-        font_size: float = style.TEXT_SIZE,
+        colors: Sequence[object],
+        font_size: float = style.BODY_TEXT,
+        theme: Theme = DARK,
         max_width: float = 12.0,
-        buff: float = 0.1,
-        positions: Sequence[int] | None = None,
+        buff: float = 0.12,
+        wrap: bool = False,
         min_width: float = 0.5,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
-        positions = list(positions) if positions is not None else list(range(len(texts)))
+        n = max(len(texts), 1)
+        each = max_width if wrap else (max_width - buff * (n - 1)) / n
         self.boxes = [
-            TokenBox(t, style.token_color(p), font_size=font_size, min_width=min_width)
-            for p, t in zip(positions, texts)
+            TokenBox(t, c, font_size, theme, max_width=each, min_width=min(min_width, each))
+            for t, c in zip(texts, colors)
         ]
         self.add(*self.boxes)
-        self.arrange(RIGHT, buff=buff)
-        if self.width > max_width:
-            self.scale_to_fit_width(max_width)
+        if not wrap:
+            self.arrange(RIGHT, buff=buff)
+            return
+        line: list[TokenBox] = []
+        lines: list[VGroup] = []
+        used = 0.0
+        for box in self.boxes:
+            if line and used + buff + box.width > max_width:
+                lines.append(VGroup(*line).arrange(RIGHT, buff=buff))
+                line, used = [], 0.0
+            used += box.width + (buff if line else 0)
+            line.append(box)
+        if line:
+            lines.append(VGroup(*line).arrange(RIGHT, buff=buff))
+        VGroup(*lines).arrange(DOWN, buff=buff * 1.5, aligned_edge=LEFT)
 
-    @classmethod
-    def from_trace(cls, trace: Trace, **kwargs: object) -> TokenRow:
-        return cls(trace.tokens.text, **kwargs)
 
-
-def label_step(spacing: float, min_spacing: float = 0.24) -> int:
-    """Label every ``step``-th item so labels ``spacing`` apart stay readable."""
-    return max(1, int(np.ceil(min_spacing / max(spacing, 1e-9))))
-
-
-def fit(mobject: Text, max_width: float, max_height: float) -> Text:
-    """Shrink (never grow) ``mobject`` to fit the box."""
-    if mobject.width > max_width:
-        mobject.scale_to_fit_width(max_width)
-    if mobject.height > max_height:
-        mobject.scale_to_fit_height(max_height)
-    return mobject
+def window(n: int, keep: Sequence[int], size: int) -> list[int]:
+    """Up to ``size`` indices of ``range(n)``: all of ``keep`` first, then the last ones, sorted."""
+    chosen = [k for k in dict.fromkeys(keep) if 0 <= k < n][:size]
+    for i in range(n - 1, -1, -1):
+        if len(chosen) >= size:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return sorted(chosen)
 
 
 def grid_image(rgb: np.ndarray, width: float, height: float) -> ImageMobject:
@@ -121,130 +144,167 @@ def grid_image(rgb: np.ndarray, width: float, height: float) -> ImageMobject:
 class Heatmap(Group):
     """A matrix as an image with a frame; ``cell_center(i, j)`` locates a cell."""
 
-    def __init__(self, rgb: np.ndarray, width: float, height: float, **kwargs: object) -> None:
+    def __init__(
+        self, rgb: np.ndarray, width: float, height: float, theme: Theme = DARK, **kwargs: object
+    ) -> None:
         super().__init__(**kwargs)
+        self.theme = theme
         self.n_rows, self.n_cols = rgb.shape[:2]
         self.image = grid_image(rgb, width, height)
-        self.frame = Rectangle(width=width, height=height, stroke_color=style.MUTED, stroke_width=1)
+        self.frame = Rectangle(width=width, height=height, stroke_color=theme.muted, stroke_width=1)
         self.frame.move_to(self.image)
         self.add(self.image, self.frame)
 
     @property
     def cell(self) -> float:
-        """Side of one cell, in scene units."""
+        """Width of one cell, in scene units."""
         return self.frame.width / self.n_cols
 
-    def get_token_labels(self, texts: Sequence[str], max_width: float = 2.2) -> VGroup:
-        """Token labels left of the rows and, tilted, above the columns.
+    @property
+    def cell_height(self) -> float:
+        return self.frame.height / self.n_rows
 
-        Labels never overlap: with many tokens only every ``step``-th is labelled.
-        """
-        step = label_step(self.cell)
+    def cell_center(self, row: int, col: int) -> np.ndarray:
+        corner = self.frame.get_corner(UP + LEFT)
+        return corner + RIGHT * self.cell * (col + 0.5) + DOWN * self.cell_height * (row + 0.5)
+
+    def get_row_labels(
+        self, texts: Sequence[str], colors: Sequence[object], max_width: float = 2.2
+    ) -> VGroup:
+        """A label left of every row (the caller keeps rows at least a label high)."""
         labels = VGroup()
-        for i in range(0, len(texts), step):
-            row = label(shown(texts[i]), style.SMALL_SIZE, style.token_color(i))
-            fit(row, max_width, self.cell * step * 0.9)
+        for i, (text, color) in enumerate(zip(texts, colors)):
+            row = label(shown(text), style.MIN_TEXT, color, max_width=max_width)
             row.next_to(self.frame, LEFT, buff=0.12).set_y(self.cell_center(i, 0)[1])
-            col = label(shown(texts[i]), style.SMALL_SIZE, style.token_color(i))
-            # Tilted labels sit cell * step * sin(45°) apart, across their own height.
-            fit(col, max_width * 0.8, self.cell * step * 0.6).rotate(np.pi / 4)
-            col.move_to(
-                self.cell_center(0, i) + UP * (self.cell / 2 + 0.08), aligned_edge=DOWN + LEFT
-            )
-            col.shift(LEFT * min(0.12, self.cell / 3))
-            labels.add(row, col)
+            labels.add(row)
+        return labels
+
+    def get_col_labels(
+        self, texts: Sequence[str], colors: Sequence[object], max_height: float = 1.8
+    ) -> VGroup:
+        """A label above every column: upright when it fits the cell, else turned 90°."""
+        labels = VGroup()
+        upright = all(
+            label(shown(t), style.MIN_TEXT).width <= self.cell * 0.95 for t in texts
+        )
+        for j, (text, color) in enumerate(zip(texts, colors)):
+            if upright:
+                col = label(shown(text), style.MIN_TEXT, color)
+                col.next_to(self.frame, UP, buff=0.1).set_x(self.cell_center(0, j)[0])
+            else:
+                col = label(shown(text), style.MIN_TEXT, color, max_width=max_height)
+                col.rotate(np.pi / 2)
+                col.next_to(self.frame, UP, buff=0.1).set_x(self.cell_center(0, j)[0])
+            labels.add(col)
         return labels
 
     def get_numbers(self, values: np.ndarray, lower_only: bool = False) -> VGroup:
-        """The values written in their cells, when cells are big enough to read."""
+        """The values written in their cells, when the cells are big enough to read them."""
         numbers = VGroup()
-        if self.cell < 0.45:
+        if label("0.00", style.MIN_TEXT).width > self.cell * 0.92 or self.cell_height < 0.34:
             return numbers
-        size = style.SMALL_SIZE - 2 if self.cell >= 0.7 else style.SMALL_SIZE - 5
         for i in range(self.n_rows):
             for j in range(i + 1 if lower_only else self.n_cols):
-                number = label(f"{values[i, j]:.2f}", size, font=style.MONO)
+                fill = self.image.pixel_array[i, j, :3] if hasattr(self.image, "pixel_array") else None
+                color = self.theme.text_on(fill) if fill is not None else self.theme.foreground
+                number = label(f"{values[i, j]:.2f}", style.MIN_TEXT, color, font=style.MONO)
                 numbers.add(number.move_to(self.cell_center(i, j)))
         return numbers
 
-    def cell_center(self, row: int, col: int) -> np.ndarray:
-        w, h = self.frame.width / self.n_cols, self.frame.height / self.n_rows
-        corner = self.frame.get_corner(UP + LEFT)
-        return corner + RIGHT * w * (col + 0.5) + DOWN * h * (row + 0.5)
-
-
-class VectorColumn(VGroup):
-    """A vector as a column of cells coloured blue/red by value, with numbers."""
-
-    def __init__(
-        self,
-        values: Sequence[float],
-        scale: float,
-        cell: float = 0.42,
-        font_size: float = style.SMALL_SIZE - 4,
-        show_numbers: bool = True,
-        ellipsis: bool = True,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.cells = VGroup(
-            *[
-                Rectangle(
-                    width=cell * 1.6,
-                    height=cell,
-                    stroke_color=style.MUTED,
-                    stroke_width=0.5,
-                    fill_color=style.signed_color(v, scale),
-                    fill_opacity=1.0,
-                )
-                for v in values
-            ]
-        ).arrange(DOWN, buff=0)
-        self.add(self.cells)
-        if show_numbers:
-            self.numbers = VGroup(
-                *[
-                    label(f"{v:+.2f}", font_size, font=style.MONO).move_to(c)
-                    for v, c in zip(values, self.cells)
-                ]
-            )
-            self.add(self.numbers)
-        if ellipsis:
-            self.dots = label("⋮", style.TEXT_SIZE, style.MUTED).next_to(
-                self.cells, DOWN, buff=0.08
-            )
-            self.add(self.dots)
-
 
 class ProbBars(VGroup):
-    """A next-token bar chart: token label, bar (length = probability), value."""
+    """A next-token bar chart: token, bar (length = probability), value; rows ``rows[i]``.
+
+    :meth:`set_values` redraws it for new tokens and probabilities (what
+    :class:`MorphBars` interpolates), so a value always matches its bar.
+    """
 
     def __init__(
         self,
         texts: Sequence[str],
         probs: Sequence[float],
+        theme: Theme = DARK,
         bar_width: float = 3.0,
-        font_size: float = style.TEXT_SIZE,
-        row_height: float = 0.42,
-        highlight: int | None = 0,
+        name_width: float = 1.8,
+        row_height: float = 0.5,
+        font_size: float = style.MIN_TEXT,
+        colors: Sequence[object] | None = None,
+        highlight: Callable[[str], bool] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
+        self.theme = theme
+        self.bar_width, self.name_width = bar_width, name_width
+        self.row_height, self.font_size = row_height, font_size
+        self.highlight = highlight
         self.rows = VGroup()
-        for i, (text, p) in enumerate(zip(texts, probs)):
-            color = style.HIGHLIGHT if i == highlight else style.PROB_HIGH
-            name = label(shown(text), font_size)
-            bar = Rectangle(
-                width=max(bar_width * float(p), 0.02),
-                height=row_height * 0.7,
-                stroke_width=0,
-                fill_color=color,
-                fill_opacity=0.9,
+        for i in range(len(texts)):
+            track = Rectangle(
+                width=bar_width, height=row_height * 0.62, stroke_color=theme.faint,
+                stroke_width=1, fill_opacity=0,
             )
-            value = label(f"{p:.3f}", font_size - 4, style.MUTED, font=style.MONO)
-            row = VGroup(name, bar, value)
-            bar.move_to(DOWN * i * row_height, aligned_edge=LEFT)
-            name.move_to([bar.get_left()[0] - 0.15 - name.width / 2, bar.get_center()[1], 0])
-            value.next_to(bar, RIGHT, buff=0.12)
-            self.rows.add(row)
+            track.move_to(DOWN * i * row_height + RIGHT * (name_width + 0.15 + bar_width / 2))
+            self.rows.add(VGroup(VGroup(), Rectangle(), VGroup(), track))
         self.add(self.rows)
+        self.set_values(texts, probs, colors)
+        self.texts, self.colors = list(texts), colors
+
+    def set_values(
+        self,
+        texts: Sequence[str],
+        probs: Sequence[float],
+        colors: Sequence[object] | None = None,
+    ) -> ProbBars:
+        theme = self.theme
+        self.values = [float(p) for p in probs]
+        for i, row in enumerate(self.rows):
+            track = row[3]
+            text, p = texts[i], float(probs[i])
+            strong = self.highlight(text) if self.highlight else i == 0
+            color = theme.highlight if strong else theme.prob
+            name = label(
+                shown(text), self.font_size,
+                colors[i] if colors is not None else theme.foreground,
+                max_width=self.name_width,
+            )
+            center_on(name, track.get_left() + LEFT * (0.15 + name.width / 2))
+            bar = Rectangle(
+                width=max(self.bar_width * p, 0.02), height=track.height, stroke_width=0,
+                fill_color=color, fill_opacity=0.95,
+            ).move_to(track.get_left(), aligned_edge=LEFT)
+            value = label(f"{p:.2f}", self.font_size, theme.muted, font=style.MONO)
+            value.next_to(track, RIGHT, buff=0.12)
+            center_on(value, [value.get_x(), track.get_y(), 0])
+            row.submobjects = [name, bar, value, track]
+        return self
+
+
+class MorphBars(Animation):
+    """Bars slide from their values to new ones; tokens swap at the midpoint.
+
+    The value labels track the bars' lengths on every frame.
+    """
+
+    def __init__(
+        self,
+        bars: ProbBars,
+        texts: Sequence[str],
+        probs: Sequence[float],
+        colors: Sequence[object] | None = None,
+        **kwargs: object,
+    ) -> None:
+        self.texts, self.probs, self.colors = list(texts), [float(p) for p in probs], colors
+        self.start_texts, self.start_colors = bars.texts, bars.colors
+        self.start_probs = [bars.values[i] for i in range(len(bars.rows))]
+        super().__init__(bars, **kwargs)
+
+    def interpolate_mobject(self, alpha: float) -> None:
+        a = self.rate_func(alpha)
+        probs = [(1 - a) * p0 + a * p1 for p0, p1 in zip(self.start_probs, self.probs)]
+        texts = self.texts if a >= 0.5 else self.start_texts
+        colors = self.colors if a >= 0.5 else self.start_colors
+        self.mobject.set_values(texts, probs, colors)
+
+    def finish(self) -> None:
+        super().finish()
+        self.mobject.texts, self.mobject.colors = self.texts, self.colors

@@ -1,0 +1,193 @@
+"""Text that stays legible: cached labels, fitting by cutting or wrapping, never shrinking.
+
+Manim builds each ``Text`` through Pango and an SVG parse (tens of ms), so
+labels are built once per (text, size, font, weight) and copied after that.
+Fitting a label into a width never goes below :data:`style.MIN_TEXT`: a long
+token is cut with ``…``, a sentence wraps onto more lines.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+
+import numpy as np
+from manim import Mobject, Text, VGroup
+
+from mechviz.visual import style
+
+_CACHE: dict[tuple[str, float, str, str], Text] = {}
+_CACHE_LIMIT = 4000
+
+
+def _spread(text: Text) -> float:
+    points = text.get_all_points()
+    if len(points) == 0:
+        return 0.0
+    return float(np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+
+def label(
+    text: str,
+    size: float = style.BODY_TEXT,
+    color: object = None,
+    font: str = style.FONT,
+    weight: str = "NORMAL",
+    max_width: float | None = None,
+) -> Text:
+    """One line of text in the house font (token text should go through ``shown`` first).
+
+    Args:
+        text: What to write.
+        size: Manim font size; sizes below ``style.MIN_TEXT`` break the legibility rule.
+        color: Text colour (default: the dark theme's foreground).
+        font: Font family.
+        weight: Pango weight, ``"NORMAL"`` or ``"BOLD"``.
+        max_width: Width in scene units to fit: shrink to ``style.MIN_TEXT`` at most,
+            then cut the end with ``…``.
+    """
+    if max_width is not None:
+        smallest = min(size, max(style.MIN_TEXT, size * 0.85))
+        if measure(text, smallest, font) > max_width:
+            text = label_text_fit(text, smallest, font, max_width)
+            size = smallest
+    mob = _cached(text, size, font, weight)
+    if max_width is not None and mob.width > max_width:
+        mob.scale(max_width / mob.width)  # a small overshoot of the estimate; slight shrink
+    mob.set_color(color if color is not None else style.DARK.foreground)
+    return mob
+
+
+def paragraph(
+    text: str,
+    size: float = style.BODY_TEXT,
+    color: object = None,
+    max_width: float = 12.0,
+    font: str = style.FONT,
+    max_lines: int = 3,
+) -> Text:
+    """``text`` wrapped onto as few lines as fit ``max_width`` (at ``size``, never smaller)."""
+    words = text.split()
+    lines: list[str] = []
+    for word in words:
+        trial = f"{lines[-1]} {word}" if lines else word
+        if lines and measure(trial, size, font) <= max_width:
+            lines[-1] = trial
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [" ".join(lines[max_lines - 1 :])]
+    body = "\n".join(label_text_fit(line, size, font, max_width) for line in lines)
+    mob = _cached(body, size, font, "NORMAL")
+    mob.set_color(color if color is not None else style.DARK.foreground)
+    return mob
+
+
+def label_text_fit(text: str, size: float, font: str, max_width: float) -> str:
+    """The longest start of ``text`` (with ``…``) that fits ``max_width`` at ``size``."""
+    if measure(text, size, font) <= max_width:
+        return text
+    cut = text
+    while len(cut) > 1:
+        cut = cut[:-1]
+        if measure(cut.rstrip() + "…", size, font) <= max_width:
+            break
+    return cut.rstrip() + "…"
+
+
+@lru_cache(maxsize=8)
+def _pil_font(font: str) -> tuple[object, float] | None:
+    """A PIL font for ``font`` and its scale to scene units per font-size point."""
+    try:
+        import subprocess
+
+        from PIL import ImageFont
+
+        path = subprocess.run(
+            ["fc-match", "-f", "%{file}", font], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        pil = ImageFont.truetype(path, 100)
+    except Exception:  # no fontconfig or PIL: fall back to building the Text
+        return None
+    sample = "Hamburgefonstiv 0123"
+    box = pil.getbbox(sample)
+    return pil, float(Text(sample, font=font, font_size=48).width) / (box[2] - box[0]) / 48
+
+
+def measure(text: str, size: float, font: str = style.FONT) -> float:
+    """Width of ``text`` (its longest line) at ``size``, in scene units, without a ``Text``."""
+    found = _pil_font(font)
+    if found is None:
+        return float(_cached(text, size, font, "NORMAL").width)
+    pil, scale = found
+    widest = 0.0
+    for line in text.split("\n"):
+        if line.strip():
+            box = pil.getbbox(line)  # type: ignore[attr-defined]
+            widest = max(widest, box[2] - box[0])
+    return widest * scale * size
+
+
+def _cached(text: str, size: float, font: str, weight: str) -> Text:
+    key = (text, float(size), font, weight)
+    mob = _CACHE.get(key)
+    if mob is None:
+        if len(_CACHE) >= _CACHE_LIMIT:
+            _CACHE.clear()
+        mob = Text(text, font=font, font_size=size, weight=weight, line_spacing=0.8)
+        mob._mv_font_size = float(size)  # what the legibility check reads
+        mob._mv_font = font
+        mob._mv_spread = _spread(mob)
+        _CACHE[key] = mob
+    return _clone(mob)
+
+
+def _clone(mob: Mobject) -> Mobject:
+    """A copy of a cached label, ~10x cheaper than ``Mobject.copy`` (a deepcopy).
+
+    Points and colour arrays are copied; read-only parse state (the SVG path
+    objects) is shared.
+    """
+    new = copy.copy(mob)
+    for key, value in mob.__dict__.items():
+        if isinstance(value, np.ndarray):
+            new.__dict__[key] = value.copy()
+    new.updaters = []
+    new.submobjects = [_clone(sub) for sub in mob.submobjects]
+    if isinstance(getattr(mob, "chars", None), VGroup):
+        new.chars = VGroup(*new.submobjects) if mob.chars.submobjects == mob.submobjects else None
+    return new
+
+
+def font_size_of(text: Text) -> float:
+    """The font size ``text`` is drawn at now, after any scaling (rotation-proof)."""
+    size = getattr(text, "_mv_font_size", None)
+    spread0 = getattr(text, "_mv_spread", 0.0)
+    if size is None or not spread0:
+        return float(text.font_size)
+    return size * _spread(text) / spread0
+
+
+def cap_share(text: Text, frame_short_side: float = style.SHORT_SIDE) -> float:
+    """Height of ``text``'s capitals as a share of the frame's shorter side."""
+    font = getattr(text, "_mv_font", style.FONT)
+    return style.cap_height(font_size_of(text), font) / frame_short_side
+
+
+def baseline(text: Text) -> float:
+    """The y of ``text``'s baseline: the median bottom of its characters.
+
+    Descenders (``g``, ``y``) and raised marks (``·``, ``'``) sit off the
+    baseline; most characters sit on it.
+    """
+    bottoms = [c.get_bottom()[1] for c in text.family_members_with_points()]
+    return float(np.median(bottoms)) if bottoms else float(text.get_bottom()[1])
+
+
+def center_on(text: Text, point: np.ndarray | tuple[float, float, float]) -> Text:
+    """Put ``text`` with its capitals' band centred on ``point`` (so rows share a baseline)."""
+    size = font_size_of(text)
+    cap = style.cap_height(size, getattr(text, "_mv_font", style.FONT))
+    text.set_x(point[0])
+    text.shift(np.array([0.0, point[1] - cap / 2 - baseline(text), 0.0]))
+    return text
