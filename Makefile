@@ -11,7 +11,11 @@ PIP    := $(PY) -m pip
 TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 PROMPT      ?= The capital of France is
-APT_PACKAGES := libcairo2-dev libpango1.0-dev pkg-config fonts-dejavu-core
+# Fonts: DejaVu for Latin, Greek, Cyrillic, Hebrew and Arabic; Pango falls back through
+# fontconfig to Noto (other scripts, CJK) and to Symbola for emoji. Not Noto Color Emoji:
+# cairo writes colour glyphs as bitmaps, which Manim's SVG parse drops (emoji vanish).
+APT_PACKAGES := libcairo2-dev libpango1.0-dev pkg-config fonts-dejavu-core \
+                fonts-noto-core fonts-noto-cjk fonts-symbola
 SCENES := Embedding ResidualFlow Attention Unembedding
 
 .PHONY: demo test gallery system clean
@@ -31,9 +35,12 @@ gallery: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
-# Manim builds against cairo and pango; install them from the system when missing.
+# Manim builds against cairo and pango; install them and the fonts when missing.
+FONT_FILES := DejaVuSans NotoSans-Regular NotoSansCJK-Regular Symbola
 system:
-	@if ! pkg-config --exists cairo pangocairo 2>/dev/null || ! fc-list 2>/dev/null | grep -q DejaVuSans; then \
+	@fonts=$$(fc-list 2>/dev/null); missing=; \
+	for f in $(FONT_FILES); do echo "$$fonts" | grep -q "$$f" || missing=1; done; \
+	if ! pkg-config --exists cairo pangocairo 2>/dev/null || [ -n "$$missing" ]; then \
 	  echo "Installing Manim's system libraries: $(APT_PACKAGES)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
