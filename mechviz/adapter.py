@@ -1,4 +1,4 @@
-"""Where each architecture keeps its layers, final norm and unembedding.
+"""Where each architecture keeps its layers, norms, attention projection and unembedding.
 
 This is the only module that knows model internals by name (``model.norm``,
 ``transformer.ln_f``, ``gpt_neox.layers`` ...). Everything else asks an
@@ -27,6 +27,13 @@ class Family:
     final_norm: str
     mlp_out: str  # module (relative to a layer) whose output is what the MLP adds
     mlp_in: str  # module (relative to a layer) whose *input* is the MLP activation
+    # Module (relative to a layer) whose *input* is every head's output side by
+    # side, [..., H * d_head], head-major: the attention output projection W_O.
+    attn_proj: str = "self_attn.o_proj"
+    # A norm applied to W_O's output before it joins the stream (Gemma 2/3), else None.
+    attn_post_norm: str | None = None
+    # RMSNorm multiplies by (offset + weight): Gemma stores its weights minus 1.
+    rms_offset: float = 0.0
 
 
 _LLAMA_LIKE = Family(
@@ -35,12 +42,21 @@ _LLAMA_LIKE = Family(
     mlp_out="mlp",
     mlp_in="mlp.down_proj",
 )
+_GEMMA = Family(
+    layers="model.layers",
+    final_norm="model.norm",
+    mlp_out="mlp",
+    mlp_in="mlp.down_proj",
+    rms_offset=1.0,
+)
 # Gemma 2/3 normalise what each block writes before adding it to the stream.
 _GEMMA2_LIKE = Family(
     layers="model.layers",
     final_norm="model.norm",
     mlp_out="post_feedforward_layernorm",
     mlp_in="mlp.down_proj",
+    attn_post_norm="post_attention_layernorm",
+    rms_offset=1.0,
 )
 
 FAMILIES: dict[str, Family] = {
@@ -48,7 +64,7 @@ FAMILIES: dict[str, Family] = {
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,
+    "gemma": _GEMMA,
     "gemma2": _GEMMA2_LIKE,
     "gemma3_text": _GEMMA2_LIKE,
     "phi3": Family(
@@ -62,20 +78,57 @@ FAMILIES: dict[str, Family] = {
         final_norm="model.final_layernorm",
         mlp_out="mlp",
         mlp_in="mlp.fc2",
+        attn_proj="self_attn.dense",
     ),
     "gpt2": Family(
         layers="transformer.h",
         final_norm="transformer.ln_f",
         mlp_out="mlp",
         mlp_in="mlp.c_proj",
+        attn_proj="attn.c_proj",
     ),
     "gpt_neox": Family(
         layers="gpt_neox.layers",
         final_norm="gpt_neox.final_layer_norm",
         mlp_out="mlp",
         mlp_in="mlp.dense_4h_to_h",
+        attn_proj="attention.dense",
     ),
 }
+
+
+@dataclass(frozen=True)
+class FrozenNorm:
+    """A norm with its scale frozen at one input: ``v -> gain * centre(v) + bias``.
+
+    ``centre`` subtracts the mean over ``d_model`` (LayerNorm); ``gain`` is the
+    norm's weight divided by the RMS (or standard deviation) of the input it
+    was frozen at. Without the bias the map is linear, so what each component
+    of the stream contributes to the normed vector adds up.
+    """
+
+    gain: torch.Tensor  # [D] float32
+    centre: bool
+    bias: torch.Tensor | None  # [D] float32
+
+    def linear(self, v: torch.Tensor) -> torch.Tensor:
+        """The frozen map without the bias, of ``v`` ``[..., D]``."""
+        v = v.float()
+        if self.centre:
+            v = v - v.mean(-1, keepdim=True)
+        return v * self.gain
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        out = self.linear(v)
+        return out if self.bias is None else out + self.bias
+
+    def readout(self, w: torch.Tensor) -> torch.Tensor:
+        """The direction ``d`` ``[D]`` with ``linear(v) . w == v . d`` for every ``v``.
+
+        Centring is a symmetric projection, so ``d = centre(gain * w)``.
+        """
+        d = self.gain * w.float()
+        return d - d.mean() if self.centre else d
 
 
 def _get(root: nn.Module, path: str) -> nn.Module:
@@ -117,6 +170,77 @@ class Adapter:
 
     def mlp_in_module(self, layer: int) -> nn.Module:
         return _get(self.layers[layer], self.family.mlp_in)
+
+    def attn_proj_module(self, layer: int) -> nn.Module:
+        """The output projection W_O; its input is the heads' outputs, ``[..., H * d_head]``."""
+        return _get(self.layers[layer], self.family.attn_proj)
+
+    def attn_post_norm_module(self, layer: int) -> nn.Module | None:
+        """The norm between W_O and the stream (Gemma 2/3), else ``None``."""
+        path = self.family.attn_post_norm
+        return None if path is None else _get(self.layers[layer], path)
+
+    def W_O(self, layer: int) -> torch.Tensor:
+        """The output projection as ``z @ W_O``, ``[H * d_head, d_model]``, head-major rows."""
+        proj = self.attn_proj_module(layer)
+        if isinstance(proj, nn.Linear):
+            return proj.weight.T
+        if type(proj).__name__ == "Conv1D":  # GPT-2 stores x @ W, [in, out]
+            return proj.weight
+        raise MechvizError(
+            f"The attention output projection of this {self.architecture} model is a "
+            f"{type(proj).__name__}, which mechviz cannot read."
+        )
+
+    def b_O(self, layer: int) -> torch.Tensor | None:
+        """The output projection's bias ``[d_model]``, or ``None``."""
+        return getattr(self.attn_proj_module(layer), "bias", None)
+
+    def frozen_norm(self, norm: nn.Module, x: torch.Tensor) -> FrozenNorm:
+        """``norm`` with its scale frozen at the input ``x`` ``[D]`` (float32 arithmetic).
+
+        LayerNorm (GPT-2, GPT-NeoX, Phi): centre, divide by
+        ``sqrt(var(x) + eps)``, multiply by the weight, add the bias. RMSNorm
+        (the others): divide by ``sqrt(mean(x^2) + eps)``, multiply by
+        ``rms_offset + weight`` (Gemma's ``1 + weight``). The result is checked
+        against the module's own output at ``x``, so a norm of another kind is
+        refused rather than misread.
+        """
+        x = x.detach().float()
+        weight = getattr(norm, "weight", None)
+        w = torch.ones_like(x) if weight is None else weight.detach().float().to(x.device)
+        if isinstance(norm, nn.LayerNorm):
+            centre = True
+            scale = torch.rsqrt(x.var(unbiased=False) + norm.eps)
+            bias = None if norm.bias is None else norm.bias.detach().float().to(x.device)
+        else:
+            eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+            if eps is None:
+                raise MechvizError(
+                    f"The norm {type(norm).__name__} of this {self.architecture} model is "
+                    "neither a LayerNorm nor an RMSNorm that mechviz knows."
+                )
+            centre, bias = False, None
+            scale = torch.rsqrt(x.pow(2).mean() + eps)
+            w = w + self.family.rms_offset
+        frozen = FrozenNorm(gain=w * scale, centre=centre, bias=bias)
+        self._check_frozen(norm, x, frozen)
+        return frozen
+
+    def _check_frozen(self, norm: nn.Module, x: torch.Tensor, frozen: FrozenNorm) -> None:
+        """The frozen map at its own input must be the module's output there."""
+        param = next(norm.parameters(), None)
+        dtype = torch.float32 if param is None else param.dtype
+        device = x.device if param is None else param.device
+        with torch.no_grad():
+            real = norm(x.to(device=device, dtype=dtype)).float().to(x.device)
+        # The model's own dtype rounds its output (bfloat16: 2**-8 relative).
+        tol = 1e-4 if dtype == torch.float32 else 2e-2
+        if not torch.allclose(frozen(x), real, rtol=tol, atol=tol * real.abs().max().item()):
+            raise MechvizError(
+                f"The norm {type(norm).__name__} of this {self.architecture} model does "
+                "not compute what mechviz expects of a LayerNorm or RMSNorm."
+            )
 
     @property
     def W_E(self) -> torch.Tensor:

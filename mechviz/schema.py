@@ -17,6 +17,9 @@ Dimension glossary (used in every shape below and in docs/trace-format.md):
     N  n_neurons     MLP neurons kept per layer (largest |activation|)
     D  d_model       only in ``resid.full``, written with ``--full``
 
+Units: logits (``heads``) are the model's pre-softmax scores, before any
+final soft cap; probabilities in [0, 1]; entropies and KL in nats.
+
 Terms follow TransformerLens: ``resid_pre``/``resid_mid``/``resid_post``,
 ``attn_out``/``mlp_out`` (what a block adds to the stream), ``pattern[head,
 query_pos, key_pos]``, ``W_E``/``W_U``. The lens distribution at a boundary is
@@ -34,8 +37,10 @@ import numpy as np
 from mechviz.encoding import decode, encode, round_significant
 from mechviz.errors import MechvizError
 
-SCHEMA_VERSION = 2  # 2: large arrays packed (mechviz.encoding); 1: nested lists only
-READABLE_VERSIONS = (1, 2)
+# 3: the optional ``heads`` section; 2: large arrays packed (mechviz.encoding);
+# 1: nested lists only. Versions 1 and 2 load with ``heads = None``.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 def _arr(
@@ -140,6 +145,25 @@ class Output:
     entropy: np.ndarray = _arr("P")
 
 
+@dataclass(frozen=True)
+class HeadEffects:
+    """Each attention head's direct effect on the logit of the model's answer.
+
+    Head ``h`` of layer ``l`` writes ``z_h @ W_O[h]`` at ``position`` (its slice
+    of the attention output before ``W_O``, times its rows of ``W_O``). Its
+    direct effect is that vector through the final norm with the norm's scale
+    frozen at the real final residual at ``position`` (LayerNorm's centring
+    kept, its bias left out; Gemma 2/3's norm after ``W_O`` frozen likewise),
+    dotted with ``W_U``'s row of ``answer``. Summed over heads, plus ``bias``,
+    it is what layer ``l``'s attention adds to the answer's logit.
+    """
+
+    answer: int  # token id: the model's own top-1 next token at ``position``
+    position: int  # the position read: the last, P - 1
+    direct: np.ndarray = _arr("L", "H")  # logits, before any final soft cap
+    bias: np.ndarray = _arr("L")  # W_O's bias read the same way; 0 where W_O has none
+
+
 SECTIONS: dict[str, type] = {
     "tokens": Tokens,
     "resid": Resid,
@@ -149,7 +173,9 @@ SECTIONS: dict[str, type] = {
     "embedding": Embedding,
     "lens": Lens,
     "output": Output,
+    "heads": HeadEffects,
 }
+OPTIONAL_SECTIONS = frozenset({"heads"})  # absent from traces older than schema version 3
 
 
 @dataclass(frozen=True)
@@ -169,6 +195,7 @@ class Trace:
     embedding: Embedding
     lens: Lens
     output: Output
+    heads: HeadEffects | None = None
 
     def __post_init__(self) -> None:
         from mechviz.validate import check_meaning, check_shapes
@@ -226,6 +253,8 @@ class Trace:
         }
         for name in SECTIONS:
             section = getattr(self, name)
+            if section is None:
+                continue  # an optional section this trace lacks
             out[name] = {
                 f.name: _to_json(getattr(section, f.name), f, packed)
                 for f in dataclasses.fields(section)
@@ -234,7 +263,7 @@ class Trace:
 
     @classmethod
     def from_dict(cls, data: Any) -> Trace:
-        """Validate JSON data (schema version 1 or 2) and build the trace.
+        """Validate JSON data (schema version 1, 2 or 3) and build the trace.
 
         The structure and exact types are checked against :func:`json_schema`
         (with ``jsonschema``), the arrays by :mod:`mechviz.encoding`, and their
@@ -262,7 +291,15 @@ class Trace:
         from mechviz.validate import check_structure
 
         check_structure(data)
-        sections = {name: _build(kind, data[name], name) for name, kind in SECTIONS.items()}
+        if version < 3 and "heads" in data:
+            raise MechvizError(
+                f"This trace has schema version {version} but a 'heads' section, which "
+                "version 3 introduced; re-create it with `mechviz trace`."
+            )
+        sections = {
+            name: _build(kind, data[name], name) if data.get(name) is not None else None
+            for name, kind in SECTIONS.items()
+        }
         return cls(
             schema_version=version,
             mechviz_version=data["mechviz_version"],

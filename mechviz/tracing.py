@@ -1,11 +1,14 @@
 """Run one forward pass and reduce it to a :class:`~mechviz.schema.Trace`.
 
 This is the only module (with ``models`` and ``adapter``) that touches torch.
-Hooks on every block record ``resid_pre``/``resid_post``, what the MLP adds and
-the MLP activation; attention patterns come from the eager attention path; the
-logit lens reads every boundary through the adapter's final norm and
-unembedding (:meth:`Adapter.lens_norm`, then the unembedding's own matmul, or
-:meth:`Adapter.logits_from_normed` where there is more than a matmul).
+Hooks on every block record ``resid_pre``/``resid_post``, what the MLP adds,
+the MLP activation and the heads' outputs (the input of ``W_O``); attention
+patterns come from the eager attention path; the logit lens reads every
+boundary through the adapter's final norm and unembedding
+(:meth:`Adapter.lens_norm`, then the unembedding's own matmul, or
+:meth:`Adapter.logits_from_normed` where there is more than a matmul); each
+head's direct effect on the answer reads through the final norm frozen at the
+last position (:func:`head_effects`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from mechviz import __version__
+from mechviz.adapter import Adapter
 from mechviz.errors import MechvizError
 from mechviz.models import LoadedModel
 from mechviz.schema import (
@@ -26,6 +30,7 @@ from mechviz.schema import (
     Attention,
     Blocks,
     Embedding,
+    HeadEffects,
     Lens,
     Mlp,
     ModelInfo,
@@ -60,6 +65,7 @@ class Recording:
     resid_post: list[torch.Tensor]  # L x [P, D]
     mlp_out: list[torch.Tensor]  # L x [P, D]
     mlp_act: list[torch.Tensor]  # L x [P, d_mlp]
+    attn_z: list[torch.Tensor]  # L x [P, H * d_head], every head's output before W_O
     attentions: list[torch.Tensor]  # L x [H, P, P]
     logits: torch.Tensor  # [P, V], the model's own output
 
@@ -87,7 +93,7 @@ def record(loaded: LoadedModel, input_ids: torch.Tensor) -> Recording:
     """Run the model once with hooks and keep what the trace needs."""
     adapter = loaded.adapter
     L = adapter.n_layers
-    rec: dict[str, list[Any]] = {k: [None] * L for k in ("pre", "post", "mlp_out", "act")}
+    rec: dict[str, list[Any]] = {k: [None] * L for k in ("pre", "post", "mlp_out", "act", "z")}
     handles = []
 
     def keep(kind: str, layer: int, value: Any) -> None:
@@ -110,6 +116,12 @@ def record(loaded: LoadedModel, input_ids: torch.Tensor) -> Recording:
             adapter.mlp_in_module(layer).register_forward_pre_hook(
                 lambda m, a, layer=layer: keep("act", layer, a[0])
             ),
+            adapter.attn_proj_module(layer).register_forward_pre_hook(
+                lambda m, a, kw, layer=layer: keep(
+                    "z", layer, a[0] if a else next(iter(kw.values()))
+                ),
+                with_kwargs=True,
+            ),
         ]
     device = adapter.embed.weight.device
     try:
@@ -128,6 +140,7 @@ def record(loaded: LoadedModel, input_ids: torch.Tensor) -> Recording:
         resid_post=rec["post"],
         mlp_out=rec["mlp_out"],
         mlp_act=rec["act"],
+        attn_z=rec["z"],
         attentions=[a[0].float().cpu() for a in out.attentions],
         logits=out.logits[0].float(),
     )
@@ -190,7 +203,50 @@ def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: Trace
         embedding=_embedding(adapter.W_E, rec.input_ids),
         lens=lens,
         output=output,
+        heads=head_effects(adapter, rec, answer=int(output.top_ids[-1, 0])),
     )
+
+
+@torch.no_grad()
+def head_effects(adapter: Adapter, rec: Recording, answer: int, position: int = -1) -> HeadEffects:
+    """Each head's direct effect on the logit of ``answer`` at ``position`` (default: last).
+
+    Head ``h`` of layer ``l`` writes ``z_h @ W_O[h]`` into the stream (``z_h``
+    its slice of W_O's input, ``[d_head]``; ``W_O[h]`` its rows, ``[d_head,
+    d_model]``). That vector is read like the final residual: through the
+    final norm with its scale frozen at the real final residual at
+    ``position`` (:meth:`Adapter.frozen_norm`; LayerNorm's centring kept, its
+    bias left out), then dotted with ``W_U``'s row of ``answer``. Gemma 2/3's
+    norm after ``W_O`` is frozen the same way, at W_O's real output. The sum
+    over heads plus ``bias[l]`` (W_O's bias, read the same way) is what layer
+    ``l``'s attention output adds to the answer's logit (before any soft cap).
+
+    Returns:
+        ``direct`` ``[L, H]`` and ``bias`` ``[L]``, float32, in logits.
+
+    """
+    L, H = adapter.n_layers, rec.attentions[0].shape[0]
+    P = len(rec.input_ids)
+    pos = position % P
+    final = adapter.frozen_norm(adapter.final_norm, rec.resid_post[-1][pos])
+    device = final.gain.device
+    d = final.readout(adapter.W_U[answer].to(device))  # [D]
+    direct, bias = torch.zeros(L, H), torch.zeros(L)
+    for layer in range(L):
+        z = rec.attn_z[layer][pos].to(device)  # [H * d_head]
+        W_O = adapter.W_O(layer).detach().to(device=device, dtype=torch.float32)
+        b_O = adapter.b_O(layer)
+        b_O = None if b_O is None else b_O.detach().to(device=device, dtype=torch.float32)
+        d_layer = d
+        post = adapter.attn_post_norm_module(layer)
+        if post is not None:  # Gemma 2/3: frozen at what W_O really wrote
+            written = z @ W_O if b_O is None else z @ W_O + b_O
+            d_layer = adapter.frozen_norm(post, written).readout(d)
+        per_dim = z * (W_O @ d_layer)  # [H * d_head]: z_h . (W_O[h] @ d), head-major
+        direct[layer] = per_dim.view(H, -1).sum(-1).cpu()
+        if b_O is not None:
+            bias[layer] = (b_O @ d_layer).cpu()
+    return HeadEffects(answer=answer, position=pos, direct=_np(direct), bias=_np(bias))
 
 
 @torch.no_grad()

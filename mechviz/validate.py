@@ -9,7 +9,8 @@ Three layers, each with one-sentence messages that name the field:
    :mod:`mechviz.schema`.
 3. :func:`check_meaning`: what the numbers mean: probabilities in [0, 1],
    top-k lists sorted and distinct, attention rows summing to 1 and causal,
-   ids and indices in range, character offsets inside the prompt.
+   ids and indices in range, character offsets inside the prompt, head effects
+   finite and read on the model's own answer.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ COSINE_TOL = 1e-4
 # --- 1. structure and exact types ---------------------------------------------------------
 
 _TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,9}")
+_SECTION_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "list[str]": {"type": "array", "items": {"type": "string"}},
+    "int": {"type": "integer", "minimum": 0},
+}
 _MODEL_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "int": {"type": "integer", "minimum": 1},
     "str": {"type": "string"},
@@ -67,7 +72,7 @@ def json_schema() -> dict[str, Any]:
         for f in dataclasses.fields(kind):
             dims = f.metadata.get("dims")
             if dims is None:
-                props[f.name] = {"type": "array", "items": {"type": "string"}}
+                props[f.name] = dict(_SECTION_FIELD_SCHEMAS[str(f.type)])
             else:
                 what = "integers" if f.metadata["dtype"] == "int" else "numbers"
                 shape = ", ".join(dims)
@@ -96,7 +101,7 @@ def json_schema() -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "mechviz trace",
-        **_object(top, list(top)),
+        **_object(top, [k for k in top if k not in schema.OPTIONAL_SECTIONS]),
     }
 
 
@@ -177,7 +182,10 @@ def _sentence(error: Any) -> str:
     if kind == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         where = f"Field '{path}'" if path else "The trace"
-        return f"{where} has an unknown key {extra[0]!r} (not part of schema version 2)."
+        return (
+            f"{where} has an unknown key {extra[0]!r} "
+            f"(not part of schema version {schema.SCHEMA_VERSION})."
+        )
     if kind == "type":
         wanted = error.validator_value
         wanted = [wanted] if isinstance(wanted, str) else wanted
@@ -238,6 +246,8 @@ def check_shapes(trace: Trace) -> None:
         )
     for name in schema.SECTIONS:
         section = getattr(trace, name)
+        if section is None:
+            continue  # an optional section this trace lacks (checked by the JSON Schema)
         for f in dataclasses.fields(section):
             dims = f.metadata.get("dims")
             value = getattr(section, f.name)
@@ -348,6 +358,38 @@ def check_meaning(trace: Trace) -> None:
         1 + COSINE_TOL,
         "cosine similarities lie in [-1, 1]",
     )
+    if trace.heads is not None:
+        _check_heads(trace)
+
+
+def _check_heads(trace: Trace) -> None:
+    """The answer is the model's own top-1 at a real position; every effect is finite."""
+    heads, m = trace.heads, trace.model
+    P = len(trace.tokens.text)
+    if not 0 <= heads.answer < m.d_vocab:
+        raise MechvizError(
+            f"Field 'heads.answer' holds token id {heads.answer}; token ids lie in "
+            f"[0, d_vocab) = [0, {m.d_vocab})."
+        )
+    if not 0 <= heads.position < P:
+        raise MechvizError(
+            f"Field 'heads.position' holds {heads.position}; positions lie in [0, {P})."
+        )
+    top = int(trace.output.top_ids[heads.position, 0])
+    if heads.answer != top:
+        raise MechvizError(
+            f"Field 'heads.answer' holds token id {heads.answer}, but the model's top-1 next "
+            f"token at position {heads.position} ('output.top_ids') is {top}; direct effects "
+            "are read on the model's own answer."
+        )
+    for field in ("heads.direct", "heads.bias"):
+        values = _get(trace, field)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise MechvizError(
+                f"Field '{field}' holds {values[tuple(_first_bad(bad))]} at index "
+                f"{_first_bad(bad)}; direct effects are finite logits."
+            )
 
 
 def _get(trace: Trace, field: str) -> np.ndarray:

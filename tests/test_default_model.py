@@ -140,3 +140,92 @@ def test_cli_trace_is_byte_identical_small_and_fast_to_load(tmp_path: Path) -> N
     assert "Logit lens" in result.stdout
     assert "Paris" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# --- direct effects of heads: the indirect-object prompt -------------------------------
+
+IOI = "When Mary and John went to the store, John gave a drink to"
+
+
+@pytest.fixture(scope="module")
+def mary(default_model):  # noqa: ANN001, ANN201
+    """The IOI prompt traced, and our own hooks' view of the same forward pass."""
+    model = default_model.model
+    ids = tokenize(default_model, IOI, 64)
+    trace = build_trace(default_model, IOI, record(default_model, ids), TraceOptions())
+    got: dict = {"attn": [], "mlp": []}
+
+    def keep(kind: str):  # noqa: ANN202
+        def hook(module, args, output):  # noqa: ANN001, ANN202
+            got[kind].append((output[0] if isinstance(output, tuple) else output)[0, -1].double())
+
+        return hook
+
+    def final_in(module, args):  # noqa: ANN001, ANN202
+        got["final_in"] = args[0][0, -1].double()
+
+    def embed(module, args, output):  # noqa: ANN001, ANN202
+        got["embed"] = output[0, -1].double()
+
+    handles = [model.model.norm.register_forward_pre_hook(final_in)]
+    handles.append(model.model.embed_tokens.register_forward_hook(embed))
+    for layer in model.model.layers:
+        handles.append(layer.self_attn.register_forward_hook(keep("attn")))
+        handles.append(layer.mlp.register_forward_hook(keep("mlp")))
+    try:
+        with torch.no_grad():
+            got["logits"] = model(ids[None], use_cache=False).logits[0, -1].double()
+    finally:
+        for h in handles:
+            h.remove()
+    x = got["final_in"]
+    eps = model.config.rms_norm_eps
+    w = model.model.norm.weight.detach().double()
+    u = model.lm_head.weight.detach()[trace.heads.answer].double()
+    got["d"] = w * torch.rsqrt(x.pow(2).mean() + eps) * u  # RMSNorm frozen at x, onto W_U[answer]
+    return trace, got
+
+
+def test_ioi_answer_is_mary(mary) -> None:  # noqa: ANN001
+    trace, _ = mary
+    assert trace.token_text(trace.heads.answer) == " Mary"
+    assert trace.heads.answer == trace.prediction[0]
+    assert trace.heads.position == trace.n_positions - 1
+    assert trace.heads.direct.shape == (30, 9)
+    assert (trace.heads.bias == 0).all()  # Llama's W_O has no bias
+
+
+def test_ioi_heads_sum_to_each_layers_attention_readout(mary) -> None:  # noqa: ANN001
+    trace, got = mary
+    d = got["d"]
+    errors = []
+    for layer in range(30):
+        want = (got["attn"][layer] @ d).item()
+        have = float(trace.heads.direct[layer].astype("float64").sum() + trace.heads.bias[layer])
+        errors.append(abs(have - want) / max(abs(want), 1e-12))
+    print(f"max relative error over 30 layers: {max(errors):.1e}")
+    assert max(errors) <= 1e-4, errors
+
+
+def test_ioi_direct_effects_decompose_the_answer_logit(mary) -> None:  # noqa: ANN001
+    """embed + attention (as heads) + MLPs, each through the frozen norm, is the real logit."""
+    trace, got = mary
+    d = got["d"]
+    real = got["logits"][trace.heads.answer].item()
+    mlp = sum((m @ d).item() for m in got["mlp"])
+    attn = sum((a @ d).item() for a in got["attn"])
+    heads = float(trace.heads.direct.astype("float64").sum() + trace.heads.bias.sum())
+    for total in ((got["embed"] @ d).item() + attn + mlp, (got["embed"] @ d).item() + heads + mlp):
+        print(f"decomposition {total:.5f}, logit {real:.5f}")
+        assert abs(total - real) <= 1e-4 * abs(real)
+
+
+def test_ioi_top_direct_heads_are_name_movers(mary) -> None:  # noqa: ANN001
+    """Most of the heads that raise ' Mary' most look from ' to' at ' Mary'."""
+    from mechviz.heads import top_heads
+
+    trace, _ = mary
+    rows = top_heads(trace, "direct", n=5)
+    assert rows[0].score == trace.heads.direct.max()
+    movers = [row for row in rows if row.key_text == " Mary"]
+    assert len(movers) >= 3, rows

@@ -20,7 +20,7 @@ from conftest import make_tiny
 import mechviz.io as mio
 from mechviz.errors import MechvizError
 from mechviz.io import atomic_write, dumps, load_trace, save_trace
-from mechviz.schema import SCHEMA_VERSION, SECTIONS, Trace
+from mechviz.schema import READABLE_VERSIONS, SCHEMA_VERSION, SECTIONS, Trace
 
 
 def _strict_json(text: str) -> Any:
@@ -39,6 +39,9 @@ def _assert_same(a: Trace, b: Trace, rtol: float = 1e-5) -> None:
     assert a.vocab == b.vocab
     for name in SECTIONS:
         sa, sb = getattr(a, name), getattr(b, name)
+        if sa is None or sb is None:  # an optional section (heads)
+            assert sa is sb is None, name
+            continue
         for f in dataclasses.fields(sa):
             va, vb = getattr(sa, f.name), getattr(sb, f.name)
             where = f"{name}.{f.name}"
@@ -224,6 +227,19 @@ def _one_label_too_many(data: dict) -> None:
     data["resid"]["labels"].append("extra")
 
 
+def _answer_not_top1(data: dict) -> None:
+    top = data["output"]["top_ids"][-1]
+    data["heads"]["answer"] = top[1]
+
+
+def _nan_in_direct(data: dict) -> None:
+    data["heads"]["direct"][1][2] = float("nan")
+
+
+def _one_layer_short(data: dict) -> None:
+    data["heads"]["direct"] = data["heads"]["direct"][:-1]
+
+
 INVALID = {
     # name: (change, words the message must contain)
     "newer_schema": (
@@ -246,6 +262,16 @@ INVALID = {
     "text_not_strings": (_set("tokens.text", [1, 2]), ["'tokens.text'"]),
     "labels_wrong_count": (_one_label_too_many, ["'resid.labels'"]),
     "n_layers_not_int": (_set("model.n_layers", "3"), ["'model.n_layers'"]),
+    "answer_not_top1": (_answer_not_top1, ["'heads.answer'", "top-1", "'output.top_ids'"]),
+    "answer_outside_vocab": (_set("heads.answer", 10**6), ["'heads.answer'", "d_vocab"]),
+    "answer_not_int": (_set("heads.answer", 3.0), ["'heads.answer'", "integer"]),
+    "negative_answer": (_set("heads.answer", -1), ["'heads.answer'", "at least 0"]),
+    "position_past_the_end": (_set("heads.position", 99), ["'heads.position'", "[0, 26)"]),
+    "nan_in_direct": (_nan_in_direct, ["'heads.direct'", "NaN"]),
+    "direct_one_layer_short": (_one_layer_short, ["'heads.direct'", "shape", "L=3"]),
+    "bias_missing": (_delete("heads.bias"), ["missing", "'heads.bias'"]),
+    "unknown_heads_key": (_set("heads.total", 1.0), ["'heads'", "'total'", "version 3"]),
+    "heads_null": (_set("heads", None), ["'heads'", "object"]),
 }
 
 
@@ -398,3 +424,42 @@ def test_output_refused_by_the_os_is_a_clear_error(
     monkeypatch.undo()
     assert str(tmp_path / "trace.json") in str(info.value)
     assert _leftovers(tmp_path) == []
+
+
+# --- schema versions ----------------------------------------------------------------------
+
+SMALL_V1 = Path(__file__).parent / "data" / "small_trace.json"
+
+
+def test_version_three_writes_heads(tiny_trace: Trace) -> None:
+    assert SCHEMA_VERSION == 3 and READABLE_VERSIONS == (1, 2, 3)
+    data = tiny_trace.to_dict()
+    assert set(data["heads"]) == {"answer", "position", "direct", "bias"}
+    assert data["heads"]["answer"] == tiny_trace.prediction[0]
+    assert data["heads"]["position"] == tiny_trace.n_positions - 1
+
+
+def test_version_one_and_two_load_without_heads(tiny_trace: Trace, tmp_path: Path) -> None:
+    v1 = load_trace(SMALL_V1)
+    assert v1.schema_version == 1 and v1.heads is None
+    data = tiny_trace.to_dict()
+    del data["heads"]
+    data["schema_version"] = 2
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    v2 = load_trace(path)
+    assert v2.schema_version == 2 and v2.heads is None
+    assert "heads" not in v2.to_dict()  # written back as it came
+    _assert_same(dataclasses.replace(tiny_trace, schema_version=2, heads=None), v2)
+
+
+def test_version_two_with_heads_is_refused(tiny_trace: Trace, tmp_path: Path) -> None:
+    path = _write_modified(tmp_path, tiny_trace, _set("schema_version", 2))
+    message = _load_error(path)
+    assert "schema version 2" in message and "'heads'" in message and "version 3" in message
+
+
+def test_version_three_without_heads_loads(tiny_trace: Trace, tmp_path: Path) -> None:
+    """The section is optional in every version: a tracer may have nothing to put there."""
+    path = _write_modified(tmp_path, tiny_trace, _delete("heads"))
+    assert load_trace(path).heads is None

@@ -648,6 +648,263 @@ def test_mlp_top_neurons_are_the_largest(tiny) -> None:  # noqa: ANN001
         assert torch.allclose(torch.as_tensor(mlp.top_values[layer]), act[:, top].T)
 
 
+# --- direct effects of heads on the answer ----------------------------------------------
+
+REL = 1e-4  # the invariants' tolerance, relative
+
+
+def _o_proj(family: str, layer: torch.nn.Module) -> torch.nn.Module:
+    """W_O: the module whose input is the heads' outputs side by side."""
+    return {
+        "gpt2": lambda: layer.attn.c_proj,
+        "gpt_neox": lambda: layer.attention.dense,
+        "phi": lambda: layer.self_attn.dense,
+    }.get(family, lambda: layer.self_attn.o_proj)()
+
+
+def _attn_module(family: str, layer: torch.nn.Module) -> torch.nn.Module:
+    """The attention module; its input is the normed stream the heads read."""
+    if family == "gpt2":
+        return layer.attn
+    if family == "gpt_neox":
+        return layer.attention
+    return layer.self_attn
+
+
+def _values(family: str, attn: torch.nn.Module, x: torch.Tensor, config) -> torch.Tensor:  # noqa: ANN001
+    """Value vectors ``[H, P, d_head]`` of every query head (GQA heads share theirs)."""
+    H = config.num_attention_heads
+    dh = getattr(config, "head_dim", None) or config.hidden_size // H
+    kv = getattr(config, "num_key_value_heads", None) or H
+    P = x.shape[0]
+    if family == "gpt2":
+        v = attn.c_attn(x).split(config.hidden_size, dim=-1)[2].view(P, H, dh)
+    elif family == "gpt_neox":
+        v = attn.query_key_value(x).view(P, H, 3 * dh)[..., 2 * dh :]
+    elif family == "phi3":
+        v = attn.qkv_proj(x)[..., (H + kv) * dh :].view(P, kv, dh)
+    else:
+        v = attn.v_proj(x).view(P, kv, dh)
+    return v.transpose(0, 1).repeat_interleave(H // kv, dim=0)  # head h reads kv head h // rep
+
+
+def _biased_tiny(family: str):  # noqa: ANN202
+    """A tiny model whose every bias (W_O's, the unembedding's, ...) is random, traced."""
+    if family not in _BIASED:
+        model = build_tiny_model(family)
+        torch.manual_seed(2)
+        with torch.no_grad():
+            for module in model.modules():
+                bias = getattr(module, "bias", None)
+                norm = "norm" in type(module).__name__.lower()
+                if isinstance(bias, torch.nn.Parameter) and not norm:
+                    bias.copy_(0.3 * torch.randn_like(bias))
+        loaded = wrap_model(model, CharTokenizer(VOCAB), f"tiny-{family}-biased")
+        ids = tokenize(loaded, TINY_PROMPT, 64)
+        rec = record(loaded, ids)
+        trace = build_trace(loaded, TINY_PROMPT, rec, TraceOptions(top_k=3))
+        _BIASED[family] = SimpleNamespace(
+            family=family, loaded=loaded, ids=ids, rec=rec, trace=trace
+        )
+    return _BIASED[family]
+
+
+_BIASED: dict = {}
+
+
+@torch.no_grad()
+def _forward_parts(tiny) -> dict:  # noqa: ANN001
+    """One forward pass with our own hooks: what every block adds, the lens input, the logits."""
+    family, model = tiny.family, tiny.loaded.model
+    got: dict = {"attn_in": [], "attn": [], "o_proj": [], "mlp": [], "pre_cap": []}
+
+    def out_hook(kind: str):  # noqa: ANN202
+        def hook(module, args, output):  # noqa: ANN001, ANN202
+            out = output[0] if isinstance(output, tuple) else output
+            got[kind].append(out[0].double())
+
+        return hook
+
+    def in_hook(module, args, kwargs):  # noqa: ANN001, ANN202
+        got["attn_in"].append(args[0] if args else kwargs["hidden_states"])
+
+    def norm_in(module, args):  # noqa: ANN001, ANN202
+        got["final_in"] = args[0][0].double()
+
+    handles = [_final_norm(family, model).register_forward_pre_hook(norm_in)]
+    handles.append(_unembed(family, model).register_forward_hook(out_hook("pre_cap")))
+    for layer in _layers(family, model):
+        handles += [
+            _attn_module(family, layer).register_forward_pre_hook(in_hook, with_kwargs=True),
+            _attn_out_module(family, layer).register_forward_hook(out_hook("attn")),
+            _o_proj(family, layer).register_forward_hook(out_hook("o_proj")),
+            _mlp_out_module(family, layer).register_forward_hook(out_hook("mlp")),
+        ]
+    try:
+        out = model(tiny.ids[None], use_cache=False, output_attentions=True)
+    finally:
+        for h in handles:
+            h.remove()
+    got["pattern"] = [a[0].double() for a in out.attentions]
+    got["embed"] = tiny.rec.boundaries()[0].double()  # checked against W_E by the tests above
+    return got
+
+
+def _readout(tiny, x: torch.Tensor, answer: int) -> tuple[torch.Tensor, float]:  # noqa: ANN001
+    """From the formulas, in float64: the direction ``d`` with ``frozen_norm(v) . W_U[answer]
+    = v . d``, the scale frozen at ``x`` ``[D]``; and the constant term (norm and
+    unembedding biases) of the answer's logit."""
+    family, model = tiny.family, tiny.loaded.model
+    norm, unembed = _final_norm(family, model), _unembed(family, model)
+    eps = _eps(family, model.config)
+    w = norm.weight.detach().double()
+    u = unembed.weight.detach()[answer].double()
+    const = 0.0 if unembed.bias is None else unembed.bias.detach()[answer].item()
+    if family in LAYER_NORM:
+        d = w * torch.rsqrt(x.var(unbiased=False) + eps) * u
+        return d - d.mean(), const + (norm.bias.detach().double() @ u).item()
+    gain = (1.0 + w) if family in GEMMA_NORM else w
+    return gain * torch.rsqrt(x.pow(2).mean() + eps) * u, const
+
+
+def _post_gain(tiny, layer: int, written: torch.Tensor) -> torch.Tensor | float:  # noqa: ANN001
+    """Gemma 2/3 normalise W_O's output (``written``, [D]) before the stream: frozen gain."""
+    if tiny.family not in ("gemma2", "gemma3_text"):
+        return 1.0
+    model = tiny.loaded.model
+    norm = _layers(tiny.family, model)[layer].post_attention_layernorm
+    w = norm.weight.detach().double()
+    return (1.0 + w) * torch.rsqrt(written.pow(2).mean() + model.config.rms_norm_eps)
+
+
+def _rel(got: float, want: float, scale: float | None = None) -> float:
+    return abs(got - want) / max(abs(want) if scale is None else scale, 1e-12)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_head_effects_sum_to_each_layers_attention_readout(family: str) -> None:
+    """sum_h direct[l, h] + bias[l] = attn_out[l] at the last position, read through the
+    final norm frozen there, onto W_U's row of the answer."""
+    tiny = _biased_tiny(family)
+    heads, trace = tiny.trace.heads, tiny.trace
+    P = len(tiny.ids)
+    assert (heads.answer, heads.position) == (trace.prediction[0], P - 1)
+    assert heads.direct.shape == (LAYERS, HEADS) and heads.bias.shape == (LAYERS,)
+    assert heads.direct.dtype == heads.bias.dtype == np.float32
+    parts = _forward_parts(tiny)
+    d, _ = _readout(tiny, parts["final_in"][-1], heads.answer)
+    errors = []
+    for layer in range(LAYERS):
+        want = (parts["attn"][layer][-1] @ d).item()
+        got = float(heads.direct[layer].astype(np.float64).sum() + heads.bias[layer])
+        errors.append(_rel(got, want))
+    print(f"{family}: max relative error {max(errors):.1e}")
+    assert max(errors) <= REL, errors
+    has_bias = family in ("gpt2", "gpt_neox", "phi")  # W_O with a bias
+    assert (heads.bias != 0).all() if has_bias else (heads.bias == 0).all()
+    for layer, block in enumerate(_layers(family, tiny.loaded.model)):
+        b_O = _o_proj(family, block).bias
+        if b_O is not None:
+            want = (b_O.detach().double() @ d).item()
+            assert _rel(float(heads.bias[layer]), want, abs(want) + 1e-3) <= REL, layer
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_heads_effect_is_its_own_value_mix(family: str) -> None:
+    """Head h's slice of W_O's input is sum_k pattern[h, last, k] v_h[k]: the slices
+    are in the pattern's head order, and each direct effect is that head's alone."""
+    tiny = _biased_tiny(family)
+    model, heads = tiny.loaded.model, tiny.trace.heads
+    parts = _forward_parts(tiny)
+    d, _ = _readout(tiny, parts["final_in"][-1], heads.answer)
+    with torch.no_grad():
+        for layer, block in enumerate(_layers(family, model)):
+            x = parts["attn_in"][layer][0]
+            v = _values(family, _attn_module(family, block), x, model.config).double()
+            z = torch.einsum("hk,hkd->hd", parts["pattern"][layer][:, -1], v)  # [H, d_head]
+            assert torch.allclose(tiny.rec.attn_z[layer][-1].view(HEADS, -1).double(), z, atol=1e-5)
+            proj = _o_proj(family, block)
+            assert tiny.loaded.adapter.attn_proj_module(layer) is proj
+            W = proj.weight.detach().double()
+            W_O = W if family == "gpt2" else W.T  # [H * d_head, D] as z @ W_O
+            per_head = z[:, :, None] * W_O.view(HEADS, -1, W_O.shape[-1])  # [H, d_head, D]
+            gain = _post_gain(tiny, layer, parts["o_proj"][layer][-1])
+            want = (per_head.sum(1) * gain) @ d  # [H]
+            scale = want.abs().max().item()
+            got = torch.as_tensor(heads.direct[layer]).double()
+            assert (got - want).abs().max().item() <= REL * scale, (layer, got, want)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_direct_effects_decompose_the_answer_logit(family: str) -> None:
+    """embed + every attn_out + every mlp_out, each read through the frozen final norm,
+    plus the norm's and unembedding's biases, is the model's own (pre-cap) answer logit;
+    the scale of another boundary misses it."""
+    tiny = _biased_tiny(family)
+    answer = tiny.trace.heads.answer
+    parts = _forward_parts(tiny)
+    real = parts["pre_cap"][0][-1, answer].item()
+    parts_sum = parts["embed"][-1] + sum(a[-1] for a in parts["attn"] + parts["mlp"])
+    for x, matches in ((parts["final_in"][-1], True), (parts["embed"][-1], False)):
+        d, const = _readout(tiny, x, answer)
+        total = (parts["embed"][-1] @ d).item() + const
+        total += sum((a[-1] @ d).item() for a in parts["attn"] + parts["mlp"])
+        if matches:
+            assert torch.allclose(parts_sum, x, rtol=1e-5, atol=1e-5 * x.abs().max().item())
+            print(f"{family}: relative error {_rel(total, real):.1e}")
+            assert _rel(total, real) <= REL, (total, real)
+        else:
+            assert _rel(total, real) > 1e-2
+    # the same sum from the trace's own numbers: heads and biases in place of attn_out
+    d, const = _readout(tiny, parts["final_in"][-1], answer)
+    rest = (parts["embed"][-1] @ d).item() + const + sum((a[-1] @ d).item() for a in parts["mlp"])
+    heads = tiny.trace.heads
+    total = rest + float(heads.direct.astype(np.float64).sum() + heads.bias.sum())
+    assert _rel(total, real) <= REL, (total, real)
+
+
+def test_frozen_norm_refuses_a_norm_it_does_not_know() -> None:
+    class Doubling(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(HIDDEN))
+            self.eps = 1e-6
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * x * self.weight
+
+    class NoEps(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    adapter = Adapter(build_tiny_model("llama"))
+    x = torch.randn(HIDDEN)
+    with pytest.raises(MechvizError, match="does not compute what mechviz expects"):
+        adapter.frozen_norm(Doubling(), x)
+    with pytest.raises(MechvizError, match="neither a LayerNorm nor an RMSNorm"):
+        adapter.frozen_norm(NoEps(), x)
+    frozen = adapter.frozen_norm(adapter.final_norm, x)
+    assert torch.allclose(frozen(x), adapter.final_norm(x), atol=1e-6)
+    v = torch.randn(HIDDEN)
+    w = torch.randn(HIDDEN)
+    assert torch.allclose(frozen.linear(v) @ w, v @ frozen.readout(w), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_head_effects_are_near_float32(dtype: torch.dtype) -> None:
+    """The frozen norm's self-check allows the model's own rounding; the effects stay close."""
+    from mechviz.tracing import head_effects
+
+    exact = make_tiny("llama", top_k=3, full=False).trace.heads
+    model = build_tiny_model("llama").to(dtype)
+    loaded = wrap_model(model, CharTokenizer(VOCAB), "tiny-llama-half")
+    assert trace_prompt(loaded, TINY_PROMPT, TraceOptions(top_k=3)).heads is not None
+    ids = tokenize(loaded, TINY_PROMPT, 64)
+    half = head_effects(loaded.adapter, record(loaded, ids), answer=exact.answer)
+    scale = np.abs(exact.direct).max()
+    assert np.abs(half.direct - exact.direct).max() <= 0.1 * scale  # 8-bit weights, 3 layers
+
+
 # --- tokens and provenance ----------------------------------------------------------
 
 
