@@ -124,3 +124,11 @@ def load_trace(path: Path | str) -> Trace:
         raise MechvizError(f"{path}: {exc}") from None
     except RecursionError:
         raise MechvizError(f"{path} is not a mechviz trace: it is nested too deeply.") from None
+
+
+def cache_dir() -> Path:
+    """``$MECHVIZ_CACHE``, else ``$XDG_CACHE_HOME/mechviz``, else ``~/.cache/mechviz``."""
+    if os.environ.get("MECHVIZ_CACHE"):
+        return Path(os.environ["MECHVIZ_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "mechviz"

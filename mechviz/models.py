@@ -31,6 +31,7 @@ from torch import nn
 
 from mechviz.adapter import Adapter
 from mechviz.errors import MechvizError
+from mechviz.io import cache_dir
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_ALIASES = {DEFAULT_MODEL.lower(), "smollm2-135m", "default"}
@@ -61,14 +62,6 @@ class LoadedModel:
     dtype: str
     attn_implementation: str
     unembedding_hash: str  # sha256 of W_U as float32 bytes (tuned-lens style)
-
-
-def cache_dir() -> Path:
-    """``$MECHVIZ_CACHE``, else ``$XDG_CACHE_HOME/mechviz``, else ``~/.cache/mechviz``."""
-    if os.environ.get("MECHVIZ_CACHE"):
-        return Path(os.environ["MECHVIZ_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "mechviz"
 
 
 def sha256_file(path: Path) -> str:

@@ -219,7 +219,8 @@ class TraceScene(Scene):
         seen: set[int] = set()
         for mob in self.mobjects:
             for part in mob.get_family():
-                if not isinstance(part, Text) or id(part) in seen:
+                is_text = isinstance(part, Text) or hasattr(part, "_mv_font_size")
+                if not is_text or id(part) in seen:
                     continue
                 seen.add(id(part))
                 glyphs = part.family_members_with_points()

@@ -28,7 +28,7 @@ from manim.constants import RESAMPLING_ALGORITHMS
 from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.style import DARK, Theme
-from mechviz.visual.text import center_on, label
+from mechviz.visual.text import Number, center_on, label
 
 __all__ = [
     "Heatmap",
@@ -272,7 +272,7 @@ class ProbBars(VGroup):
                 width=max(self.bar_width * p, 0.02), height=track.height, stroke_width=0,
                 fill_color=color, fill_opacity=0.95,
             ).move_to(track.get_left(), aligned_edge=LEFT)
-            value = label(f"{p:.2f}", self.font_size, theme.muted, font=style.MONO)
+            value = Number(f"{p:.2f}", self.font_size, theme.muted)
             value.next_to(track, RIGHT, buff=0.12)
             center_on(value, [value.get_x(), track.get_y(), 0])
             row.submobjects = [name, bar, value, track]
@@ -297,6 +297,9 @@ class MorphBars(Animation):
         self.start_texts, self.start_colors = bars.texts, bars.colors
         self.start_probs = [bars.values[i] for i in range(len(bars.rows))]
         super().__init__(bars, **kwargs)
+
+    def create_starting_mobject(self) -> VGroup:
+        return VGroup()  # interpolation reads the stored values; a deep copy would be wasted
 
     def interpolate_mobject(self, alpha: float) -> None:
         a = self.rate_func(alpha)
