@@ -442,3 +442,20 @@ def inspect(trace_file: Path) -> None:
     from mechviz.report import print_report
 
     print_report(load_trace(trace_file), Console())
+
+
+@main.command()
+@click.argument("trace_file", type=click.Path(path_type=Path))
+@click.option(
+    "--criterion",
+    "-c",
+    default=None,
+    help="direct, against, from-last, previous or peaked [default: every one].",
+)
+@click.option("-n", default=10, show_default=True, type=int, help="Heads per table.")
+def heads(trace_file: Path, criterion: str | None, n: int) -> None:
+    """List the top heads of a trace under each criterion, with what each attends to."""
+    from mechviz.heads import print_heads
+    from mechviz.io import load_trace
+
+    print_heads(load_trace(trace_file), Console(), criterion=criterion, n=n)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mechviz.errors import MechvizError, raise_if_stopped
-from mechviz.io import cache_dir, check_writable, existing_ancestor
+from mechviz.io import check_writable, existing_ancestor
 from mechviz.scenes import SCENES
 from mechviz.visual.settings import QUALITIES, SceneSettings, pixel_size
 
@@ -120,8 +120,6 @@ def render_scene(
             "write_to_movie": fmt != "png",
             "save_last_frame": fmt == "png",
             "output_file": name,
-            # Pango's SVGs of every label, kept between renders (keyed by a hash).
-            "text_dir": str(cache_dir() / "text"),
             "background_opacity": 0.0 if settings.transparent else 1.0,
         }
         if captions:

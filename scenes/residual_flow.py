@@ -84,7 +84,7 @@ class ResidualFlow(TraceScene):
         """Reveal the streams layer by layer; the readout follows the last position."""
         trace = self.trace
         L = trace.n_layers
-        last = shown(trace.tokens.text[-1])
+        last = shown(self.token_texts[-1])
         self.caption(
             f"The logit lens at {last}, layer by layer: the top {self.n_bars} next tokens "
             "and the final answer's rank."
@@ -120,19 +120,24 @@ class ResidualFlow(TraceScene):
         row = answer_row(trace)
         where = "the embedding" if row == 0 else f"layer {row - 1}"
         marks, note = self.get_write_marks()
-        self.caption(f"{shown(trace.token_text(token))} ({prob:.2f}) is top-1 from {where} on. {note}")
+        self.caption(f"{shown(self.vocab_text(token))} ({prob:.2f}) is top-1 from {where} on. {note}")
         self.play(FadeIn(marks), run_time=0.6)
 
     # --- layout -----------------------------------------------------------------------
     def n_columns(self) -> int:
         """Stream columns that fit with a readable token label each (the last ones)."""
-        width = self.content.width if self.portrait else self.content.width * 0.55
+        width = self.content.width if self.stacked else self.content.width * 0.55
         return max(1, min(self.trace.n_positions, int((width - 1.0) // self.min_column)))
+
+    @property
+    def stacked(self) -> bool:
+        """Streams above the readout (portrait and square frames), else side by side."""
+        return self.frame.width < 1.3 * self.frame.height
 
     def get_panels(self) -> tuple[Box, Box]:
         """The streams' panel and the readout's: side by side, or stacked on portrait."""
-        if self.portrait:
-            top, bottom = self.content.split("y", 0.5, gap=0.4)
+        if self.stacked:
+            top, bottom = self.content.split("y", 0.45, gap=0.35)
             return top, bottom
         return self.content.split("x", 0.56, gap=0.4)
 
@@ -142,7 +147,7 @@ class ResidualFlow(TraceScene):
         return Box(p.x0 + 0.75, p.x1, p.y0 + self.label_height(), p.y1 - 0.5)
 
     def label_height(self) -> float:
-        texts = [shown(self.trace.tokens.text[i]) for i in range(self.trace.n_positions)]
+        texts = [shown(self.token_texts[i]) for i in range(self.trace.n_positions)]
         longest = max(label(t, style.MIN_TEXT).width for t in texts[-self.n_columns():])
         column = (self.panel.width - 0.75) / self.n_columns()  # before stream_box exists
         return 0.5 if longest <= column * 0.95 else min(1.6, longest + 0.2)
@@ -190,7 +195,7 @@ class ResidualFlow(TraceScene):
 
     def get_token_labels(self) -> VGroup:
         """A label under each stream: upright when it fits the column, else turned 90°."""
-        texts = [shown(self.trace.tokens.text[p]) for p in self.positions]
+        texts = [shown(self.token_texts[p]) for p in self.positions]
         column = self.stream_box.width / len(self.positions)
         upright = all(label(t, style.MIN_TEXT).width <= column * 0.95 for t in texts)
         labels = VGroup()
@@ -235,7 +240,7 @@ class ResidualFlow(TraceScene):
         """Heading, top-k bars, counters and the answer's probability by layer."""
         trace, theme, box = self.trace, self.theme, self.readout_box
         token, _ = trace.prediction
-        self.answer_text = trace.token_text(token)
+        self.answer_text = self.vocab_text(token)
         k = min(self.n_bars, trace.lens.top_ids.shape[-1])
         width = min(box.width, 6.0)
         self.when = label("embedding", style.BODY_TEXT, theme.foreground)
@@ -248,6 +253,17 @@ class ResidualFlow(TraceScene):
         self.chart = self.get_chart()
         parts = VGroup(self.when, self.bars, self.counters, self.chart)
         parts.arrange(DOWN, buff=0.28, aligned_edge=LEFT)
+        self.has_chart = parts.height <= box.height
+        if not self.has_chart:  # a short panel (square frames): the counters say enough
+            parts.remove(self.chart)
+        if parts.height > box.height:
+            self.bars.remove(*self.bars.rows[2:])
+            self.bars.rows.remove(*self.bars.rows[2:])
+            parts.arrange(DOWN, buff=0.2, aligned_edge=LEFT)
+        if parts.height > box.height:  # keep only the answer's rank
+            self.counter_rows.remove(*self.counter_rows[1:])
+            self.counter_values.remove(*self.counter_values[1:])
+            parts.arrange(DOWN, buff=0.2, aligned_edge=LEFT)
         top = box.y1 - 0.05
         parts.move_to([box.center[0], top - parts.height / 2, 0])
         return parts
@@ -256,7 +272,7 @@ class ResidualFlow(TraceScene):
         trace = self.trace
         row, p = trace.lens_row(layer), trace.n_positions - 1
         ids = trace.lens.top_ids[row, p, :k]
-        texts = [trace.token_text(i) for i in ids]
+        texts = [self.vocab_text(i) for i in ids]
         colors = [self.theme.foreground] * k
         return texts, trace.lens.top_probs[row, p, :k], colors
 
@@ -285,7 +301,7 @@ class ResidualFlow(TraceScene):
         texts = [f"{rank:,}", f"{bits:.1f}", f"{norm:.0f}"]
         colors = [theme.highlight if rank == 1 else theme.foreground, theme.foreground,
                   theme.foreground]
-        for i, (text, color) in enumerate(zip(texts, colors)):
+        for i, (text, color) in enumerate(list(zip(texts, colors))[: len(self.counter_rows)]):
             number = Number(text, style.MIN_TEXT, color)
             number.move_to(self.counter_rows[i], aligned_edge=DOWN)
             number.set_x(self.counter_rows.get_right()[0] + 0.3 + number.width / 2)
@@ -318,11 +334,13 @@ class ResidualFlow(TraceScene):
         when = label(f"after layer {layer}", style.BODY_TEXT, self.theme.foreground)
         when.move_to(self.when, aligned_edge=LEFT)
         self.when.become(when)
+        self.when.text = when.text
         self.set_counters(layer)
         points = [self._chart_point(None)] + [self._chart_point(i) for i in range(layer + 1)]
         line = VMobject(stroke_color=self.theme.highlight, stroke_width=4)
         line.set_points_as_corners(points)
-        return [MorphBars(self.bars, texts, probs, colors), self.chart_line.animate.become(line)]
+        morph = MorphBars(self.bars, texts, probs, colors)
+        return [morph, self.chart_line.animate.become(line)] if self.has_chart else [morph]
 
     def get_answer_mark(self, layer: int) -> VGroup:
         """A line across the streams where the answer becomes top-1 (and stays), and its tag."""
@@ -330,6 +348,8 @@ class ResidualFlow(TraceScene):
         y = self._y_of(layer)
         line = Line([box.x0 - 0.05, y, 0], [box.x1 + 0.05, y, 0], stroke_width=4,
                     color=theme.highlight)
+        if not self.has_chart:
+            return VGroup(line)
         point = self._chart_point(layer)
         tick = Line(point + DOWN * (point[1] - self.chart_box.get_bottom()[1]),
                     point + UP * 0.12, stroke_width=3, color=theme.highlight)

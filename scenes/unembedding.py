@@ -67,13 +67,13 @@ class Unembedding(TraceScene):
         self.remove(self.pipeline)
         token, prob = trace.prediction
         self.caption(
-            f"The model's next-token odds after {shown(trace.tokens.text[-1])}: "
-            f"{shown(trace.token_text(token))} ({prob:.2f}) is its answer."
+            f"The model's next-token odds after {shown(self.token_texts[-1])}: "
+            f"{shown(self.vocab_text(token))} ({prob:.2f}) is its answer."
         )
         k = min(self.n_bars, trace.output.top_ids.shape[-1],
                 int(self.content.height // 0.62))
         ids, probs = trace.output.top_ids[-1, :k], trace.output.top_probs[-1, :k]
-        texts = [trace.token_text(i) for i in ids]
+        texts = [self.vocab_text(i) for i in ids]
         width = min(self.content.width, 10.0)
         bars = ProbBars(
             texts, np.zeros(k), self.theme, bar_width=width - 3.6, name_width=2.2,
@@ -96,7 +96,7 @@ class Unembedding(TraceScene):
         skipped = f" ─ marks {left_out} layers left out." if left_out > 0 else ""
         self.caption(
             f"Logit lens: each layer's top-1 token, shaded by probability.{skipped} "
-            f"★ {shown(trace.token_text(token))} is top-1 from here on."
+            f"★ {shown(self.vocab_text(token))} is top-1 from here on."
         )
         table, cells = self.get_table(rows)
         self.play(FadeIn(table[0]), run_time=0.4)  # header row
@@ -117,7 +117,7 @@ class Unembedding(TraceScene):
             style.diverging_rgb(values, style.robust_scale(values), self.theme)[None, :, :],
             1.9, 0.3,
         )
-        token = TokenBox(trace.tokens.text[p], self.token_colors(trace.tokens.ids[p]),
+        token = TokenBox(self.token_texts[p], self.token_colors(trace.tokens.ids[p]),
                          style.MIN_TEXT, self.theme, max_width=2.0)
         first = Group(strip, token.next_to(strip, DOWN, buff=0.15))
         steps = [first]
@@ -171,7 +171,7 @@ class Unembedding(TraceScene):
             y0 -= cell_h
         header.add(center_on(label("layer", style.MIN_TEXT, theme.muted), [x0 - label_w / 2, y0, 0]))
         for c, p in enumerate(positions):
-            head = label(shown(trace.tokens.text[p]), style.MIN_TEXT,
+            head = label(shown(self.token_texts[p]), style.MIN_TEXT,
                          self.token_colors(trace.tokens.ids[p]), max_width=cell_w * 0.92)
             header.add(center_on(head, [x0 + cell_w * (c + 0.5), y0, 0]))
         answer = answer_row(trace)
@@ -193,7 +193,7 @@ class Unembedding(TraceScene):
                 box = Rectangle(width=cell_w * 0.96, height=cell_h * 0.84, stroke_width=0,
                                 fill_color=fill, fill_opacity=1.0)
                 box.move_to([x0 + cell_w * (c + 0.5), y, 0])
-                text = label(shown(trace.token_text(trace.lens.top_ids[row, p, 0])),
+                text = label(shown(self.vocab_text(trace.lens.top_ids[row, p, 0])),
                              style.MIN_TEXT, theme.text_on(fill), max_width=cell_w * 0.9)
                 group.add(box, center_on(text, box.get_center()))
                 row_cells.append(box)

@@ -16,6 +16,7 @@ from manim.utils.exceptions import EndSceneEarlyException
 from mechviz.errors import MechvizError, raise_if_stopped
 from mechviz.io import atomic_write, load_trace
 from mechviz.schema import Trace
+from mechviz.tokens import readable, readable_tokens
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
 from mechviz.visual.text import cap_share, paragraph
@@ -126,6 +127,8 @@ class TraceScene(Scene):
             self.camera.background_opacity = 0.0
         self.trace: Trace = load_trace(self.settings.trace)
         self.token_colors = style.TokenColors(self.trace.tokens.ids, self.theme)
+        # Byte fragments (<0xD0>) read as what they are; see mechviz.tokens.readable_tokens.
+        self.token_texts = readable_tokens(self.trace.tokens.text)
         w, h = config.frame_width, config.frame_height
         self.frame = Box(-w / 2, w / 2, -h / 2, h / 2)
         self.portrait = h > w * 1.05
@@ -139,9 +142,17 @@ class TraceScene(Scene):
         self._title = None
         self._check_beats()
         m = style.BUFF
+        # The caption's room is kept free from the start, so no caption covers the picture.
+        self.caption_lines = 3 if self.frame.width < 1.3 * self.frame.height else 2
+        room = paragraph("Hg\n" * (self.caption_lines - 1) + "Hg", style.BODY_TEXT).height
         self.content = Box(
-            self.frame.x0 + m, self.frame.x1 - m, self.frame.y0 + m + 0.9, self.frame.y1 - m - 0.8
+            self.frame.x0 + m, self.frame.x1 - m, self.frame.y0 + m + room + 0.25,
+            self.frame.y1 - m - 0.8,
         )
+
+    def vocab_text(self, token_id: int) -> str:
+        """A predicted token's text, byte fragments made readable."""
+        return readable(self.trace.token_text(token_id))
 
     # --- beats ------------------------------------------------------------------
     def _check_beats(self) -> None:
@@ -193,7 +204,7 @@ class TraceScene(Scene):
             style.BODY_TEXT,
             self.theme.muted,
             max_width=self.frame.width - 2 * style.BUFF,
-            max_lines=3 if self.portrait else 2,
+            max_lines=self.caption_lines,
         )
         new.to_edge(DOWN, buff=style.BUFF)
         old = self._caption
@@ -206,9 +217,6 @@ class TraceScene(Scene):
             self.play(FadeOut(old), FadeIn(new), run_time=run_time)
         else:
             self.play(FadeIn(new), run_time=run_time)
-        self.content = Box(
-            self.content.x0, self.content.x1, new.get_top()[1] + 0.25, self.content.y1
-        )
 
     def text_report(self) -> list[TextInfo]:
         """Every visible text on screen now: what it says, its size and where it is.

@@ -9,11 +9,13 @@ token is cut with ``…``, a sentence wraps onto more lines.
 from __future__ import annotations
 
 import copy
+import unicodedata
 from functools import lru_cache
 
 import numpy as np
 from manim import Mobject, Text, VGroup
 
+from mechviz.tokens import drawable
 from mechviz.visual import style
 
 _CACHE: dict[tuple[str, float, str, str], Text] = {}
@@ -120,12 +122,17 @@ def measure(text: str, size: float, font: str = style.FONT) -> float:
     if found is None:
         return float(_cached(text, size, font, "NORMAL").width)
     pil, scale = found
+    em = size / 72  # DejaVu's em in scene units; a CJK glyph is about one em wide
     widest = 0.0
     for line in text.split("\n"):
-        if line.strip():
-            box = pil.getbbox(line)  # type: ignore[attr-defined]
-            widest = max(widest, box[2] - box[0])
-    return widest * scale * size
+        wide = sum(unicodedata.east_asian_width(c) in "WF" for c in line)
+        narrow = "".join(c for c in line if unicodedata.east_asian_width(c) not in "WF")
+        width = wide * em
+        if narrow.strip():
+            box = pil.getbbox(narrow)  # type: ignore[attr-defined]
+            width += (box[2] - box[0]) * scale * size
+        widest = max(widest, width)
+    return widest
 
 
 def _cached(text: str, size: float, font: str, weight: str) -> Text:
@@ -134,7 +141,7 @@ def _cached(text: str, size: float, font: str, weight: str) -> Text:
     if mob is None:
         if len(_CACHE) >= _CACHE_LIMIT:
             _CACHE.clear()
-        mob = Text(text, font=font, font_size=size, weight=weight, line_spacing=0.8)
+        mob = Text(drawable(text), font=font, font_size=size, weight=weight, line_spacing=0.8)
         for glyph in mob.family_members_with_points():
             glyph.path_obj = None  # parse state; dropping it makes copies ~3x cheaper
         mob._mv_font_size = float(size)  # what the legibility check reads
