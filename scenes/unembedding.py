@@ -12,6 +12,7 @@ from manim import (
     FadeOut,
     Group,
     Line,
+    Mobject,
     Rectangle,
     RoundedRectangle,
     SurroundingRectangle,
@@ -52,8 +53,8 @@ class Unembedding(TraceScene):
     def show_pipeline(self) -> None:
         trace, m = self.trace, self.trace.model
         self.caption(
-            f"The last position's vector after layer {trace.n_layers - 1} goes through the "
-            f"final norm and W_U ({m.d_model} → {m.d_vocab:,} logits); softmax makes them odds."
+            f"The last vector → final norm → W_U ({m.d_model} → {m.d_vocab:,} logits) → "
+            "softmax: the next-token odds."
         )
         self.pipeline = self.get_pipeline()
         for part in self.pipeline:
@@ -93,10 +94,10 @@ class Unembedding(TraceScene):
         self.play(FadeOut(self.chart), run_time=0.4)
         shown_layers = len(rows) - 1
         left_out = trace.n_layers - (shown_layers - (0 in rows))
-        skipped = f" ─ marks {left_out} layers left out." if left_out > 0 else ""
+        skipped = f"; ─ = {left_out} layers left out" if left_out > 0 else ""
         self.caption(
-            f"Logit lens: each layer's top-1 token, shaded by probability.{skipped} "
-            f"★ {shown(self.vocab_text(token))} is top-1 from here on."
+            f"Logit lens: each layer's top-1, shaded by probability{skipped}; "
+            f"★ {shown(self.vocab_text(token))} top-1 from here on."
         )
         table, cells = self.get_table(rows)
         self.play(FadeIn(table[0]), run_time=0.4)  # header row
@@ -133,16 +134,19 @@ class Unembedding(TraceScene):
             box = RoundedRectangle(corner_radius=0.1, width=max(2.1, words.width + 0.3),
                                    height=1.3, stroke_color=self.theme.muted, stroke_width=1.5)
             steps.append(VGroup(box, words.move_to(box)))
-        parts = Group(*steps).arrange(DOWN if self.portrait else RIGHT, buff=0.75)
-        if parts.width > self.content.width:
-            parts.scale_to_fit_width(self.content.width)
-        parts.move_to(self.content.center)
-        arrows = [
-            Arrow(a.get_bottom() if self.portrait else a.get_right(),
-                  b.get_top() if self.portrait else b.get_left(),
-                  buff=0.08, stroke_width=3, color=self.theme.muted)
-            for a, b in zip(steps, steps[1:])
-        ]
+        box = self.content
+        row_width = sum(step.width for step in steps) + 0.75 * 3
+        column_height = sum(step.height for step in steps) + 0.55 * 3
+        if row_width <= box.width:
+            Group(*steps).arrange(RIGHT, buff=0.75)
+        elif column_height <= box.height:
+            Group(*steps).arrange(DOWN, buff=0.55)
+        else:  # a U: the vector -> norm, down to W_U, back to softmax
+            Group(steps[0], steps[1]).arrange(RIGHT, buff=0.9)
+            steps[2].next_to(steps[1], DOWN, buff=0.6)
+            steps[3].next_to(steps[2], LEFT, buff=0.9)
+        Group(*steps).move_to(box.center)
+        arrows = [_arrow(a, b, self.theme.muted) for a, b in zip(steps, steps[1:])]
         out = Group(steps[0])
         for arrow, step in zip(arrows, steps[1:]):
             out.add(VGroup(arrow, step))
@@ -200,6 +204,17 @@ class Unembedding(TraceScene):
             out.append(group)
             cells.append(row_cells)
         return VGroup(*out), cells
+
+
+def _arrow(a: Mobject, b: Mobject, color: object) -> Arrow:
+    """An arrow from ``a``'s edge to ``b``'s, along the axis that separates them."""
+    d = b.get_center() - a.get_center()
+    if abs(d[0]) >= abs(d[1]):
+        side = RIGHT if d[0] > 0 else LEFT
+    else:
+        side = DOWN if d[1] < 0 else UP
+    return Arrow(a.get_critical_point(side), b.get_critical_point(-side), buff=0.08,
+                 stroke_width=3, color=color)
 
 
 __all__ = ["Unembedding"]

@@ -19,7 +19,7 @@ from mechviz.schema import Trace
 from mechviz.tokens import readable, readable_tokens
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
-from mechviz.visual.text import cap_share, paragraph
+from mechviz.visual.text import block_height, cap_share, paragraph
 
 
 @dataclass
@@ -144,7 +144,7 @@ class TraceScene(Scene):
         m = style.BUFF
         # The caption's room is kept free from the start, so no caption covers the picture.
         self.caption_lines = 3 if self.frame.width < 1.3 * self.frame.height else 2
-        room = paragraph("Hg\n" * (self.caption_lines - 1) + "Hg", style.BODY_TEXT).height
+        room = block_height(self.caption_lines, style.BODY_TEXT)
         self.content = Box(
             self.frame.x0 + m, self.frame.x1 - m, self.frame.y0 + m + room + 0.25,
             self.frame.y1 - m - 0.8,
@@ -166,11 +166,16 @@ class TraceScene(Scene):
                 f"{type(self).__name__} has no beat {unknown[0]!r}; its beats are {names}."
             )
 
+    def beat_name(self, name: str) -> str:
+        """The beat's full name (``Chapter.beat`` inside a Story)."""
+        return getattr(self, "_prefix", "") + name
+
     @contextlib.contextmanager
     def beat(self, name: str) -> Iterator[None]:
         """Run one beat; it draws frames only when the settings select it."""
-        if name not in self.beats:
+        if name not in type(self).beats:
             raise KeyError(f"{type(self).__name__}.beats does not name {name!r}")
+        name = self.beat_name(name)
         wanted = self.settings.beats
         if wanted is not None and set(wanted) <= self._done:
             raise EndSceneEarlyException()  # every chosen beat is drawn: end here
@@ -258,7 +263,14 @@ class TraceScene(Scene):
                 kwargs["run_time"] = max(times) / speed
         super().play(*args, **kwargs)
         if not (self._skipping or config.save_last_frame):
-            self.clock += self.duration
+            # The clock counts frames as Manim writes them: a still wait keeps
+            # floor(t * fps) frames, an animation one per 1/fps step from 0.
+            fps = config.frame_rate
+            if self.animations and self.is_current_animation_frozen_frame():
+                frames = int(self.duration / (1 / fps))
+            else:
+                frames = len(np.arange(0, self.duration, 1 / fps))
+            self.clock += frames / fps
 
     def tear_down(self) -> None:
         """Hold the finished picture, fade back for a loop, write the captions."""

@@ -245,3 +245,8 @@ def _digit_glyphs(size: float) -> tuple[dict[str, Mobject], float, dict[str, flo
         glyphs[char] = glyph
         offsets[char] = glyph.get_center()[0] - ref.submobjects[0].get_center()[0] - i * advance
     return glyphs, float(advance), offsets
+
+
+def block_height(lines: int, size: float = style.BODY_TEXT, font: str = style.FONT) -> float:
+    """Height of a :func:`paragraph` of ``lines`` lines at ``size``, in scene units."""
+    return float(_cached("\n".join(["Hg"] * lines), size, font, "NORMAL").height)
