@@ -203,3 +203,66 @@ def test_transparent_png_has_alpha_and_light_theme_is_light(tmp_path: Path) -> N
     rgb = np.asarray(Image.open(light).convert("RGB")).astype(int)
     assert rgb.shape == (854, 480, 3)
     assert rgb.mean() > 180  # a light background
+
+
+def cli(*args: str, cwd: Path):  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "mechviz", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def test_list_beats_and_story(tmp_path: Path) -> None:
+    result = cli("scene", "Unembedding", "--list-beats", cwd=tmp_path)
+    assert result.returncode == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["pipeline", "bars", "lens"]
+    story = cli("scene", "Story", "--list-beats", cwd=tmp_path)
+    names = [line.split()[0] for line in story.stdout.splitlines()]
+    assert names[0] == "Embedding.prompt" and names[-1] == "Unembedding.lens"
+    assert not list(tmp_path.iterdir())  # listing writes nothing
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--beats", "nope", "--format", "png"], "its beats are"),
+        (["--transparent", "--format", "gif"], "cannot keep a transparent"),
+        (["--transparent", "--format", "mp4"], "cannot keep a transparent"),
+        (["--gif-width", "300", "--format", "mp4"], "apply to GIFs"),
+        (["--aspect", "3:2"], "'3:2' is not one of"),
+        (["--theme", "sepia"], "'sepia' is not one of"),
+        (["--layers", "0,99"], "out of range"),
+        (["--layers", "a,b"], "comma-separated"),
+        (["--query", "3"], "Attention scene only"),
+    ],
+)
+def test_scene_option_errors_are_one_sentence(args: list[str], needle: str, tmp_path: Path) -> None:
+    result = cli("scene", "Unembedding", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert needle in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_gif_budget_and_width_through_the_cli(tmp_path: Path) -> None:
+    result = cli(
+        "scene", "Unembedding", "--beats", "bars", "--speed", "3", "--hold", "0.3",
+        "--gif-width", "400", "--max-mb", "0.2", "--aspect", "1:1", "--captions",
+        "-o", "u.gif", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "u.gif"
+    assert out.stat().st_size <= 200_000
+    with Image.open(out) as gif:
+        assert gif.size[0] <= 400 and gif.size[0] == gif.size[1]
+        assert gif.info.get("loop") == 0
+    assert (tmp_path / "u.srt").read_text().startswith("1\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.gif", "u.srt"]
+
+
+def test_heads_command_lists_direct_effect_heads(tmp_path: Path) -> None:
+    result = cli("heads", str(MARY), "-c", "direct", "-n", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "direct effect" in result.stdout and result.stdout.count("Mary") >= 3

@@ -35,6 +35,7 @@ def test_scenes_lists_every_scene_with_one_line() -> None:
         "ResidualFlow",
         "Attention",
         "Unembedding",
+        "Story",
     ]
 
 
