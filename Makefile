@@ -31,7 +31,7 @@ demo: $(VENV)/.installed
 gallery: $(VENV)/.installed
 	for s in $(SCENES); do $(VENV)/bin/mechviz scene $$s --format png -o docs/$$s.png || exit 1; done
 	$(VENV)/bin/mechviz scene Unembedding --beats bars,lens --gif-width 640 --max-mb 1 -o docs/Unembedding.gif
-	$(VENV)/bin/mechviz scene ResidualFlow --aspect 9:16 --beats rise,prediction --gif-width 360 --max-mb 1.5 -o docs/ResidualFlow-9x16.gif
+	$(VENV)/bin/mechviz scene ResidualFlow --aspect 9:16 --beats rise --gif-width 360 --max-mb 2.1 -o docs/ResidualFlow-9x16.gif
 	$(VENV)/bin/mechviz scene Attention --aspect 1:1 --beats arcs --gif-width 480 --max-mb 1 -o docs/Attention-1x1.gif
 	$(VENV)/bin/mechviz scene Embedding --aspect 4:5 --beats tokens,ids,rows --gif-width 400 --max-mb 1 -o docs/Embedding-4x5.gif
 
