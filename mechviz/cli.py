@@ -184,42 +184,89 @@ def scene_options(func):  # type: ignore[no-untyped-def]
     from mechviz.visual.settings import ASPECTS
 
     options = [
-        click.option("--aspect", default="16:9", show_default=True, type=click.Choice(list(ASPECTS)),
-                     help="Frame shape; the layout re-flows for it."),
-        click.option("--theme", default="dark", show_default=True,
-                     type=click.Choice(["dark", "light"])),
-        click.option("--transparent", is_flag=True,
-                     help="No background: PNG with alpha, or a mov/webm video with alpha."),
-        click.option("--fps", type=click.FloatRange(1, 120), default=None,
-                     help="Frames per second [default: 15, 30, 60, 60 by --quality]."),
-        click.option("--gif-width", type=click.IntRange(64, 7680), default=None,
-                     help="GIF: scale down to this many pixels wide."),
-        click.option("--max-mb", type=click.FloatRange(0.05, 1000), default=None,
-                     help="GIF: lower the frame rate, then the width, until it fits."),
-        click.option("--beats", default=None, metavar="A,B",
-                     help="Render only these beats (see --list-beats)."),
+        click.option(
+            "--aspect",
+            default="16:9",
+            show_default=True,
+            type=click.Choice(list(ASPECTS)),
+            help="Frame shape; the layout re-flows for it.",
+        ),
+        click.option(
+            "--theme", default="dark", show_default=True, type=click.Choice(["dark", "light"])
+        ),
+        click.option(
+            "--transparent",
+            is_flag=True,
+            help="No background: PNG with alpha, or a mov/webm video with alpha.",
+        ),
+        click.option(
+            "--fps",
+            type=click.FloatRange(1, 120),
+            default=None,
+            help="Frames per second [default: 15, 30, 60, 60 by --quality].",
+        ),
+        click.option(
+            "--gif-width",
+            type=click.IntRange(64, 7680),
+            default=None,
+            help="GIF: scale down to this many pixels wide.",
+        ),
+        click.option(
+            "--max-mb",
+            type=click.FloatRange(0.05, 1000),
+            default=None,
+            help="GIF: lower the frame rate, then the width, until it fits.",
+        ),
+        click.option(
+            "--beats",
+            default=None,
+            metavar="A,B",
+            help="Render only these beats (see --list-beats).",
+        ),
         click.option("--list-beats", is_flag=True, help="Print the scene's beats and exit."),
-        click.option("--speed", type=click.FloatRange(0.05, 100), default=1.0, show_default=True,
-                     help="Play faster (2) or slower (0.5)."),
-        click.option("--hold", type=click.FloatRange(0, 100), default=None,
-                     help="Seconds to hold the last picture [default: 1.5]."),
-        click.option("--captions", is_flag=True,
-                     help="Also write an SRT beside the video: one cue per beat."),
+        click.option(
+            "--speed",
+            type=click.FloatRange(0.05, 100),
+            default=1.0,
+            show_default=True,
+            help="Play faster (2) or slower (0.5).",
+        ),
+        click.option(
+            "--hold",
+            type=click.FloatRange(0, 100),
+            default=None,
+            help="Seconds to hold the last picture [default: 1.5].",
+        ),
+        click.option(
+            "--captions", is_flag=True, help="Also write an SRT beside the video: one cue per beat."
+        ),
         click.option("--layer", type=int, default=None, help="Attention: the layer to show."),
         click.option("--head", type=int, default=None, help="Attention: the head to show."),
-        click.option("--query", type=int, default=None,
-                     help="Attention: the query position whose arcs are drawn [default: last]."),
-        click.option("--layers", default=None, metavar="L1,L2",
-                     help="Unembedding: lens-table layers (the embedding, the last layer and "
-                     "the answer's layer are always shown)."),
+        click.option(
+            "--query",
+            type=int,
+            default=None,
+            help="Attention: the query position whose arcs are drawn [default: last].",
+        ),
+        click.option(
+            "--layers",
+            default=None,
+            metavar="L1,L2",
+            help="Unembedding: lens-table layers (the embedding, the last layer and "
+            "the answer's layer are always shown).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-SCENE_ONLY = {"layer": "Attention", "head": "Attention", "query": "Attention",
-              "layers": "Unembedding"}
+SCENE_ONLY = {
+    "layer": "Attention",
+    "head": "Attention",
+    "query": "Attention",
+    "layers": "Unembedding",
+}
 
 
 @main.command()
@@ -365,8 +412,16 @@ def scene(
         start = time.perf_counter()
         notes: list[str] = []
         written = render_scene(
-            n, settings, quality, fmt, path, progress=sys.stderr.isatty(),
-            make_parents=make_parents, gif=gif, notes=notes, captions=look["captions"],
+            n,
+            settings,
+            quality,
+            fmt,
+            path,
+            progress=sys.stderr.isatty(),
+            make_parents=make_parents,
+            gif=gif,
+            notes=notes,
+            captions=look["captions"],
         )
         for note in notes:
             say(note)
@@ -378,8 +433,21 @@ def scene(
 
 
 _SCENE_KEYS = {
-    "aspect", "theme", "transparent", "fps", "gif_width", "max_mb", "beats", "list_beats",
-    "speed", "hold", "captions", "layer", "head", "query", "layers",
+    "aspect",
+    "theme",
+    "transparent",
+    "fps",
+    "gif_width",
+    "max_mb",
+    "beats",
+    "list_beats",
+    "speed",
+    "hold",
+    "captions",
+    "layer",
+    "head",
+    "query",
+    "layers",
 }
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from mechviz.errors import MechvizError
 from mechviz.schema import Trace
 

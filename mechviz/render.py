@@ -28,6 +28,7 @@ class GifOptions:
         width: Pixel width of the GIF (default: the render's).
         max_mb: Largest size in MB (10^6 bytes): lower the frame rate, then the
             width, until the GIF fits.
+
     """
 
     fps: float | None = None
@@ -79,6 +80,7 @@ def render_scene(
         gif: Frame rate, width and size budget of a GIF.
         notes: Lines for the user (what the GIF budget chose) are appended here.
         captions: Also write ``output`` with the suffix ``.srt``: one cue per beat.
+
     """
     from manim import tempconfig
 
@@ -147,7 +149,8 @@ def render_scene(
             )
             if notes is not None and len(result.attempts) > 1:
                 tried = ", ".join(
-                    f"{fps:g} fps x {w} px = {size / 1e6:.1f} MB" for fps, w, size in result.attempts
+                    f"{fps:g} fps x {w} px = {size / 1e6:.1f} MB"
+                    for fps, w, size in result.attempts
                 )
                 notes.append(
                     f"GIF budget {options.max_mb:g} MB: chose {result.fps:g} fps at "

@@ -9,11 +9,9 @@ from manim import (
     RIGHT,
     UP,
     FadeIn,
-    FadeOut,
     Group,
     Line,
     Rectangle,
-    SurroundingRectangle,
     VGroup,
     VMobject,
 )
@@ -68,8 +66,11 @@ class ResidualFlow(TraceScene):
         self.stream_box = self.get_stream_box()
         streams = self.get_streams()
         self.cover = Rectangle(
-            width=self.stream_box.width + 0.1, height=self.stream_box.height + 0.04,
-            stroke_width=0, fill_color=self.theme.background, fill_opacity=1.0,
+            width=self.stream_box.width + 0.1,
+            height=self.stream_box.height + 0.04,
+            stroke_width=0,
+            fill_color=self.theme.background,
+            fill_opacity=1.0,
         ).move_to(self.stream_box.center)
         if self.settings.transparent:
             self.cover.set_fill(opacity=0.0)
@@ -94,7 +95,8 @@ class ResidualFlow(TraceScene):
         self.marker = Line(
             [self.stream_box.x0 - 0.05, self._y_of(None), 0],
             [self.stream_box.x1 + 0.05, self._y_of(None), 0],
-            stroke_width=2, color=self.theme.foreground,
+            stroke_width=2,
+            color=self.theme.foreground,
         )
         self.add(self.marker)
         self.answer_mark = None
@@ -120,7 +122,9 @@ class ResidualFlow(TraceScene):
         row = answer_row(trace)
         where = "the embedding" if row == 0 else f"layer {row - 1}"
         marks, note = self.get_write_marks()
-        self.caption(f"{shown(self.vocab_text(token))} ({prob:.2f}) is top-1 from {where} on. {note}")
+        self.caption(
+            f"{shown(self.vocab_text(token))} ({prob:.2f}) is top-1 from {where} on. {note}"
+        )
         self.play(FadeIn(marks), run_time=0.6)
 
     # --- layout -----------------------------------------------------------------------
@@ -148,7 +152,7 @@ class ResidualFlow(TraceScene):
 
     def label_height(self) -> float:
         texts = [shown(self.token_texts[i]) for i in range(self.trace.n_positions)]
-        longest = max(label(t, style.MIN_TEXT).width for t in texts[-self.n_columns():])
+        longest = max(label(t, style.MIN_TEXT).width for t in texts[-self.n_columns() :])
         column = (self.panel.width - 0.75) / self.n_columns()  # before stream_box exists
         return 0.5 if longest <= column * 0.95 else min(1.6, longest + 0.2)
 
@@ -226,12 +230,18 @@ class ResidualFlow(TraceScene):
     def get_legend(self) -> VGroup:
         """Swatches for the two kinds of write, above the streams."""
         items = VGroup()
-        for color, text in ((self.theme.attention, "attention write"),
-                            (self.theme.mlp, "MLP write")):
-            swatch = Rectangle(width=0.35, height=0.2, stroke_width=0, fill_color=color,
-                               fill_opacity=1)
-            items.add(VGroup(swatch, label(text, style.MIN_TEXT, self.theme.muted)).arrange(
-                RIGHT, buff=0.12))
+        for color, text in (
+            (self.theme.attention, "attention write"),
+            (self.theme.mlp, "MLP write"),
+        ):
+            swatch = Rectangle(
+                width=0.35, height=0.2, stroke_width=0, fill_color=color, fill_opacity=1
+            )
+            items.add(
+                VGroup(swatch, label(text, style.MIN_TEXT, self.theme.muted)).arrange(
+                    RIGHT, buff=0.12
+                )
+            )
         items.arrange(RIGHT, buff=0.4)
         box = self.stream_box
         return items.move_to([box.center[0], box.y1 + 0.3, 0])
@@ -246,8 +256,14 @@ class ResidualFlow(TraceScene):
         self.when = label("embedding", style.BODY_TEXT, theme.foreground)
         texts, probs, colors = self.lens_top(None, k)
         self.bars = ProbBars(
-            texts, probs, theme, bar_width=width - 2.6, name_width=1.7, row_height=0.46,
-            colors=colors, highlight=lambda t: t == self.answer_text,
+            texts,
+            probs,
+            theme,
+            bar_width=width - 2.6,
+            name_width=1.7,
+            row_height=0.46,
+            colors=colors,
+            highlight=lambda t: t == self.answer_text,
         )
         self.counters = self.get_counters()
         self.chart = self.get_chart()
@@ -280,10 +296,12 @@ class ResidualFlow(TraceScene):
         """Live counters: the answer's rank, the lens entropy and the stream's norm."""
         theme = self.theme
         names = [f"rank of {shown(self.answer_text)}", "entropy, bits", "‖resid‖"]
-        rows = VGroup(*[
-            label(n, style.MIN_TEXT, theme.muted, max_width=self.readout_box.width - 1.6)
-            for n in names
-        ]).arrange(DOWN, buff=0.14, aligned_edge=LEFT)
+        rows = VGroup(
+            *[
+                label(n, style.MIN_TEXT, theme.muted, max_width=self.readout_box.width - 1.6)
+                for n in names
+            ]
+        ).arrange(DOWN, buff=0.14, aligned_edge=LEFT)
         self.counter_x = rows.get_right()[0] + 0.3
         self.counter_rows = rows
         values = VGroup(*[Number("0", style.MIN_TEXT) for _ in names])
@@ -299,8 +317,11 @@ class ResidualFlow(TraceScene):
         bits = float(trace.lens.entropy[row, p]) / LN2
         norm = float(trace.resid.norm[0 if layer is None else trace.resid_post(layer), p])
         texts = [f"{rank:,}", f"{bits:.1f}", f"{norm:.0f}"]
-        colors = [theme.highlight if rank == 1 else theme.foreground, theme.foreground,
-                  theme.foreground]
+        colors = [
+            theme.highlight if rank == 1 else theme.foreground,
+            theme.foreground,
+            theme.foreground,
+        ]
         for i, (text, color) in enumerate(list(zip(texts, colors))[: len(self.counter_rows)]):
             number = Number(text, style.MIN_TEXT, color)
             number.move_to(self.counter_rows[i], aligned_edge=DOWN)
@@ -311,10 +332,12 @@ class ResidualFlow(TraceScene):
         """Axes for p(answer) by layer; the line grows as the layers rise."""
         theme = self.theme
         width = min(self.readout_box.width, 5.2)
-        self.chart_box = Rectangle(width=width, height=0.8, stroke_color=theme.faint,
-                                   stroke_width=1.5)
-        title = label(f"p({shown(self.answer_text)}) by layer", style.MIN_TEXT, theme.muted,
-                      max_width=width)
+        self.chart_box = Rectangle(
+            width=width, height=0.8, stroke_color=theme.faint, stroke_width=1.5
+        )
+        title = label(
+            f"p({shown(self.answer_text)}) by layer", style.MIN_TEXT, theme.muted, max_width=width
+        )
         title.next_to(self.chart_box, UP, buff=0.1, aligned_edge=LEFT)
         self.chart_line = VMobject(stroke_color=theme.highlight, stroke_width=4)
         self.chart_line.set_points_as_corners([self._chart_point(None)] * 2)
@@ -346,13 +369,18 @@ class ResidualFlow(TraceScene):
         """A line across the streams where the answer becomes top-1 (and stays), and its tag."""
         theme, box = self.theme, self.stream_box
         y = self._y_of(layer)
-        line = Line([box.x0 - 0.05, y, 0], [box.x1 + 0.05, y, 0], stroke_width=4,
-                    color=theme.highlight)
+        line = Line(
+            [box.x0 - 0.05, y, 0], [box.x1 + 0.05, y, 0], stroke_width=4, color=theme.highlight
+        )
         if not self.has_chart:
             return VGroup(line)
         point = self._chart_point(layer)
-        tick = Line(point + DOWN * (point[1] - self.chart_box.get_bottom()[1]),
-                    point + UP * 0.12, stroke_width=3, color=theme.highlight)
+        tick = Line(
+            point + DOWN * (point[1] - self.chart_box.get_bottom()[1]),
+            point + UP * 0.12,
+            stroke_width=3,
+            color=theme.highlight,
+        )
         return VGroup(line, tick)
 
     def get_write_marks(self) -> tuple[VGroup, str]:
@@ -362,8 +390,10 @@ class ResidualFlow(TraceScene):
         columns = [i for i, p in enumerate(self.positions) if p > 0]
         if not columns:
             return marks, ""
-        for name, values, color in (("attention", trace.blocks.attn_out_norm, theme.attention),
-                                    ("MLP", trace.blocks.mlp_out_norm, theme.mlp)):
+        for name, values, color in (
+            ("attention", trace.blocks.attn_out_norm, theme.attention),
+            ("MLP", trace.blocks.mlp_out_norm, theme.mlp),
+        ):
             sub = values[:, [self.positions[i] for i in columns]]
             layer, j = np.unravel_index(int(sub.argmax()), sub.shape)
             i = columns[j]
@@ -372,8 +402,12 @@ class ResidualFlow(TraceScene):
             box = self.stream_box
             y = box.y0 + box.height * (b + 0.5) / B
             width = box.width / len(self.positions) * 0.84
-            frame = Rectangle(width=width + 0.08, height=max(box.height / B * 3, 0.14),
-                              stroke_color=color, stroke_width=4).move_to([self._x_of(i), y, 0])
+            frame = Rectangle(
+                width=width + 0.08,
+                height=max(box.height / B * 3, 0.14),
+                stroke_color=color,
+                stroke_width=4,
+            ).move_to([self._x_of(i), y, 0])
             marks.add(frame)
         after = " after the first token" if self.positions[0] == 0 else ""
         return marks, f"Framed: the largest attention and MLP writes{after}."

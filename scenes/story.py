@@ -56,7 +56,9 @@ class Story(TraceScene):
         if wanted is not None and not any(b.startswith(prefix) for b in wanted):
             return
         card = label(
-            f"{number}. {chapter.__name__}", style.TITLE_TEXT, self.theme.foreground,
+            f"{number}. {chapter.__name__}",
+            style.TITLE_TEXT,
+            self.theme.foreground,
             max_width=self.frame.width - 1,
         )
         self.play(FadeIn(card), run_time=0.5)

@@ -7,6 +7,7 @@ from manim import (
     DOWN,
     LEFT,
     RIGHT,
+    UP,
     Arrow,
     FadeIn,
     FadeOut,
@@ -51,7 +52,7 @@ class Unembedding(TraceScene):
 
     # --- beats ------------------------------------------------------------------------
     def show_pipeline(self) -> None:
-        trace, m = self.trace, self.trace.model
+        m = self.trace.model
         self.caption(
             f"The last vector → final norm → W_U ({m.d_model} → {m.d_vocab:,} logits) → "
             "softmax: the next-token odds."
@@ -63,21 +64,25 @@ class Unembedding(TraceScene):
 
     def show_bars(self) -> None:
         trace = self.trace
-        self.play(self.pipeline.animate.scale(0.6).to_edge(LEFT, buff=0.1).set_opacity(0.0),
-                  run_time=0.4)
+        self.play(
+            self.pipeline.animate.scale(0.6).to_edge(LEFT, buff=0.1).set_opacity(0.0), run_time=0.4
+        )
         self.remove(self.pipeline)
         token, prob = trace.prediction
         self.caption(
             f"The model's next-token odds after {shown(self.token_texts[-1])}: "
             f"{shown(self.vocab_text(token))} ({prob:.2f}) is its answer."
         )
-        k = min(self.n_bars, trace.output.top_ids.shape[-1],
-                int(self.content.height // 0.62))
+        k = min(self.n_bars, trace.output.top_ids.shape[-1], int(self.content.height // 0.62))
         ids, probs = trace.output.top_ids[-1, :k], trace.output.top_probs[-1, :k]
         texts = [self.vocab_text(i) for i in ids]
         width = min(self.content.width, 10.0)
         bars = ProbBars(
-            texts, np.zeros(k), self.theme, bar_width=width - 3.6, name_width=2.2,
+            texts,
+            np.zeros(k),
+            self.theme,
+            bar_width=width - 3.6,
+            name_width=2.2,
             row_height=min(0.62, self.content.height / k),
         )
         bars.move_to(self.content.center)
@@ -103,8 +108,9 @@ class Unembedding(TraceScene):
         self.play(FadeIn(table[0]), run_time=0.4)  # header row
         for row in table[1:]:
             self.play(FadeIn(row), run_time=0.2)
-        frame = SurroundingRectangle(cells[-1][-1], color=self.theme.highlight, buff=0.03,
-                                     stroke_width=4)
+        frame = SurroundingRectangle(
+            cells[-1][-1], color=self.theme.highlight, buff=0.03, stroke_width=4
+        )
         self.play(FadeIn(frame), run_time=0.5)
         self.table = table
 
@@ -116,10 +122,16 @@ class Unembedding(TraceScene):
         values = trace.resid.pooled[-1, p]
         strip = grid_image(
             style.diverging_rgb(values, style.robust_scale(values), self.theme)[None, :, :],
-            1.9, 0.3,
+            1.9,
+            0.3,
         )
-        token = TokenBox(self.token_texts[p], self.token_colors(trace.tokens.ids[p]),
-                         style.MIN_TEXT, self.theme, max_width=2.0)
+        token = TokenBox(
+            self.token_texts[p],
+            self.token_colors(trace.tokens.ids[p]),
+            style.MIN_TEXT,
+            self.theme,
+            max_width=2.0,
+        )
         first = Group(strip, token.next_to(strip, DOWN, buff=0.15))
         steps = [first]
         for text, note in (
@@ -131,8 +143,13 @@ class Unembedding(TraceScene):
                 label(text, style.BODY_TEXT, self.theme.foreground),
                 label(note, style.MIN_TEXT, self.theme.muted),
             ).arrange(DOWN, buff=0.12)
-            box = RoundedRectangle(corner_radius=0.1, width=max(2.1, words.width + 0.3),
-                                   height=1.3, stroke_color=self.theme.muted, stroke_width=1.5)
+            box = RoundedRectangle(
+                corner_radius=0.1,
+                width=max(2.1, words.width + 0.3),
+                height=1.3,
+                stroke_color=self.theme.muted,
+                stroke_width=1.5,
+            )
             steps.append(VGroup(box, words.move_to(box)))
         box = self.content
         row_width = sum(step.width for step in steps) + 0.75 * 3
@@ -160,7 +177,9 @@ class Unembedding(TraceScene):
         """Header of token columns, then one row per lens row; skipped layers marked."""
         trace, theme = self.trace, self.theme
         label_w = 1.2
-        n_cols = max(1, min(trace.n_positions, int((self.content.width - label_w) // MIN_CELL_WIDTH)))
+        n_cols = max(
+            1, min(trace.n_positions, int((self.content.width - label_w) // MIN_CELL_WIDTH))
+        )
         first = trace.n_positions - n_cols
         positions = range(first, trace.n_positions)
         cell_w = min(2.2, (self.content.width - label_w) / n_cols)
@@ -169,14 +188,21 @@ class Unembedding(TraceScene):
         y0 = self.content.y1 - cell_h / 2
         header = VGroup()
         if first:
-            note = label(f"last {n_cols} of {trace.n_positions} positions", style.MIN_TEXT,
-                         theme.muted)
+            note = label(
+                f"last {n_cols} of {trace.n_positions} positions", style.MIN_TEXT, theme.muted
+            )
             header.add(center_on(note, [x0 + cell_w * n_cols / 2, y0, 0]))
             y0 -= cell_h
-        header.add(center_on(label("layer", style.MIN_TEXT, theme.muted), [x0 - label_w / 2, y0, 0]))
+        header.add(
+            center_on(label("layer", style.MIN_TEXT, theme.muted), [x0 - label_w / 2, y0, 0])
+        )
         for c, p in enumerate(positions):
-            head = label(shown(self.token_texts[p]), style.MIN_TEXT,
-                         self.token_colors(trace.tokens.ids[p]), max_width=cell_w * 0.92)
+            head = label(
+                shown(self.token_texts[p]),
+                style.MIN_TEXT,
+                self.token_colors(trace.tokens.ids[p]),
+                max_width=cell_w * 0.92,
+            )
             header.add(center_on(head, [x0 + cell_w * (c + 0.5), y0, 0]))
         answer = answer_row(trace)
         out, cells = [header], []
@@ -188,17 +214,32 @@ class Unembedding(TraceScene):
             group.add(center_on(label(name, style.MIN_TEXT, color), [x0 - label_w / 2, y, 0]))
             if r > 0 and row - rows[r - 1] > 1:  # layers left out above this row
                 y_line = y + cell_h / 2
-                group.add(Line([x0 - label_w, y_line, 0], [x0 + cell_w * n_cols, y_line, 0],
-                               stroke_width=3, color=theme.muted))
+                group.add(
+                    Line(
+                        [x0 - label_w, y_line, 0],
+                        [x0 + cell_w * n_cols, y_line, 0],
+                        stroke_width=3,
+                        color=theme.muted,
+                    )
+                )
             row_cells = []
             for c, p in enumerate(positions):
                 prob = float(trace.lens.top_probs[row, p, 0])
                 fill = style.prob_color(prob, theme)
-                box = Rectangle(width=cell_w * 0.96, height=cell_h * 0.84, stroke_width=0,
-                                fill_color=fill, fill_opacity=1.0)
+                box = Rectangle(
+                    width=cell_w * 0.96,
+                    height=cell_h * 0.84,
+                    stroke_width=0,
+                    fill_color=fill,
+                    fill_opacity=1.0,
+                )
                 box.move_to([x0 + cell_w * (c + 0.5), y, 0])
-                text = label(shown(self.vocab_text(trace.lens.top_ids[row, p, 0])),
-                             style.MIN_TEXT, theme.text_on(fill), max_width=cell_w * 0.9)
+                text = label(
+                    shown(self.vocab_text(trace.lens.top_ids[row, p, 0])),
+                    style.MIN_TEXT,
+                    theme.text_on(fill),
+                    max_width=cell_w * 0.9,
+                )
                 group.add(box, center_on(text, box.get_center()))
                 row_cells.append(box)
             out.append(group)
@@ -213,8 +254,13 @@ def _arrow(a: Mobject, b: Mobject, color: object) -> Arrow:
         side = RIGHT if d[0] > 0 else LEFT
     else:
         side = DOWN if d[1] < 0 else UP
-    return Arrow(a.get_critical_point(side), b.get_critical_point(-side), buff=0.08,
-                 stroke_width=3, color=color)
+    return Arrow(
+        a.get_critical_point(side),
+        b.get_critical_point(-side),
+        buff=0.08,
+        stroke_width=3,
+        color=color,
+    )
 
 
 __all__ = ["Unembedding"]

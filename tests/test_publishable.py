@@ -56,7 +56,9 @@ def check_legible(scene) -> None:  # type: ignore[no-untyped-def]
     for beat, texts in scene.beat_texts.items():
         assert texts, f"{beat}: no text on screen"
         for t in texts:
-            assert t.share >= style.MIN_SHARE - 1e-3, f"{beat}: {t.text!r} is too small ({t.share:.4f})"
+            assert t.share >= style.MIN_SHARE - 1e-3, (
+                f"{beat}: {t.text!r} is too small ({t.share:.4f})"
+            )
             inside = -w / 2 - 0.01 <= t.x0 and t.x1 <= w / 2 + 0.01
             inside &= -h / 2 - 0.01 <= t.y0 and t.y1 <= h / 2 + 0.01
             assert inside, f"{beat}: {t.text!r} leaves the frame"
@@ -189,7 +191,10 @@ def test_transparent_png_has_alpha_and_light_theme_is_light(tmp_path: Path) -> N
     png = render_scene(
         "Unembedding",
         SceneSettings(trace=example_trace(), transparent=True, beats=("bars",)),
-        "low", "png", tmp_path / "t.png", progress=False,
+        "low",
+        "png",
+        tmp_path / "t.png",
+        progress=False,
     )
     rgba = np.asarray(Image.open(png))
     assert rgba.shape[-1] == 4
@@ -198,7 +203,10 @@ def test_transparent_png_has_alpha_and_light_theme_is_light(tmp_path: Path) -> N
     light = render_scene(
         "Unembedding",
         SceneSettings(trace=example_trace(), theme="light", aspect="9:16"),
-        "low", "png", tmp_path / "l.png", progress=False,
+        "low",
+        "png",
+        tmp_path / "l.png",
+        progress=False,
     )
     rgb = np.asarray(Image.open(light).convert("RGB")).astype(int)
     assert rgb.shape == (854, 480, 3)
@@ -248,9 +256,24 @@ def test_scene_option_errors_are_one_sentence(args: list[str], needle: str, tmp_
 
 def test_gif_budget_and_width_through_the_cli(tmp_path: Path) -> None:
     result = cli(
-        "scene", "Unembedding", "--beats", "bars", "--speed", "3", "--hold", "0.3",
-        "--gif-width", "400", "--max-mb", "0.2", "--aspect", "1:1", "--captions",
-        "-o", "u.gif", cwd=tmp_path,
+        "scene",
+        "Unembedding",
+        "--beats",
+        "bars",
+        "--speed",
+        "3",
+        "--hold",
+        "0.3",
+        "--gif-width",
+        "400",
+        "--max-mb",
+        "0.2",
+        "--aspect",
+        "1:1",
+        "--captions",
+        "-o",
+        "u.gif",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     out = tmp_path / "u.gif"

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from manim import DOWN
 from PIL import Image
 
 from mechviz.io import load_trace

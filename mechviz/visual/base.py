@@ -146,7 +146,9 @@ class TraceScene(Scene):
         self.caption_lines = 3 if self.frame.width < 1.3 * self.frame.height else 2
         room = block_height(self.caption_lines, style.BODY_TEXT)
         self.content = Box(
-            self.frame.x0 + m, self.frame.x1 - m, self.frame.y0 + m + room + 0.25,
+            self.frame.x0 + m,
+            self.frame.x1 - m,
+            self.frame.y0 + m + room + 0.25,
             self.frame.y1 - m - 0.8,
         )
 

@@ -82,6 +82,7 @@ class TokenRow(VGroup):
         colors: One colour per token (use ``style.TokenColors`` so an id keeps its colour).
         max_width: Width to fit; with ``wrap`` the boxes flow onto more lines.
         wrap: Flow onto more lines instead of cutting labels.
+
     """
 
     def __init__(
@@ -184,9 +185,7 @@ class Heatmap(Group):
     ) -> VGroup:
         """A label above every column: upright when it fits the cell, else turned 90°."""
         labels = VGroup()
-        upright = all(
-            label(shown(t), style.MIN_TEXT).width <= self.cell * 0.95 for t in texts
-        )
+        upright = all(label(shown(t), style.MIN_TEXT).width <= self.cell * 0.95 for t in texts)
         for j, (text, color) in enumerate(zip(texts, colors)):
             if upright:
                 col = label(shown(text), style.MIN_TEXT, color)
@@ -205,7 +204,9 @@ class Heatmap(Group):
             return numbers
         for i in range(self.n_rows):
             for j in range(i + 1 if lower_only else self.n_cols):
-                fill = self.image.pixel_array[i, j, :3] if hasattr(self.image, "pixel_array") else None
+                fill = (
+                    self.image.pixel_array[i, j, :3] if hasattr(self.image, "pixel_array") else None
+                )
                 color = self.theme.text_on(fill) if fill is not None else self.theme.foreground
                 number = label(f"{values[i, j]:.2f}", style.MIN_TEXT, color, font=style.MONO)
                 numbers.add(number.move_to(self.cell_center(i, j)))
@@ -240,8 +241,11 @@ class ProbBars(VGroup):
         self.rows = VGroup()
         for i in range(len(texts)):
             track = Rectangle(
-                width=bar_width, height=row_height * 0.62, stroke_color=theme.faint,
-                stroke_width=1, fill_opacity=0,
+                width=bar_width,
+                height=row_height * 0.62,
+                stroke_color=theme.faint,
+                stroke_width=1,
+                fill_opacity=0,
             )
             track.move_to(DOWN * i * row_height + RIGHT * (name_width + 0.15 + bar_width / 2))
             self.rows.add(VGroup(VGroup(), Rectangle(), VGroup(), track))
@@ -263,14 +267,18 @@ class ProbBars(VGroup):
             strong = self.highlight(text) if self.highlight else i == 0
             color = theme.highlight if strong else theme.prob
             name = label(
-                shown(text), self.font_size,
+                shown(text),
+                self.font_size,
                 colors[i] if colors is not None else theme.foreground,
                 max_width=self.name_width,
             )
             center_on(name, track.get_left() + LEFT * (0.15 + name.width / 2))
             bar = Rectangle(
-                width=max(self.bar_width * p, 0.02), height=track.height, stroke_width=0,
-                fill_color=color, fill_opacity=0.95,
+                width=max(self.bar_width * p, 0.02),
+                height=track.height,
+                stroke_width=0,
+                fill_color=color,
+                fill_opacity=0.95,
             ).move_to(track.get_left(), aligned_edge=LEFT)
             value = Number(f"{p:.2f}", self.font_size, theme.muted)
             value.next_to(track, RIGHT, buff=0.12)

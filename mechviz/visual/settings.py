@@ -44,6 +44,7 @@ class SceneSettings:
         hold: Seconds the last picture is held (default :data:`DEFAULT_HOLD`).
         fade: End with a short fade back to the empty frame (for looping GIFs).
         captions: Write an SRT file here: one cue per beat, timed to the render.
+
     """
 
     trace: Path

@@ -53,6 +53,7 @@ class Theme:
         mlp: MLP writes.
         highlight: What the beat is about (the answer, the chosen head).
         tokens: Token palette; a token id keeps its colour in every scene.
+
     """
 
     name: str

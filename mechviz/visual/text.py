@@ -47,6 +47,7 @@ def label(
         weight: Pango weight, ``"NORMAL"`` or ``"BOLD"``.
         max_width: Width in scene units to fit: shrink to ``style.MIN_TEXT`` at most,
             then cut the end with ``…``.
+
     """
     if max_width is not None:
         smallest = min(size, max(style.MIN_TEXT, size * 0.85))
