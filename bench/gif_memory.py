@@ -37,7 +37,7 @@ def vm(field: str) -> int:
 
 
 def old_mp4_to_gif(source: Path, target: Path) -> None:
-    """``mechviz.render.mp4_to_gif``, or (once it is gone) a frozen copy of it."""
+    """The removed ``mechviz.render.mp4_to_gif`` (one filter graph), frozen here to compare."""
     import mechviz.render
 
     convert = getattr(mechviz.render, "mp4_to_gif", None)
