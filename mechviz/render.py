@@ -17,6 +17,8 @@ from mechviz.visual.settings import QUALITIES, SceneSettings, pixel_size
 
 FORMATS = ("gif", "mp4", "png", "mov", "webm")
 ALPHA_FORMATS = ("png", "mov", "webm")  # formats that keep a transparent background
+ENCODER_MP4 = {"crf": "23", "preset": "veryfast"}  # measured in bench/render_bench.py
+ENCODER_GIF_INTERMEDIATE = {"crf": "12", "preset": "ultrafast"}
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,13 @@ def render_scene(
             settings = replace(settings, captions=media / "captions.srt")
         if fmt in ("mov", "webm"):
             config["format"] = fmt
+        elif fmt in ("mp4", "gif"):
+            # x264's veryfast preset: on these flat-coloured frames about 20% less
+            # CPU than the default (medium) and files no larger. A GIF's
+            # intermediate video is only decoded once more: fastest, near lossless.
+            config["video_encoder_options"] = (
+                ENCODER_MP4 if fmt == "mp4" else ENCODER_GIF_INTERMEDIATE
+            )
         from mechviz.visual import settings as scene_settings
 
         with tempconfig(config), scene_settings.use(settings):

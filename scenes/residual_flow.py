@@ -21,7 +21,8 @@ from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.mobjects import MorphBars, ProbBars, grid_image
-from mechviz.visual.text import Number, center_on, label
+from mechviz.visual.text import Number, center_on, label, numbered
+from mechviz.visual.text import number as cached_number
 
 WRITE_COLS = 28  # pixels of the write-size bars beside each stream
 GAP_COLS = 4
@@ -323,7 +324,7 @@ class ResidualFlow(TraceScene):
             theme.foreground,
         ]
         for i, (text, color) in enumerate(list(zip(texts, colors))[: len(self.counter_rows)]):
-            number = Number(text, style.MIN_TEXT, color)
+            number = cached_number(text, style.MIN_TEXT, color)
             number.move_to(self.counter_rows[i], aligned_edge=DOWN)
             number.set_x(self.counter_rows.get_right()[0] + 0.3 + number.width / 2)
             self.counter_values.submobjects[i] = number
@@ -354,10 +355,11 @@ class ResidualFlow(TraceScene):
         """Animations that move the readout from the previous layer to ``layer``."""
         k = len(self.bars.rows)
         texts, probs, colors = self.lens_top(layer, k)
-        when = label(f"after layer {layer}", style.BODY_TEXT, self.theme.foreground)
+        when = numbered("after layer", str(layer), style.BODY_TEXT, self.theme.foreground)
         when.move_to(self.when, aligned_edge=LEFT)
-        self.when.become(when)
-        self.when.text = when.text
+        parts = self.readout.submobjects
+        parts[parts.index(self.when)] = when
+        self.when = when
         self.set_counters(layer)
         points = [self._chart_point(None)] + [self._chart_point(i) for i in range(layer + 1)]
         line = VMobject(stroke_color=self.theme.highlight, stroke_width=4)

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from manim import DOWN, LEFT, UP, FadeIn, FadeOut, Scene, Text, config
+from manim import (
+    DOWN,
+    LEFT,
+    UP,
+    Animation,
+    AnimationGroup,
+    FadeIn,
+    FadeOut,
+    Mobject,
+    Rectangle,
+    Scene,
+    Text,
+    config,
+)
 from manim.utils.exceptions import EndSceneEarlyException
+from manim.utils.family import extract_mobject_family_members
+from manim.utils.iterables import list_update
 
 from mechviz.errors import MechvizError, raise_if_stopped
 from mechviz.io import atomic_write, load_trace
@@ -121,6 +137,7 @@ class TraceScene(Scene):
         super().__init__(*args, **kwargs)
 
     def setup(self) -> None:
+        self._keep_static_frame()
         self.theme = style.get_theme(self.settings.theme)
         self.camera.background_color = self.theme.background
         if self.settings.transparent:
@@ -202,7 +219,42 @@ class TraceScene(Scene):
         self._title = title
         top = title.get_bottom()[1] - 0.25
         self.content = Box(self.content.x0, self.content.x1, self.content.y0, top)
-        self.play(FadeIn(title), run_time=run_time)
+        self.swap_text(None, title, run_time=run_time)
+
+    def swap_text(self, old: Mobject | None, new: Mobject | None, run_time: float = 0.4) -> None:
+        """Fade ``old`` out and ``new`` in, in a place of their own (title, caption).
+
+        A veil of the background's colour fades in over ``old`` and out over
+        ``new``: one rectangle changes per frame instead of every glyph (a
+        caption has hundreds). With a transparent background it cross-fades.
+        """
+        if self.settings.transparent:
+            fades = [FadeOut(old)] if old is not None else []
+            fades += [FadeIn(new)] if new is not None else []
+            if fades:
+                self.play(*fades, run_time=run_time)
+            return
+        boxes = [_bounds(m, 0.05) for m in (old, new) if m is not None]
+        area = _union(boxes)
+        if area is None:
+            return
+        veil = Rectangle(
+            width=area[1] - area[0],
+            height=area[3] - area[2],
+            stroke_width=0,
+            fill_color=self.theme.background,
+            fill_opacity=0.0 if old is not None else 1.0,
+        ).move_to([(area[0] + area[1]) / 2, (area[2] + area[3]) / 2, 0])
+        if old is not None:
+            self.add(veil)
+            self.play(veil.animate.set_fill(opacity=1.0), run_time=run_time / 2)
+            self.remove(old)
+        if new is not None:
+            self.remove(veil)
+            self.add(new, veil)
+            half = run_time / 2 if old is not None else run_time
+            self.play(veil.animate.set_fill(opacity=0.0), run_time=half)
+        self.remove(veil)
 
     def caption(self, text: str, run_time: float = 0.4) -> None:
         """Say what the picture shows, at the bottom of the frame; one SRT cue per caption."""
@@ -220,10 +272,7 @@ class TraceScene(Scene):
             if cue.end < 0:
                 cue.end = self.clock
         self.cues.append(Cue(self._beat or "", text, self.clock, -1.0))
-        if old is not None:
-            self.play(FadeOut(old), FadeIn(new), run_time=run_time)
-        else:
-            self.play(FadeIn(new), run_time=run_time)
+        self.swap_text(old, new, run_time=run_time)
 
     def text_report(self) -> list[TextInfo]:
         """Every visible text on screen now: what it says, its size and where it is.
@@ -274,6 +323,98 @@ class TraceScene(Scene):
                 frames = len(np.arange(0, self.duration, 1 / fps))
             self.clock += frames / fps
 
+    def _keep_static_frame(self) -> None:
+        """Reuse the still background between animations, as far as it has not changed.
+
+        Manim redraws every still mobject at the start of every ``play``; a
+        scene of many short steps (ResidualFlow's 30 layers) over large images
+        spends most of its time there. Here the background keeps a snapshot
+        after the still mobjects that did not change between the last two
+        animations (points, colours, pixels), and redraws only those after it.
+        """
+        renderer = self.renderer
+        if not hasattr(renderer, "save_static_frame_data"):  # not the Cairo renderer
+            return
+        camera = renderer.camera
+        kept: dict[str, Any] = {"keys": [], "snap": None, "at": 0}
+
+        def save(scene: Scene, static_mobjects: Iterable[Mobject]) -> Any:
+            mobjects = list(static_mobjects)
+            renderer.static_image = None
+            if not mobjects:
+                return None
+            keys = [_mob_key(m) for m in mobjects]
+            same = 0
+            for old, new in zip(kept["keys"], keys):
+                if old != new:
+                    break
+                same += 1
+            start = kept["at"] if kept["snap"] is not None and same >= kept["at"] else 0
+            if start:
+                camera.set_frame_to_background(kept["snap"])
+            else:
+                camera.reset()
+                kept["snap"], kept["at"] = None, 0
+            if same > start:  # a longer stable run: snapshot after it
+                camera.capture_mobjects(mobjects[start:same])
+                kept["snap"], kept["at"] = camera.pixel_array.copy(), same
+                start = same
+            camera.capture_mobjects(mobjects[start:])
+            kept["keys"] = keys
+            renderer.static_image = renderer.get_frame()
+            return renderer.static_image
+
+        renderer.save_static_frame_data = save
+
+    def get_moving_and_static_mobjects(
+        self, animations: Iterable[Animation]
+    ) -> tuple[list[Mobject], list[Mobject]]:
+        """Split what is drawn into a still background and what is redrawn per frame.
+
+        Manim puts in the still background only the mobjects drawn before the
+        first moving one, so a caption or a label added late is redrawn on
+        every frame. Here every still piece goes into the background unless a
+        piece drawn below it moves or stays in front over its area (then
+        drawing it early would change the picture). Areas of moving pieces are
+        those of their animation's start and target, so this holds for
+        animations that move things between the two (all of ours).
+        """
+        camera = self.renderer.camera
+        everything = extract_mobject_family_members(
+            list_update(self.mobjects, self.foreground_mobjects),
+            use_z_index=camera.use_z_index,
+            only_those_with_points=True,
+        )
+        whole = (-math.inf, math.inf, -math.inf, math.inf)
+        area_of: dict[int, tuple[float, float, float, float]] = {}
+        for anim in _flatten(list(animations)):
+            parts = [anim.mobject, getattr(anim, "target_mobject", None)]
+            parts = [p for p in parts if isinstance(p, Mobject)]
+            shift = getattr(anim, "shift_vector", None)  # FadeIn(shift=...) starts off to a side
+            margin = 0.1 + (float(np.linalg.norm(shift)) if shift is not None else 0.0)
+            scale = float(getattr(anim, "scale_factor", 1.0) or 1.0)  # FadeIn(scale=...)
+            if scale > 1 and parts:
+                margin += (scale - 1) * max(parts[0].width, parts[0].height)
+            box = _union([_bounds(p, margin) for p in parts]) or whole
+            for part in parts:
+                for m in part.get_family():
+                    area_of[id(m)] = _union([area_of.get(id(m)), box])
+        for mob in list_update(self.mobjects, self.foreground_mobjects):
+            for m in mob.get_family():
+                if m.updaters or mob in self.foreground_mobjects:
+                    for sub in m.get_family():
+                        area_of[id(sub)] = whole
+        static, moving, in_front = [], [], []
+        for mob in everything:
+            moves = [area_of[id(m)] for m in mob.get_family() if id(m) in area_of]
+            area = _union(moves) if moves else _bounds(mob) or whole
+            if not moves and not any(_overlap(area, other) for other in in_front):
+                static.append(mob)
+            else:
+                moving.append(mob)
+                in_front.append(area)
+        return moving, static
+
     def tear_down(self) -> None:
         """Hold the finished picture, fade back for a loop, write the captions."""
         self._skipping = False
@@ -288,6 +429,55 @@ class TraceScene(Scene):
                 cue.end = self.clock
         if self.settings.captions is not None:
             write_srt(self.cues, self.settings.captions)
+
+
+def _mob_key(mob: Mobject) -> bytes:
+    """A digest of what a still mobject draws: identity, points, colours, pixels."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(id(mob).to_bytes(8, "little"))
+    for name in ("points", "fill_rgbas", "stroke_rgbas", "background_stroke_rgbas", "pixel_array"):
+        array = getattr(mob, name, None)
+        if isinstance(array, np.ndarray):
+            digest.update(array.tobytes())
+    extra = (type(mob).__name__, getattr(mob, "stroke_width", None), mob.z_index)
+    digest.update(repr(extra).encode())
+    return digest.digest()
+
+
+def _flatten(animations: list[Animation]) -> Iterator[Animation]:
+    for anim in animations:
+        yield anim
+        if isinstance(anim, AnimationGroup):
+            yield from _flatten(list(anim.animations))
+
+
+def _bounds(mob: Mobject, margin: float = 0.1) -> tuple[float, float, float, float] | None:
+    """``(x0, x1, y0, y1)`` of ``mob``'s points, grown by ``margin``; ``None`` if none.
+
+    Bezier handles are included, so the box holds the curves.
+    """
+    points = [m.points for m in mob.get_family() if len(m.points)]
+    if not points:
+        return None
+    lo = np.min([p[:, :2].min(axis=0) for p in points], axis=0)
+    hi = np.max([p[:, :2].max(axis=0) for p in points], axis=0)
+    return (lo[0] - margin, hi[0] + margin, lo[1] - margin, hi[1] + margin)
+
+
+def _union(boxes: list) -> tuple[float, float, float, float] | None:
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return (
+        min(b[0] for b in boxes),
+        max(b[1] for b in boxes),
+        min(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
 
 
 def srt_time(seconds: float) -> str:

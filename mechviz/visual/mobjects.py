@@ -28,7 +28,7 @@ from manim.constants import RESAMPLING_ALGORITHMS
 from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.style import DARK, Theme
-from mechviz.visual.text import Number, center_on, label
+from mechviz.visual.text import center_on, label, number
 
 __all__ = [
     "Heatmap",
@@ -248,7 +248,8 @@ class ProbBars(VGroup):
                 fill_opacity=0,
             )
             track.move_to(DOWN * i * row_height + RIGHT * (name_width + 0.15 + bar_width / 2))
-            self.rows.add(VGroup(VGroup(), Rectangle(), VGroup(), track))
+            bar = Rectangle(stroke_width=0, fill_opacity=0.95)
+            self.rows.add(VGroup(VGroup(), bar, VGroup(), track))
         self.add(self.rows)
         self.set_values(texts, probs, colors)
         self.texts, self.colors = list(texts), colors
@@ -261,28 +262,29 @@ class ProbBars(VGroup):
     ) -> ProbBars:
         theme = self.theme
         self.values = [float(p) for p in probs]
+        # Parts are rebuilt only when what they show changes: MorphBars calls
+        # this on every frame, where mostly the bars' lengths move.
         for i, row in enumerate(self.rows):
             track = row[3]
             text, p = texts[i], float(probs[i])
+            color = colors[i] if colors is not None else theme.foreground
             strong = self.highlight(text) if self.highlight else i == 0
-            color = theme.highlight if strong else theme.prob
-            name = label(
-                shown(text),
-                self.font_size,
-                colors[i] if colors is not None else theme.foreground,
-                max_width=self.name_width,
-            )
-            center_on(name, track.get_left() + LEFT * (0.15 + name.width / 2))
-            bar = Rectangle(
-                width=max(self.bar_width * p, 0.02),
-                height=track.height,
-                stroke_width=0,
-                fill_color=color,
-                fill_opacity=0.95,
-            ).move_to(track.get_left(), aligned_edge=LEFT)
-            value = Number(f"{p:.2f}", self.font_size, theme.muted)
-            value.next_to(track, RIGHT, buff=0.12)
-            center_on(value, [value.get_x(), track.get_y(), 0])
+            name, bar, value = row[0], row[1], row[2]
+            if getattr(name, "_mv_key", None) != (text, str(color)):
+                name = label(shown(text), self.font_size, color, max_width=self.name_width)
+                center_on(name, track.get_left() + LEFT * (0.15 + name.width / 2))
+                name._mv_key = (text, str(color))
+            fill = theme.highlight if strong else theme.prob
+            x0, y0 = track.get_left()[0], track.get_bottom()[1]
+            x1, y1 = x0 + max(self.bar_width * p, 0.02), track.get_top()[1]
+            corners = [[x0, y1, 0], [x1, y1, 0], [x1, y0, 0], [x0, y0, 0], [x0, y1, 0]]
+            bar.set_points_as_corners(corners)
+            bar.set_fill(fill, 0.95)
+            shown_value = f"{p:.2f}"
+            if getattr(value, "text", None) != shown_value:
+                value = number(shown_value, self.font_size, theme.muted)
+                value.next_to(track, RIGHT, buff=0.12)
+                center_on(value, [value.get_x(), track.get_y(), 0])
             row.submobjects = [name, bar, value, track]
         return self
 

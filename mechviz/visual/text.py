@@ -13,7 +13,7 @@ import unicodedata
 from functools import lru_cache
 
 import numpy as np
-from manim import Mobject, Text, VGroup
+from manim import RIGHT, Mobject, Text, VGroup
 
 from mechviz.tokens import drawable
 from mechviz.visual import style
@@ -215,12 +215,16 @@ class Number(VGroup):
     ``.,+-%`` (or spaces) fall back to :func:`label`.
     """
 
-    def __init__(self, text: str, size: float = style.MIN_TEXT, color: object = None) -> None:
+    def __init__(
+        self, text: str, size: float = style.MIN_TEXT, color: object = None, font: str = style.MONO
+    ) -> None:
         super().__init__()
         self.text = text
-        glyphs, advance, offsets = _digit_glyphs(float(size))
-        if any(c not in offsets and c != " " for c in text):
-            self.add(*_clone(label(text, size, color, font=style.MONO)).submobjects)
+        glyphs, advance, offsets = _digit_glyphs(float(size), font)
+        # Only the digits share one advance in a proportional font.
+        allowed = offsets if font == style.MONO else "0123456789"
+        if any(c not in allowed and c != " " for c in text):
+            self.add(*_clone(label(text, size, color, font=font)).submobjects)
         else:
             for k, char in enumerate(text):
                 if char == " ":
@@ -230,15 +234,55 @@ class Number(VGroup):
                 self.add(glyph)
         self.set_color(color if color is not None else style.DARK.foreground)
         self._mv_font_size = float(size)
-        self._mv_font = style.MONO
+        self._mv_font = font
         self._mv_spread = _spread(self)
 
 
+_NUMBERS: dict[tuple[str, float, str, str], Number] = {}
+
+
+def number(
+    text: str, size: float = style.MIN_TEXT, color: object = None, font: str = style.MONO
+) -> Number:
+    """A :class:`Number`, copied from a cache (counters repeat their values)."""
+    key = (text, float(size), str(color), font)
+    mob = _NUMBERS.get(key)
+    if mob is None:
+        if len(_NUMBERS) >= _CACHE_LIMIT:
+            _NUMBERS.clear()
+        mob = _NUMBERS[key] = Number(text, size, color, font)
+    return _clone(mob)
+
+
+def numbered(
+    prefix: str, value: str, size: float = style.BODY_TEXT, color: object = None
+) -> VGroup:
+    """``prefix`` then ``value`` (digits) on one baseline, e.g. "after layer" and "12".
+
+    A label that changes every step ("after layer 0", "after layer 1", ...)
+    costs one ``Text`` per value; this builds the words once (cached) and the
+    digits from glyphs.
+    """
+    words = label(prefix, size, color)
+    digits = number(value, size, color, font=style.FONT)
+    space = style.cap_height(size, style.FONT) * 0.45
+    digits.next_to(words, RIGHT, buff=space)
+    digits.shift(np.array([0.0, baseline(words) - baseline(digits), 0.0]))
+    group = VGroup(words, digits)
+    group.text = f"{prefix} {value}"
+    return group
+
+
 @lru_cache(maxsize=16)
-def _digit_glyphs(size: float) -> tuple[dict[str, Mobject], float, dict[str, float]]:
-    """Glyphs of :data:`_DIGITS` at ``size``, the mono advance, each glyph's centre in its cell."""
-    ref = Text(_DIGITS, font=style.MONO, font_size=size)
-    zeros = Text("0" * 8, font=style.MONO, font_size=size)
+def _digit_glyphs(
+    size: float, font: str = style.MONO
+) -> tuple[dict[str, Mobject], float, dict[str, float]]:
+    """Glyphs of :data:`_DIGITS` in ``font``, the digits' advance, each glyph's offset.
+
+    The digits share one advance in the house fonts (tabular figures).
+    """
+    ref = Text(_DIGITS, font=font, font_size=size)
+    zeros = Text("0" * 8, font=font, font_size=size)
     advance = (zeros.submobjects[-1].get_center()[0] - zeros.submobjects[0].get_center()[0]) / 7
     glyphs, offsets = {}, {}
     for i, (char, glyph) in enumerate(zip(_DIGITS, ref.submobjects)):
