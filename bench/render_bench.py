@@ -19,7 +19,7 @@ from pathlib import Path
 
 import av
 
-from mechviz.render import render_scene
+from mechviz.render import ENCODER_MP4, render_scene
 from mechviz.visual.settings import SceneSettings, example_trace
 
 CORE = ["Embedding", "ResidualFlow", "Attention", "Unembedding"]
@@ -51,7 +51,8 @@ def empty_scene_cpu(seconds: float, quality: str, fmt: str, folder: Path) -> flo
 
     start = cpu()
     config = {"pixel_width": w, "pixel_height": h, "frame_rate": fps, "media_dir": str(folder),
-              "verbosity": "WARNING", "progress_bar": "none", "disable_caching": True}
+              "verbosity": "WARNING", "progress_bar": "none", "disable_caching": True,
+              "video_encoder_options": ENCODER_MP4}  # the scenes' own encoder settings
     with tempconfig(config):
         Empty().render()
     return cpu() - start

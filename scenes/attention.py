@@ -9,7 +9,6 @@ from manim import (
     UP,
     ArcBetweenPoints,
     FadeIn,
-    FadeOut,
     Group,
     Line,
     Rectangle,
@@ -120,10 +119,12 @@ class Attention(TraceScene):
         elif head is not None:
             where = f"the layer where head {head} has"
         if name == "direct":
-            answer = shown(trace.token_text(trace.heads.answer))
+            answer = shown(self.vocab_text(trace.heads.answer))
             has = "" if head is not None and layer is None else " with"
-            return (f"chosen as {where}{has} the largest direct effect on {answer} "
-                    f"({value:+.2f} logits)")
+            return (
+                f"chosen as {where}{has} the largest direct effect on {answer} "
+                f"({value:+.2f} logits)"
+            )
         if layer is not None:
             phrase = f"the most peaked head of layer {layer}"
         elif head is not None:
@@ -134,9 +135,7 @@ class Attention(TraceScene):
 
     # --- beats ------------------------------------------------------------------------
     def show_grid(self) -> None:
-        self.say(
-            f"Layer {self.layer}, head {self.head}, {self.why_chosen()}."
-        )
+        self.say(f"Layer {self.layer}, head {self.head}, {self.why_chosen()}.")
         frame = self.frame
         if frame.width >= 1.3 * frame.height:  # wide: grid and arcs side by side
             self.layout = "side"
@@ -148,23 +147,22 @@ class Attention(TraceScene):
             self.layout = "alone"
             self.grid_box = self.arc_box = self.content
         self.grid = self.get_grid(self.grid_box)
-        self.play(FadeIn(self.grid), run_time=0.8)
+        self.swap(None, self.grid, run_time=0.8)
         self.wait(0.6)
 
     def show_arcs(self) -> None:
-        trace = self.trace
         q = self.query
         keys = self.strongest_keys(q)
         read = ", ".join(
-            f"{shown(trace.tokens.text[k])} ({self.pattern[q, k]:.2f})" for k in keys[:3]
+            f"{shown(self.token_texts[k])} ({self.pattern[q, k]:.2f})" for k in keys[:3]
         )
         more = " …" if len(keys) > 3 else ""
         self.say(
-            f"From {shown(trace.tokens.text[q])} (position {q}), this head reads {read}{more}; "
+            f"From {shown(self.token_texts[q])} (position {q}), this head reads {read}{more}; "
             "arc width is the weight."
         )
         if self.layout == "alone":
-            self.play(FadeOut(self.grid), run_time=0.4)
+            self.swap(self.grid, None, run_time=0.4)
             self.grid = Group()
             self.arc_box = self.content
         arcs = self.get_arcs(self.arc_box)
@@ -172,8 +170,12 @@ class Attention(TraceScene):
         if self.layout != "alone" and q in self.grid_positions:
             i = self.grid_positions.index(q)
             heat = self.heatmap
-            row = Rectangle(width=heat.frame.width, height=heat.cell_height,
-                            stroke_color=self.theme.highlight, stroke_width=4)
+            row = Rectangle(
+                width=heat.frame.width,
+                height=heat.cell_height,
+                stroke_color=self.theme.highlight,
+                stroke_width=4,
+            )
             row.move_to([heat.frame.get_center()[0], heat.cell_center(i, 0)[1], 0])
             parts.append(FadeIn(row))
             self.grid.add(row)
@@ -184,10 +186,10 @@ class Attention(TraceScene):
 
     def show_all_heads(self) -> None:
         H = self.trace.model.n_heads
-        self.play(FadeOut(self.grid), FadeOut(self.arcs), run_time=0.4)
+        self.swap(Group(self.grid, self.arcs), None, run_time=0.4)
         self.say(f"All {H} heads of layer {self.layer}; the framed one is head {self.head}.")
         panels, frame = self.get_heads(self.content)
-        self.play(*[FadeIn(p, shift=DOWN * 0.1) for p in panels], run_time=1.0)
+        self.swap(None, Group(*panels), run_time=1.0)
         self.play(FadeIn(frame), run_time=0.5)
         self.wait(1.0)
 
@@ -203,7 +205,7 @@ class Attention(TraceScene):
     def get_grid(self, box: Box) -> Group:
         """The pattern as a heatmap with token labels, axis names and (if they fit) numbers."""
         trace, theme, P = self.trace, self.theme, self.pattern.shape[0]
-        texts = [shown(t) for t in trace.tokens.text]
+        texts = [shown(t) for t in self.token_texts]
         colors = [self.token_colors(i) for i in trace.tokens.ids]
         axis_w, key_h, note_h = 0.45, 0.45, 0.45
         row_w = min(max(measure(t, style.MIN_TEXT) for t in texts) + 0.05, 1.8, box.width * 0.28)
@@ -222,22 +224,37 @@ class Attention(TraceScene):
             col_h = new_h
         self.grid_positions = positions
         sub = self.pattern[np.ix_(positions, positions)]
-        heat = Heatmap(style.sequential_rgb(sub, high=theme.attention, theme=theme),
-                       cell * n, cell * n, theme)
+        heat = Heatmap(
+            style.sequential_rgb(sub, high=theme.attention, theme=theme), cell * n, cell * n, theme
+        )
         self.heatmap = heat
-        rows = heat.get_row_labels([texts[p] for p in positions], [colors[p] for p in positions],
-                                   max_width=row_w)
-        cols = heat.get_col_labels([texts[p] for p in positions], [colors[p] for p in positions],
-                                   max_height=col_h - 0.1)
+        rows = heat.get_row_labels(
+            [texts[p] for p in positions], [colors[p] for p in positions], max_width=row_w
+        )
+        cols = heat.get_col_labels(
+            [texts[p] for p in positions], [colors[p] for p in positions], max_height=col_h - 0.1
+        )
         gaps = VGroup()
         for i in range(1, n):
             if positions[i] - positions[i - 1] > 1:  # positions left out: a split in the grid
                 x = heat.frame.get_left()[0] + heat.cell * i
                 y = heat.frame.get_top()[1] - heat.cell_height * i
-                gaps.add(Line([x, heat.frame.get_top()[1], 0], [x, heat.frame.get_bottom()[1], 0],
-                              stroke_width=4, color=theme.background))
-                gaps.add(Line([heat.frame.get_left()[0], y, 0], [heat.frame.get_right()[0], y, 0],
-                              stroke_width=4, color=theme.background))
+                gaps.add(
+                    Line(
+                        [x, heat.frame.get_top()[1], 0],
+                        [x, heat.frame.get_bottom()[1], 0],
+                        stroke_width=4,
+                        color=theme.background,
+                    )
+                )
+                gaps.add(
+                    Line(
+                        [heat.frame.get_left()[0], y, 0],
+                        [heat.frame.get_right()[0], y, 0],
+                        stroke_width=4,
+                        color=theme.background,
+                    )
+                )
         numbers = heat.get_numbers(sub, lower_only=True)
         query = label("query →", style.MIN_TEXT, theme.muted).rotate(-np.pi / 2)
         query.next_to(rows, LEFT, buff=0.12).set_y(heat.frame.get_center()[1])
@@ -245,8 +262,7 @@ class Attention(TraceScene):
         key.next_to(cols, UP, buff=0.1).set_x(heat.frame.get_center()[0])
         out = Group(heat, gaps, numbers, rows, cols, query, key)
         if note:
-            words = label(f"{n} of {P} tokens", style.MIN_TEXT,
-                          theme.muted, max_width=box.width)
+            words = label(f"{n} of {P} tokens", style.MIN_TEXT, theme.muted, max_width=box.width)
             words.next_to(heat.frame, DOWN, buff=0.15)
             out.add(words)
         out.move_to(box.center)
@@ -292,8 +308,14 @@ class Attention(TraceScene):
                 dots = label("…", size, theme.muted)
                 tokens.add(center_on(dots, [num_w + 0.3, y, 0]))
                 continue
-            token = TokenBox(trace.tokens.text[p], self.token_colors(trace.tokens.ids[p]),
-                             size, theme, max_width=box_w, height=row_h * 0.8)
+            token = TokenBox(
+                self.token_texts[p],
+                self.token_colors(trace.tokens.ids[p]),
+                size,
+                theme,
+                max_width=box_w,
+                height=row_h * 0.8,
+            )
             token.move_to([num_w + 0.1 + token.width / 2, y, 0])
             boxes[p] = token
             tokens.add(token)
@@ -314,8 +336,9 @@ class Attention(TraceScene):
             chord = float(np.hypot(*(end - start)[:2]))
             bulge = min(max(chord / 2, 0.5), arc_w - 0.1)
             angle = 4 * np.arctan(2 * max(bulge, 0.1) / chord)
-            arc = ArcBetweenPoints(end, start, angle=angle, color=theme.attention,
-                                   stroke_width=1 + 12 * weight)
+            arc = ArcBetweenPoints(
+                end, start, angle=angle, color=theme.attention, stroke_width=1 + 12 * weight
+            )
             arcs.add(arc.set_stroke(opacity=0.3 + 0.7 * weight))
         group = VGroup(tokens, numbers, arcs)
         group.move_to(box.center)
@@ -331,16 +354,19 @@ class Attention(TraceScene):
             rows = -(-H // cols)
             if (name_w + gap) * cols - gap > box.width:
                 break
-            size = min((box.width - gap * (cols - 1)) / cols,
-                       (box.height - rows * name_h - gap * (rows - 1)) / rows)
+            size = min(
+                (box.width - gap * (cols - 1)) / cols,
+                (box.height - rows * name_h - gap * (rows - 1)) / rows,
+            )
             if size > best[0]:
                 best = (size, cols, rows)
         size, cols, rows = best
         size = min(size, 2.6)
         panels = Group()
         for h in range(H):
-            rgb = style.sequential_rgb(trace.attention.pattern[self.layer, h],
-                                       high=theme.attention, theme=theme)
+            rgb = style.sequential_rgb(
+                trace.attention.pattern[self.layer, h], high=theme.attention, theme=theme
+            )
             heat = Heatmap(rgb, size, size, theme)
             color = theme.highlight if h == self.head else theme.muted
             name = label(f"head {h}", style.MIN_TEXT, color)
@@ -348,8 +374,9 @@ class Attention(TraceScene):
             panels.add(Group(heat, name))
         panels.arrange_in_grid(rows=rows, cols=cols, buff=(gap, gap))
         panels.move_to(box.center)
-        frame = SurroundingRectangle(panels[self.head][0], color=theme.highlight, buff=0.06,
-                                     stroke_width=4)
+        frame = SurroundingRectangle(
+            panels[self.head][0], color=theme.highlight, buff=0.06, stroke_width=4
+        )
         return panels, frame
 
 

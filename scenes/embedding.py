@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,20 +24,12 @@ from manim import (
     VGroup,
 )
 
-from mechviz.tokens import shown
+from mechviz.tokens import readable_tokens, shown
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.mobjects import Heatmap, TokenBox, grid_image
 from mechviz.visual.style import Theme
 from mechviz.visual.text import center_on, label, measure, paragraph
-
-try:  # byte fragments (<0xD0>) as readable text, where mechviz.tokens offers it
-    from mechviz.tokens import readable_tokens
-except ImportError:  # pragma: no cover - older mechviz
-
-    def readable_tokens(texts: Sequence[str], long: bool = False) -> list[str]:
-        return list(texts)
-
 
 ID_FONT = style.MONO  # ids in one column line up digit by digit
 LINE_HEIGHT = 0.01875  # a wrapped line's height per font-size point (28 -> 0.525 units)

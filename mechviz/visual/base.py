@@ -219,14 +219,16 @@ class TraceScene(Scene):
         self._title = title
         top = title.get_bottom()[1] - 0.25
         self.content = Box(self.content.x0, self.content.x1, self.content.y0, top)
-        self.swap_text(None, title, run_time=run_time)
+        self.swap(None, title, run_time=run_time)
 
-    def swap_text(self, old: Mobject | None, new: Mobject | None, run_time: float = 0.4) -> None:
-        """Fade ``old`` out and ``new`` in, in a place of their own (title, caption).
+    def swap(self, old: Mobject | None, new: Mobject | None, run_time: float = 0.4) -> None:
+        """Fade ``old`` out and ``new`` in (either may be ``None``), in a place of their own.
 
         A veil of the background's colour fades in over ``old`` and out over
         ``new``: one rectangle changes per frame instead of every glyph (a
-        caption has hundreds). With a transparent background it cross-fades.
+        caption has hundreds) or every image (each costs a full-frame
+        composite). Nothing else may lie in their area (title, caption, an
+        empty panel). With a transparent background it cross-fades.
         """
         if self.settings.transparent:
             fades = [FadeOut(old)] if old is not None else []
@@ -248,7 +250,7 @@ class TraceScene(Scene):
         if old is not None:
             self.add(veil)
             self.play(veil.animate.set_fill(opacity=1.0), run_time=run_time / 2)
-            self.remove(old)
+            self.remove(*old.get_family())  # a Group made for the swap is not in the scene
         if new is not None:
             self.remove(veil)
             self.add(new, veil)
@@ -272,7 +274,7 @@ class TraceScene(Scene):
             if cue.end < 0:
                 cue.end = self.clock
         self.cues.append(Cue(self._beat or "", text, self.clock, -1.0))
-        self.swap_text(old, new, run_time=run_time)
+        self.swap(old, new, run_time=run_time)
 
     def text_report(self) -> list[TextInfo]:
         """Every visible text on screen now: what it says, its size and where it is.
