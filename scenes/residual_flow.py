@@ -57,10 +57,10 @@ class ResidualFlow(TraceScene):
         trace = self.trace
         shown_n = self.n_columns()
         left_out = trace.n_positions - shown_n
-        cut = f" (the last {shown_n} of {trace.n_positions} tokens)" if left_out else ""
+        cut = f" (last {shown_n} of {trace.n_positions} tokens)" if left_out else ""
         self.caption(
-            f"Each token{cut} has a stream of {trace.model.d_model} numbers (max-pooled, "
-            "blue < 0 < red); every layer's attention and MLP add to it."
+            f"Each token's stream{cut}: {trace.model.d_model} numbers, max-pooled "
+            "(blue < 0 < red). Attention and MLP add to it."
         )
         self.panel, self.readout_box = self.get_panels()
         self.positions = list(range(trace.n_positions - shown_n, trace.n_positions))
@@ -81,6 +81,9 @@ class ResidualFlow(TraceScene):
         self.add(streams, self.cover)
         self.streams = streams
         self.play(FadeIn(self.tokens), FadeIn(self.axis), FadeIn(self.legend), run_time=0.6)
+        # The whole picture first; the next beat builds it again layer by layer.
+        self.play(self.cover.animate.stretch_to_fit_height(0.001, about_edge=UP), run_time=0.8)
+        self.wait(0.6)
 
     def rise(self) -> None:
         """Reveal the streams layer by layer; the readout follows the last position."""
@@ -92,7 +95,12 @@ class ResidualFlow(TraceScene):
             "and the final answer's rank."
         )
         self.readout = self.get_readout()
-        self.play(FadeIn(self.readout), run_time=0.5)
+        height = self.stream_box.y1 - self._y_of(None)  # back to the embedding row
+        self.play(
+            FadeIn(self.readout),
+            self.cover.animate.stretch_to_fit_height(height, about_edge=UP),
+            run_time=0.5,
+        )
         self.marker = Line(
             [self.stream_box.x0 - 0.05, self._y_of(None), 0],
             [self.stream_box.x1 + 0.05, self._y_of(None), 0],
@@ -137,12 +145,12 @@ class ResidualFlow(TraceScene):
     @property
     def stacked(self) -> bool:
         """Streams above the readout (portrait and square frames), else side by side."""
-        return self.frame.width < 1.3 * self.frame.height
+        return self.frame.width < 1.3 * self.frame.height  # 1:1 included: too narrow side by side
 
     def get_panels(self) -> tuple[Box, Box]:
         """The streams' panel and the readout's: side by side, or stacked on portrait."""
         if self.stacked:
-            top, bottom = self.content.split("y", 0.45, gap=0.35)
+            top, bottom = self.content.split("y", 0.5, gap=0.35)
             return top, bottom
         return self.content.split("x", 0.56, gap=0.4)
 
@@ -253,7 +261,11 @@ class ResidualFlow(TraceScene):
         token, _ = trace.prediction
         self.answer_text = self.vocab_text(token)
         k = min(self.n_bars, trace.lens.top_ids.shape[-1])
-        width = min(box.width, 6.0)
+        # A wide, short panel (stacked frames) puts the counters beside the bars.
+        beside = self.stacked and box.width >= 6.6
+        self.counters = self.get_counters()
+        side_w = max(self.counters.width, 2.2)
+        width = box.width - side_w - 0.45 if beside else min(box.width, 6.0)
         self.when = label("embedding", style.BODY_TEXT, theme.foreground)
         texts, probs, colors = self.lens_top(None, k)
         self.bars = ProbBars(
@@ -266,16 +278,28 @@ class ResidualFlow(TraceScene):
             colors=colors,
             highlight=lambda t: t == self.answer_text,
         )
-        self.counters = self.get_counters()
-        self.chart = self.get_chart()
+        self.chart = self.get_chart(side_w if beside else None)
+        if beside:
+            side = VGroup(self.counters, self.chart).arrange(DOWN, buff=0.25, aligned_edge=LEFT)
+            row = VGroup(self.bars, side).arrange(RIGHT, buff=0.4, aligned_edge=UP)
+            parts = VGroup(self.when, row).arrange(DOWN, buff=0.25, aligned_edge=LEFT)
+            self.has_chart = parts.height <= box.height
+            if not self.has_chart:
+                side.remove(self.chart)
+                parts.arrange(DOWN, buff=0.25, aligned_edge=LEFT)
+            if parts.height > box.height:
+                self.bars.keep_rows(2)
+                row.arrange(RIGHT, buff=0.4, aligned_edge=UP)
+                parts.arrange(DOWN, buff=0.2, aligned_edge=LEFT)
+            parts.move_to([box.center[0], box.y1 - 0.05 - parts.height / 2, 0])
+            return parts
         parts = VGroup(self.when, self.bars, self.counters, self.chart)
         parts.arrange(DOWN, buff=0.28, aligned_edge=LEFT)
         self.has_chart = parts.height <= box.height
         if not self.has_chart:  # a short panel (square frames): the counters say enough
             parts.remove(self.chart)
         if parts.height > box.height:
-            self.bars.remove(*self.bars.rows[2:])
-            self.bars.rows.remove(*self.bars.rows[2:])
+            self.bars.keep_rows(2)
             parts.arrange(DOWN, buff=0.2, aligned_edge=LEFT)
         if parts.height > box.height:  # keep only the answer's rank
             self.counter_rows.remove(*self.counter_rows[1:])
@@ -329,10 +353,10 @@ class ResidualFlow(TraceScene):
             number.set_x(self.counter_rows.get_right()[0] + 0.3 + number.width / 2)
             self.counter_values.submobjects[i] = number
 
-    def get_chart(self) -> VGroup:
+    def get_chart(self, width: float | None = None) -> VGroup:
         """Axes for p(answer) by layer; the line grows as the layers rise."""
         theme = self.theme
-        width = min(self.readout_box.width, 5.2)
+        width = width or min(self.readout_box.width, 5.2)
         self.chart_box = Rectangle(
             width=width, height=0.8, stroke_color=theme.faint, stroke_width=1.5
         )

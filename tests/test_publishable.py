@@ -53,6 +53,7 @@ def check_legible(scene) -> None:  # type: ignore[no-untyped-def]
     w, h = scene.frame.width, scene.frame.height
     assert min(w, h) == pytest.approx(style.SHORT_SIDE)
     assert scene.beat_texts, "no beat recorded its texts"
+    assert not scene.cut_captions, f"captions cut to fit: {scene.cut_captions}"
     for beat, texts in scene.beat_texts.items():
         assert texts, f"{beat}: no text on screen"
         for t in texts:

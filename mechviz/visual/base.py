@@ -157,6 +157,7 @@ class TraceScene(Scene):
         self._skipping = False
         self._caption = None
         self._title = None
+        self.cut_captions: list[str] = []  # captions too long for their lines
         self._check_beats()
         m = style.BUFF
         # The caption's room is kept free from the start, so no caption covers the picture.
@@ -268,6 +269,8 @@ class TraceScene(Scene):
             max_lines=self.caption_lines,
         )
         new.to_edge(DOWN, buff=style.BUFF)
+        if getattr(new, "_mv_cut", False):
+            self.cut_captions.append(text)  # the legibility test reports these
         old = self._caption
         self._caption = new
         for cue in self.cues:

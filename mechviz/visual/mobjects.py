@@ -250,9 +250,28 @@ class ProbBars(VGroup):
             track.move_to(DOWN * i * row_height + RIGHT * (name_width + 0.15 + bar_width / 2))
             bar = Rectangle(stroke_width=0, fill_opacity=0.95)
             self.rows.add(VGroup(VGroup(), bar, VGroup(), track))
-        self.add(self.rows)
+        # An invisible box over the widest name and value, so the chart's extent
+        # (what layout arranges by) does not change when the tokens do.
+        value_w = label("0.00", font_size, font=style.MONO).width + 0.12
+        left = name_width + 0.15
+        self.extent = Rectangle(
+            width=left + bar_width + value_w,
+            height=row_height * max(len(texts), 1),
+            stroke_opacity=0,
+            fill_opacity=0,
+            stroke_width=0,
+        ).move_to([(left + bar_width + value_w) / 2, -row_height * (len(texts) - 1) / 2, 0])
+        self.add(self.extent, self.rows)
         self.set_values(texts, probs, colors)
         self.texts, self.colors = list(texts), colors
+
+    def keep_rows(self, n: int) -> ProbBars:
+        """Keep the first ``n`` rows (a short panel)."""
+        extra = self.rows[n:]
+        if extra:
+            self.rows.remove(*extra)
+            self.extent.stretch_to_fit_height(self.row_height * n, about_edge=UP)
+        return self
 
     def set_values(
         self,

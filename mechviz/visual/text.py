@@ -83,6 +83,7 @@ def paragraph(
     body = "\n".join(label_text_fit(line, size, font, max_width) for line in lines)
     mob = _cached(body, size, font, "NORMAL")
     mob.set_color(color if color is not None else style.DARK.foreground)
+    mob._mv_cut = body.split() != words  # cut to fit: a caption should never be
     return mob
 
 
