@@ -204,10 +204,10 @@ class Embedding(TraceScene):
 
     def show_similarity(self) -> None:
         """Cosine similarity of the prompt's rows of W_E, labelled by token."""
-        self.play(FadeOut(self.rows_parts), run_time=0.5)
+        self.swap(self.rows_parts, None, run_time=0.5)
         self.caption("How alike are the tokens' rows of W_E? Cosine similarity, −1 to +1.")
         parts = self.get_similarity()
-        self.play(FadeIn(parts["grid"]), FadeIn(parts["labels"]), run_time=0.8)
+        self.swap(None, Group(parts["grid"], parts["labels"]), run_time=0.8)
         self.play(FadeIn(parts["numbers"]), FadeIn(parts["legend"]), run_time=0.6)
         self.wait(1.2)
 
