@@ -97,15 +97,6 @@ class Attention(TraceScene):
             self.show_all_heads()
 
     # --- words ------------------------------------------------------------------------
-    def say(self, text: str) -> None:
-        """A caption, with the picture kept above the room every caption may take."""
-        self.caption(text)
-        lines = getattr(self, "caption_lines", 3 if self.portrait else 2)
-        room = label("\n".join(["Hg"] * lines), style.BODY_TEXT).height
-        top = max(self.frame.y0 + style.BUFF + room, self._caption.get_top()[1]) + 0.25
-        c = self.content
-        self.content = Box(c.x0, c.x1, max(c.y0, top), c.y1)
-
     def why_chosen(self) -> str:
         trace, layer, head = self.trace, self.settings.layer, self.settings.head
         if layer is not None and head is not None:
@@ -135,7 +126,7 @@ class Attention(TraceScene):
 
     # --- beats ------------------------------------------------------------------------
     def show_grid(self) -> None:
-        self.say(f"Layer {self.layer}, head {self.head}, {self.why_chosen()}.")
+        self.caption(f"Layer {self.layer}, head {self.head}, {self.why_chosen()}.")
         frame = self.frame
         if frame.width >= 1.3 * frame.height:  # wide: grid and arcs side by side
             self.layout = "side"
@@ -157,7 +148,7 @@ class Attention(TraceScene):
             f"{shown(self.token_texts[k])} ({self.pattern[q, k]:.2f})" for k in keys[:3]
         )
         more = " …" if len(keys) > 3 else ""
-        self.say(
+        self.caption(
             f"From {shown(self.token_texts[q])} (position {q}), this head reads {read}{more}; "
             "arc width is the weight."
         )
@@ -187,7 +178,7 @@ class Attention(TraceScene):
     def show_all_heads(self) -> None:
         H = self.trace.model.n_heads
         self.swap(Group(self.grid, self.arcs), None, run_time=0.4)
-        self.say(f"All {H} heads of layer {self.layer}; the framed one is head {self.head}.")
+        self.caption(f"All {H} heads of layer {self.layer}; the framed one is head {self.head}.")
         panels, frame = self.get_heads(self.content)
         self.swap(None, Group(*panels), run_time=1.0)
         self.play(FadeIn(frame), run_time=0.5)

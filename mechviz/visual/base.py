@@ -271,6 +271,10 @@ class TraceScene(Scene):
         new.to_edge(DOWN, buff=style.BUFF)
         if getattr(new, "_mv_cut", False):
             self.cut_captions.append(text)  # the legibility test reports these
+        # Tall glyphs (brackets, accents) can outgrow the room kept for the caption:
+        # the picture laid out from now on stays above it.
+        c = self.content
+        self.content = Box(c.x0, c.x1, max(c.y0, new.get_top()[1] + 0.25), c.y1)
         old = self._caption
         self._caption = new
         for cue in self.cues:
@@ -404,11 +408,11 @@ class TraceScene(Scene):
             for part in parts:
                 for m in part.get_family():
                     area_of[id(m)] = _union([area_of.get(id(m)), box])
-        for mob in list_update(self.mobjects, self.foreground_mobjects):
-            for m in mob.get_family():
-                if m.updaters or mob in self.foreground_mobjects:
-                    for sub in m.get_family():
-                        area_of[id(sub)] = whole
+        # Updaters may move anything anywhere; foreground mobjects are drawn last.
+        runs = [m for mob in self.mobjects for m in mob.get_family() if m.updaters]
+        for mob in runs + list(self.foreground_mobjects):
+            for sub in mob.get_family():
+                area_of[id(sub)] = whole
         static, moving, in_front = [], [], []
         for mob in everything:
             moves = [area_of[id(m)] for m in mob.get_family() if id(m) in area_of]
