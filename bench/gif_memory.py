@@ -38,9 +38,9 @@ def vm(field: str) -> int:
 
 def old_mp4_to_gif(source: Path, target: Path) -> None:
     """The removed ``mechviz.render.mp4_to_gif`` (one filter graph), frozen here to compare."""
-    import mechviz.render
+    import mechviz.rendering
 
-    convert = getattr(mechviz.render, "mp4_to_gif", None)
+    convert = getattr(mechviz.rendering, "mp4_to_gif", None)
     if convert is not None:
         convert(source, target)
         return
@@ -94,7 +94,7 @@ def child(converter: str, source: Path, target: Path, cap: int) -> None:
         import av  # noqa: F401  (imports count towards the baseline, not the conversion)
 
         if converter == "old":
-            import mechviz.render  # noqa: F401
+            import mechviz.rendering  # noqa: F401
         else:
             from mechviz.gif import video_to_gif
         report["baseline"] = vm("VmRSS")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import av
 
-from mechviz.render import ENCODER_MP4, render_scene
+from mechviz.rendering import ENCODER_MP4, render_scene
 from mechviz.visual.settings import SceneSettings, example_trace
 
 CORE = ["Embedding", "ResidualFlow", "Attention", "Unembedding"]

@@ -315,7 +315,7 @@ def scene(
 ) -> None:
     """Render scene NAME from a trace (see `mechviz scenes`; `all` renders every one)."""
     from mechviz.io import check_writable, load_trace, save_trace
-    from mechviz.render import FORMATS, GifOptions, default_output, render_scene, scene_class
+    from mechviz.rendering import FORMATS, GifOptions, default_output, render_scene, scene_class
     from mechviz.scenes import SCENES
     from mechviz.visual.settings import SceneSettings, example_trace
 

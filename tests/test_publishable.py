@@ -18,7 +18,7 @@ from PIL import Image
 
 from mechviz.io import load_trace
 from mechviz.readouts import answer_row, table_rows
-from mechviz.render import render_scene, scene_class
+from mechviz.rendering import render_scene, scene_class
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
 from mechviz.visual.settings import SceneSettings, example_trace, pixel_size

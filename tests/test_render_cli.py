@@ -176,7 +176,7 @@ def test_non_editable_install_finds_scenes_and_example(tmp_path: Path) -> None:
     code = (
         "import mechviz, sys\n"
         "assert mechviz.__file__.startswith(sys.argv[1]), mechviz.__file__\n"
-        "from mechviz.render import scene_class\n"
+        "from mechviz.rendering import scene_class\n"
         "from mechviz.visual.settings import example_trace\n"
         "from mechviz.io import load_trace\n"
         "scene_class('ResidualFlow')\n"

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from mechviz.io import load_trace
-from mechviz.render import render_scene
+from mechviz.rendering import render_scene
 from mechviz.scenes import SCENES
 from mechviz.visual import style
 from mechviz.visual.settings import SceneSettings
@@ -125,7 +125,7 @@ def test_scenes_import_without_torch() -> None:
         "sys.modules['torch'] = None\n"
         "sys.modules['transformers'] = None\n"
         "from mechviz.scenes import SCENES\n"
-        "from mechviz.render import scene_class\n"
+        "from mechviz.rendering import scene_class\n"
         "for name in SCENES: scene_class(name)\n"
         "print('ok')\n"
     )
