@@ -121,56 +121,124 @@ def model_options(func):  # type: ignore[no-untyped-def]
     return func
 
 
-def make_trace(
-    prompt: str,
-    *,
-    model: str | None,
-    device: str,
-    dtype: str,
-    device_map: str | None,
-    top_k: int,
-    max_tokens: int,
-    full: bool,
-):  # type: ignore[no-untyped-def]
-    """Load the model and trace ``prompt`` (imports torch only when called)."""
-    from mechviz.models import load_model
-    from mechviz.tracing import TraceOptions, trace_prompt
+def make_trace(prompt: str | list[str], *, model: str | None, **options: object):  # type: ignore[no-untyped-def]
+    """Load the model (once per process) and trace ``prompt`` (imports torch only when called)."""
+    from mechviz.api import trace as api_trace
 
-    if max_tokens < 1:
-        raise MechvizError(f"--max-tokens must be at least 1; got {max_tokens}.")
-    if top_k < 1:
-        raise MechvizError(f"--top-k must be at least 1; got {top_k}.")
-    check_prompt(prompt)
-    loaded = load_model(model, device=device, dtype=dtype, device_map=device_map)
-    return trace_prompt(loaded, prompt, TraceOptions(top_k=top_k, max_tokens=max_tokens, full=full))
+    for name in ("max_tokens", "top_k"):
+        if int(options[name]) < 1:  # type: ignore[call-overload]
+            flag = "--" + name.replace("_", "-")
+            raise MechvizError(f"{flag} must be at least 1; got {options[name]}.")
+    return api_trace(prompt, model, **options)  # type: ignore[arg-type]
+
+
+def read_prompts(source: Path) -> list[str]:
+    """One prompt per line of ``source`` (``-`` for stdin); empty lines are skipped."""
+    try:
+        if str(source) == "-":
+            text = sys.stdin.read()
+        else:
+            text = source.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise MechvizError(f"Prompt file {source} does not exist.") from None
+    except IsADirectoryError:
+        raise MechvizError(f"{source} is a directory, not a prompt file.") from None
+    except UnicodeDecodeError:
+        raise MechvizError(f"Prompt file {source} is not UTF-8 text.") from None
+    except OSError as exc:
+        raise MechvizError(f"Cannot read {source}: {exc.strerror or exc}.") from None
+    prompts = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if not prompts:
+        raise MechvizError(f"Prompt file {source} holds no prompts (one per line).")
+    return prompts
+
+
+def trace_file_names(prompts: list[str]) -> list[str]:
+    """``01-the-capital-of-france.json``...: numbered in order, a slug of each prompt."""
+    import re
+    import unicodedata
+
+    width = max(2, len(str(len(prompts))))
+    names = []
+    for i, prompt in enumerate(prompts, 1):
+        ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode()
+        slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+        if len(slug) > 40:  # cut at a word's end
+            slug = slug[:41].rsplit("-", 1)[0] if "-" in slug[:41] else slug[:40]
+        names.append(f"{i:0{width}d}-{slug or 'prompt'}.json")
+    return names
 
 
 @main.command()
-@click.argument("prompt")
+@click.argument("prompt", nargs=-1)
+@click.option(
+    "-f",
+    "--file",
+    "prompt_file",
+    type=click.Path(dir_okay=True, path_type=Path, allow_dash=True),
+    default=None,
+    help="Trace every line of this file (- for stdin), one model load for all.",
+)
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("trace.json"),
-    show_default=True,
-    help="Where to write the trace.",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write: a file for one prompt [default: trace.json]; a folder for "
+    "several [default: traces/].",
 )
 @model_options
-def trace(prompt: str, output: Path, **kwargs: object) -> None:
-    """Trace PROMPT through the model and write a JSON trace."""
+def trace(
+    prompt: tuple[str, ...], prompt_file: Path | None, output: Path | None, **kwargs: object
+) -> None:
+    """Trace PROMPT through the model and write a JSON trace.
+
+    Several prompts (as arguments, or one per line with -f) load the model once
+    and write one trace each into the -o folder, numbered in order.
+    """
     from mechviz.io import check_writable, save_trace
 
-    check_prompt(prompt)
-    check_writable(output)  # before the slow part
+    prompts = list(prompt) + (read_prompts(prompt_file) if prompt_file is not None else [])
+    if not prompts:
+        raise MechvizError("Give a prompt to trace, or -f FILE with one prompt per line.")
+    for i, text in enumerate(prompts):
+        try:
+            check_prompt(text)
+        except MechvizError as exc:
+            raise MechvizError(f"Prompt {i + 1}: {exc}" if len(prompts) > 1 else str(exc)) from None
     start = time.perf_counter()
-    result = make_trace(prompt, **kwargs)  # type: ignore[arg-type]
-    save_trace(result, output)
-    token, prob = result.prediction
-    n = result.n_positions
+    if len(prompts) == 1 and prompt_file is None:
+        output = output or Path("trace.json")
+        if output.is_dir():
+            raise MechvizError(f"{output} is a folder; give a file name for the trace.")
+        check_writable(output)  # before the slow part
+        result = make_trace(prompts[0], **kwargs)  # type: ignore[arg-type]
+        save_trace(result, output)
+        token, prob = result.prediction
+        n = result.n_positions
+        say(
+            f"Wrote {output} ({output.stat().st_size / 1024:.0f} KiB, {n} token{'s' * (n != 1)}, "
+            f"{time.perf_counter() - start:.1f} s); next token: {result.token_text(token)!r} "
+            f"({prob:.2f})."
+        )
+        return
+    folder = output or Path("traces")
+    if folder.exists() and not folder.is_dir():
+        raise MechvizError(f"{folder} is a file; with several prompts -o names a folder.")
+    names = trace_file_names(prompts)
+    check_writable(folder / names[0], make_parents=True)  # the folder is made once traced
+    results = make_trace(prompts, **kwargs)  # type: ignore[arg-type]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MechvizError(f"Cannot make folder {folder}: {exc.strerror or exc}.") from None
+    for name, result in zip(names, results):
+        save_trace(result, folder / name)
+        token, prob = result.prediction
+        say(f"Wrote {folder / name}; next token: {result.token_text(token)!r} ({prob:.2f}).")
     say(
-        f"Wrote {output} ({output.stat().st_size / 1024:.0f} KiB, {n} token{'s' * (n != 1)}, "
-        f"{time.perf_counter() - start:.1f} s); next token: {result.token_text(token)!r} "
-        f"({prob:.2f})."
+        f"Traced {len(prompts)} prompts into {folder} in {time.perf_counter() - start:.1f} s "
+        "(one model load)."
     )
 
 

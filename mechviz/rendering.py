@@ -13,6 +13,7 @@ from pathlib import Path
 from mechviz.errors import MechvizError, raise_if_stopped
 from mechviz.io import check_writable, existing_ancestor
 from mechviz.scenes import SCENES
+from mechviz.schema import Trace
 from mechviz.visual.settings import QUALITIES, SceneSettings, pixel_size
 
 FORMATS = ("gif", "mp4", "png", "mov", "webm")
@@ -49,12 +50,28 @@ def scene_class(name: str) -> type:
     return getattr(module, name)
 
 
-def default_output(trace: Path, scene: str, fmt: str) -> Path:
+def default_output(trace: Path | Trace, scene: str, fmt: str) -> Path:
+    """``renders/<trace stem>/<scene>.<fmt>``; ``renders/<scene>.<fmt>`` for a Trace object."""
+    if isinstance(trace, Trace):
+        return Path("renders") / f"{scene}.{fmt}"
     return Path("renders") / trace.stem / f"{scene}.{fmt}"
 
 
+def resolve_scene(scene: str | type) -> type:
+    """A scene class from its name, or ``scene`` itself if it is a TraceScene subclass."""
+    if isinstance(scene, str):
+        return scene_class(scene)
+    from mechviz.visual.base import TraceScene
+
+    if isinstance(scene, type) and issubclass(scene, TraceScene):
+        return scene
+    raise MechvizError(
+        f"{scene!r} is not a scene: give a scene's name or a subclass of mechviz.visual.TraceScene."
+    )
+
+
 def render_scene(
-    name: str,
+    name: str | type,
     settings: SceneSettings,
     quality: str = "low",
     fmt: str = "gif",
@@ -68,7 +85,7 @@ def render_scene(
     """Render scene ``name`` to ``output``, atomically; returns the path written.
 
     Args:
-        name: A scene of :data:`mechviz.scenes.SCENES`.
+        name: A scene of :data:`mechviz.scenes.SCENES`, or a TraceScene subclass.
         settings: Trace, aspect, theme, beats and the rest (:class:`SceneSettings`).
         quality: ``low``, ``medium``, ``high`` or ``4k``: the shorter side is 480,
             720, 1080 or 2160 pixels, at 15, 30, 60 or 60 frames per second unless
@@ -86,7 +103,8 @@ def render_scene(
     """
     from manim import tempconfig
 
-    cls = scene_class(name)
+    cls = resolve_scene(name)
+    name = cls.__name__
     if fmt not in FORMATS:
         raise MechvizError(f"Unknown format '{fmt}'; choose one of {', '.join(FORMATS)}.")
     if settings.transparent and fmt not in ALPHA_FORMATS:

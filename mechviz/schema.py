@@ -29,7 +29,9 @@ query_pos, key_pos]``, ``W_E``/``W_U``. The lens distribution at a boundary is
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -242,6 +244,17 @@ class Trace:
         return int(self.output.top_ids[-1, 0]), float(self.output.top_probs[-1, 0])
 
     # --- (de)serialisation ------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the trace as JSON to ``path`` atomically (a temporary file, then a rename).
+
+        Returns:
+            The path written.
+
+        """
+        from mechviz.io import save_trace
+
+        return save_trace(self, path)
+
     def to_dict(self, packed: bool = True) -> dict[str, Any]:
         """The JSON form; ``packed=False`` writes every array as a nested list."""
         out: dict[str, Any] = {

@@ -142,7 +142,8 @@ class TraceScene(Scene):
         self.camera.background_color = self.theme.background
         if self.settings.transparent:
             self.camera.background_opacity = 0.0
-        self.trace: Trace = load_trace(self.settings.trace)
+        trace = self.settings.trace
+        self.trace: Trace = trace if isinstance(trace, Trace) else load_trace(trace)
         self.token_colors = style.TokenColors(self.trace.tokens.ids, self.theme)
         # Byte fragments (<0xD0>) read as what they are; see mechviz.tokens.readable_tokens.
         self.token_texts = readable_tokens(self.trace.tokens.text)

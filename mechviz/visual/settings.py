@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from mechviz.errors import MechvizError
+from mechviz.schema import Trace
 
 EXAMPLE_TRACE = "capital_of_france.json"
 ASPECTS = {"16:9": (16, 9), "1:1": (1, 1), "4:5": (4, 5), "9:16": (9, 16)}
@@ -30,7 +31,7 @@ class SceneSettings:
     """Everything a mechviz scene reads besides Manim's own config.
 
     Attributes:
-        trace: The trace file to draw.
+        trace: The trace to draw: a file, or a :class:`mechviz.schema.Trace` in memory.
         layer, head: Attention: the head to show (default: chosen by the scene's rule).
         query: Attention: the query position whose arcs are drawn (default: the last).
         layers: Unembedding: the layers of the lens table (default: chosen, always
@@ -47,7 +48,7 @@ class SceneSettings:
 
     """
 
-    trace: Path
+    trace: Path | Trace
     layer: int | None = None
     head: int | None = None
     query: int | None = None

