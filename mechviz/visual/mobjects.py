@@ -9,6 +9,8 @@ items and says so, or cuts a label with ``…``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from manim import (
@@ -27,8 +29,14 @@ from manim.constants import RESAMPLING_ALGORITHMS
 
 from mechviz.tokens import shown
 from mechviz.visual import style
+from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.style import DARK, Theme
 from mechviz.visual.text import center_on, label, number
+
+if TYPE_CHECKING:
+    from mechviz.schema import Trace
+
+ID_FONT = style.MONO  # ids in one column or under boxes line up digit by digit
 
 __all__ = [
     "Heatmap",
@@ -43,7 +51,22 @@ __all__ = [
 
 
 class TokenBox(VGroup):
-    """A token's text in a rounded box tinted with the token's colour."""
+    """A token's text in a rounded box tinted with the token's colour.
+
+    Args:
+        text: The token's text (raw; made visible with ``shown``: a leading space is ``·``).
+        color: The box's colour (default: the theme's first token colour).
+        font_size: Manim font size of the text.
+        theme: Colours.
+        max_width: The box's widest (scene units); a longer text is cut with ``…``.
+        height: The box's height (scene units; default 2.6 capitals).
+        min_width: The box's narrowest (scene units).
+
+    Attributes:
+        text: The label (``Text``).
+        box: The rounded rectangle.
+
+    """
 
     def __init__(
         self,
@@ -73,17 +96,80 @@ class TokenBox(VGroup):
         center_on(self.text, self.box.get_center())
         self.add(self.box, self.text)
 
+    @classmethod
+    def from_trace(
+        cls,
+        trace: Trace | str | Path,
+        position: int,
+        *,
+        width: float | None = None,
+        height: float | None = None,
+        theme: Theme | str | None = None,
+        font_size: float = style.BODY_TEXT,
+        min_width: float = 0.5,
+    ) -> TokenBox:
+        """The prompt's token at ``position``, coloured by its token id.
+
+        Args:
+            trace: A trace or the path of one.
+            position: The token's position in the prompt (negative counts from the end).
+            width: The widest the box may be (scene units; default the frame less margins);
+                a longer token is cut with ``…``.
+            height: The tallest the box may be (scene units); the box is 2.6 capitals
+                high unless that is taller.
+            theme: A theme or its name (default: the current render's).
+            font_size: Manim font size (at least ``style.MIN_TEXT``).
+            min_width: The box's narrowest (scene units).
+
+        Returns:
+            The box, centred on the origin.
+
+        """
+        view = TraceView.of(trace, theme)
+        w, h = room(width, height)
+        natural = style.cap_height(font_size) * 2.6
+        box = cls(
+            view.token_texts[position],
+            view.token_color(position),
+            font_size,
+            view.theme,
+            max_width=w,
+            height=min(natural, max(h, style.cap_height(font_size) * 1.6)),
+            min_width=min(min_width, w),
+        )
+        box.position = position % view.trace.n_positions
+        box.token_id = int(view.trace.tokens.ids[box.position])
+        return box.move_to([0.0, 0.0, 0.0])
+
 
 class TokenRow(VGroup):
     """The prompt's tokens as boxes in a row (or wrapped rows); ``boxes[i]`` is item ``i``.
 
+    Build it from a trace with :meth:`from_trace` (colours by token id, ids under
+    the boxes if asked, fewer tokens and a note when the room is too small).
+
     Args:
         texts: Token texts (raw; made visible with ``shown``).
         colors: One colour per token (use ``style.TokenColors`` so an id keeps its colour).
-        max_width: Width to fit; with ``wrap`` the boxes flow onto more lines.
+        font_size: Manim font size of the token texts.
+        theme: Colours.
+        max_width: Width to fit (scene units); with ``wrap`` the boxes flow onto more lines.
+        buff: Space between boxes (scene units).
         wrap: Flow onto more lines instead of cutting labels.
+        min_width: A box's narrowest (scene units).
+
+    Attributes:
+        boxes: One :class:`TokenBox` per token shown, in prompt order.
+        ids: The token ids written under the boxes (``from_trace(ids=True)``), else empty.
+        cells: Per token shown, a ``VGroup`` of its box and (if shown) its id.
+        positions: The prompt positions shown, in order.
+        note: The "first n of m tokens" label when some are left out, else ``None``.
 
     """
+
+    sizes = (style.TITLE_TEXT, style.BODY_TEXT, style.MIN_TEXT)  # tried biggest first
+    line_buff = 0.22  # between wrapped lines (scene units)
+    note_room = 0.55  # height kept for the "first n of m" note (scene units)
 
     def __init__(
         self,
@@ -104,6 +190,10 @@ class TokenRow(VGroup):
             TokenBox(t, c, font_size, theme, max_width=each, min_width=min(min_width, each))
             for t, c in zip(texts, colors)
         ]
+        self.ids: list[VGroup] = []
+        self.cells = [VGroup(box) for box in self.boxes]
+        self.positions = list(range(len(self.boxes)))
+        self.note = None
         self.add(*self.boxes)
         if not wrap:
             self.arrange(RIGHT, buff=buff)
@@ -120,6 +210,121 @@ class TokenRow(VGroup):
         if line:
             lines.append(VGroup(*line).arrange(RIGHT, buff=buff))
         VGroup(*lines).arrange(DOWN, buff=buff * 1.5, aligned_edge=LEFT)
+
+    @classmethod
+    def from_trace(
+        cls,
+        trace: Trace | str | Path,
+        positions: Sequence[int] | None = None,
+        *,
+        width: float | None = None,
+        height: float | None = None,
+        theme: Theme | str | None = None,
+        wrap: bool = False,
+        font_size: float | None = None,
+        ids: bool = False,
+        buff: float = 0.15,
+    ) -> TokenRow:
+        """The prompt's tokens (readable texts), each box coloured by its token id.
+
+        The biggest of :attr:`sizes` at which every token fits is used (or
+        ``font_size``). When even the smallest does not fit, the first tokens that
+        do are shown with a "first n of m tokens" note below them.
+
+        Args:
+            trace: A trace or the path of one.
+            positions: Prompt positions to show, in order (default: all).
+            width: Room (scene units; default the frame less margins).
+            height: Room (scene units; default the frame less margins).
+            theme: A theme or its name (default: the current render's).
+            wrap: Flow onto centred lines (else one line).
+            font_size: One Manim font size to use instead of trying :attr:`sizes`.
+            ids: Write each token's id (its row of ``W_E``) under its box.
+            buff: Space between boxes (scene units).
+
+        Returns:
+            The row, centred on the origin.
+
+        """
+        view = TraceView.of(trace, theme)
+        w, h = room(width, height)
+        n_all = view.trace.n_positions
+        chosen = list(range(n_all)) if positions is None else [p % n_all for p in positions]
+        sizes = (font_size,) if font_size is not None else cls.sizes
+        for size in sizes:
+            cells = [cls._cell(view, p, size, w, ids) for p in chosen]
+            lines = _flow(cells, w if wrap else float("inf"), buff)
+            fits = _lines_fitting(lines, h, cls.line_buff)
+            if fits == len(lines) and (wrap or _line_width(cells, buff) <= w):
+                break
+        note = None
+        if wrap and fits < len(lines):
+            lines = lines[: max(1, _lines_fitting(lines, h - cls.note_room, cls.line_buff))]
+        elif not wrap and _line_width(cells, buff) > w:
+            keep = 1
+            while keep < len(cells) and _line_width(cells[: keep + 1], buff) <= w:
+                keep += 1
+            lines = [cells[:keep]]
+        shown_cells = [cell for line in lines for cell in line]
+        row = cls.__new__(cls)
+        VGroup.__init__(row)
+        row.cells = shown_cells
+        row.boxes = [cell[0] for cell in shown_cells]
+        row.ids = [cell[1] for cell in shown_cells] if ids else []
+        row.positions = chosen[: len(shown_cells)]
+        block = VGroup(*(VGroup(*line) for line in lines)).arrange(DOWN, buff=cls.line_buff)
+        row.add(*shown_cells)
+        if len(shown_cells) < len(chosen):
+            note = label(
+                f"first {len(shown_cells)} of {len(chosen)} tokens",
+                style.MIN_TEXT,
+                view.theme.muted,
+            )
+            note.next_to(block, DOWN, buff=0.25)
+            row.add(note)
+        row.note = note
+        return row.move_to([0.0, 0.0, 0.0])
+
+    @staticmethod
+    def _cell(view: TraceView, p: int, size: float, width: float, ids: bool) -> VGroup:
+        """The token at ``p`` in its box; its id under it when ``ids``."""
+        color = view.token_color(p)
+        box = TokenBox(view.token_texts[p], color, size, view.theme, max_width=width)
+        if not ids:
+            return VGroup(box)
+        id_size = style.BODY_TEXT if size > style.BODY_TEXT else style.MIN_TEXT
+        token_id = label(str(int(view.trace.tokens.ids[p])), id_size, color, font=ID_FONT)
+        center_on(token_id, box.get_bottom() + DOWN * (0.12 + style.cap_height(id_size)))
+        return VGroup(box, token_id)
+
+
+def _flow(cells: Sequence[VGroup], width: float, buff: float) -> list[list[VGroup]]:
+    """Cells arranged left to right in lines no wider than ``width`` (tops aligned)."""
+    lines: list[list[VGroup]] = [[]]
+    used = 0.0
+    for cell in cells:
+        if lines[-1] and used + buff + cell.width > width:
+            lines.append([])
+            used = 0.0
+        used += cell.width + (buff if lines[-1] else 0.0)
+        lines[-1].append(cell)
+    for line in lines:
+        VGroup(*line).arrange(RIGHT, buff=buff, aligned_edge=UP)
+    return lines
+
+
+def _line_width(cells: Sequence[VGroup], buff: float) -> float:
+    return sum(c.width for c in cells) + buff * max(len(cells) - 1, 0)
+
+
+def _lines_fitting(lines: Sequence[Sequence[VGroup]], height: float, buff: float) -> int:
+    """How many of ``lines`` (stacked ``buff`` apart) fit in ``height``."""
+    used = 0.0
+    for i, line in enumerate(lines):
+        used += VGroup(*line).height + (buff if i else 0.0)
+        if used > height:
+            return i
+    return len(lines)
 
 
 def window(n: int, keep: Sequence[int], size: int) -> list[int]:
@@ -163,9 +368,11 @@ class Heatmap(Group):
 
     @property
     def cell_height(self) -> float:
+        """Height of one cell, in scene units."""
         return self.frame.height / self.n_rows
 
     def cell_center(self, row: int, col: int) -> np.ndarray:
+        """The centre of cell (``row``, ``col``), a point ``[3]`` in scene units."""
         corner = self.frame.get_corner(UP + LEFT)
         return corner + RIGHT * self.cell * (col + 0.5) + DOWN * self.cell_height * (row + 0.5)
 
@@ -217,8 +424,31 @@ class ProbBars(VGroup):
     """A next-token bar chart: token, bar (length = probability), value; rows ``rows[i]``.
 
     :meth:`set_values` redraws it for new tokens and probabilities (what
-    :class:`MorphBars` interpolates), so a value always matches its bar.
+    :class:`MorphBars` interpolates), so a value always matches its bar. Built
+    with :meth:`from_trace`, it reads the logit lens and steps through layers:
+    ``bars.set_from_trace(layer)`` jumps, ``self.play(bars.step_to(layer))``
+    morphs.
+
+    Args:
+        texts: Token texts, one per row, most likely first.
+        probs: Their probabilities in [0, 1].
+        theme: Colours.
+        bar_width: A bar's length at probability 1 (scene units).
+        name_width: Room for a token's name left of its bar (scene units).
+        row_height: One row's height (scene units).
+        font_size: Manim font size of names and values.
+        colors: One colour per name (default: the theme's foreground).
+        highlight: Which token's bar gets the highlight colour (default: the first row's).
+
+    Attributes:
+        rows: One ``VGroup(name, bar, value, track)`` per row.
+        values: The probabilities drawn, one per row.
+        texts: The token texts drawn, one per row.
+
     """
+
+    min_row = 0.42  # a row: a MIN_TEXT name and a margin (scene units)
+    note_room = 0.45  # height kept for the "top n of k" note (scene units)
 
     def __init__(
         self,
@@ -264,6 +494,103 @@ class ProbBars(VGroup):
         self.add(self.extent, self.rows)
         self.set_values(texts, probs, colors)
         self.texts, self.colors = list(texts), colors
+        self.note = None
+
+    @classmethod
+    def from_trace(
+        cls,
+        trace: Trace | str | Path,
+        position: int = -1,
+        layer: int | None = None,
+        k: int = 5,
+        *,
+        width: float | None = None,
+        height: float | None = None,
+        theme: Theme | str | None = None,
+        font_size: float = style.MIN_TEXT,
+    ) -> ProbBars:
+        """The logit lens's top ``k`` next tokens at ``position`` after ``layer``.
+
+        ``layer=None`` reads the embedding; the last layer's row is the model's own
+        output (see :meth:`mechviz.schema.Trace.lens_row`). The model's final answer
+        at ``position`` (its top-1 output token) has the highlight colour.
+        When fewer than ``k`` rows fit ``height``, the first that do are shown
+        with a "top n of k" note under them.
+
+        Args:
+            trace: A trace or the path of one.
+            position: Prompt position whose next token is read (negative from the end).
+            layer: Read after this layer (0-based; negative counts from the last);
+                ``None`` for the embedding.
+            k: Rows, at most the trace's top-k.
+            width: Room (scene units; default the frame less margins).
+            height: Room (scene units; default the frame less margins).
+            theme: A theme or its name (default: the current render's).
+            font_size: Manim font size of names and values (at least ``style.MIN_TEXT``).
+
+        Returns:
+            The chart, centred on the origin; ``position``, ``layer``, ``answer``
+            (token id) and ``note`` (or ``None``) are kept as attributes.
+
+        """
+        view = TraceView.of(trace, theme)
+        t = view.trace
+        w, h = room(width, height)
+        p = position % t.n_positions
+        k = max(1, min(k, t.lens.top_ids.shape[-1]))
+        pitch = max(cls.min_row, style.cap_height(font_size) * 1.9)
+        n = max(1, min(k, int(h // pitch)))
+        if n < k:
+            n = max(1, min(k, int((h - cls.note_room) // pitch)))
+        value_w = label("0.00", font_size, font=style.MONO).width + 0.12
+        name_width = min(2.2, max(1.2, 0.3 * w))
+        answer = int(t.output.top_ids[p, 0])
+        answer_text = view.vocab_text(answer)
+        texts, probs = _lens_top(view, p, layer, n)
+        bars = cls(
+            texts,
+            probs,
+            view.theme,
+            bar_width=max(w - name_width - 0.15 - value_w, 0.5),
+            name_width=name_width,
+            row_height=min(0.62, (h - (cls.note_room if n < k else 0.0)) / n),
+            font_size=font_size,
+            highlight=lambda text: text == answer_text,
+        )
+        bars.view, bars.position, bars.answer, bars.layer = view, p, answer, layer
+        if n < k:
+            bars.note = label(f"top {n} of {k}", style.MIN_TEXT, view.theme.muted)
+            bars.note.next_to(bars.extent, DOWN, buff=0.15).align_to(bars.extent, LEFT)
+            bars.add(bars.note)
+        return bars.move_to([0.0, 0.0, 0.0])
+
+    def lens_values(self, layer: int | None) -> tuple[list[str], np.ndarray, list[object]]:
+        """What :meth:`from_trace`'s chart shows after ``layer``: texts, probabilities, colours.
+
+        Args:
+            layer: 0-based layer (negative from the last), or ``None`` for the embedding.
+
+        Returns:
+            Token texts ``[n]``, their probabilities ``[n]`` and name colours ``[n]``
+            for the chart's ``n`` rows.
+
+        """
+        n = len(self.rows)
+        texts, probs = _lens_top(self.view, self.position, layer, n)
+        return texts, probs, [self.theme.foreground] * n
+
+    def set_from_trace(self, layer: int | None) -> ProbBars:
+        """Show the lens after ``layer`` at once (a chart made by :meth:`from_trace`)."""
+        texts, probs, colors = self.lens_values(layer)
+        self.set_values(texts, probs, colors)
+        self.texts, self.colors, self.layer = texts, colors, layer
+        return self
+
+    def step_to(self, layer: int | None, **kwargs: object) -> MorphBars:
+        """An animation: the bars morph to the lens after ``layer`` (kwargs go to the animation)."""
+        texts, probs, colors = self.lens_values(layer)
+        self.layer = layer
+        return MorphBars(self, texts, probs, colors, **kwargs)
 
     def keep_rows(self, n: int) -> ProbBars:
         """Keep the first ``n`` rows (a short panel)."""
@@ -279,6 +606,7 @@ class ProbBars(VGroup):
         probs: Sequence[float],
         colors: Sequence[object] | None = None,
     ) -> ProbBars:
+        """Redraw the rows for these token texts ``[n]``, probabilities ``[n]`` and colours."""
         theme = self.theme
         self.values = [float(p) for p in probs]
         # Parts are rebuilt only when what they show changes: MorphBars calls
@@ -306,6 +634,18 @@ class ProbBars(VGroup):
                 center_on(value, [value.get_x(), track.get_y(), 0])
             row.submobjects = [name, bar, value, track]
         return self
+
+
+def _lens_top(
+    view: TraceView, position: int, layer: int | None, n: int
+) -> tuple[list[str], np.ndarray]:
+    """The lens's top ``n`` token texts and probabilities at ``position`` after ``layer``."""
+    t = view.trace
+    if layer is not None and layer < 0:
+        layer += t.n_layers
+    row = t.lens_row(layer)
+    ids = t.lens.top_ids[row, position, :n]
+    return [view.vocab_text(i) for i in ids], t.lens.top_probs[row, position, :n]
 
 
 class MorphBars(Animation):
