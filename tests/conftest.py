@@ -265,10 +265,10 @@ def tiny_trace():
 
 @pytest.fixture(scope="session")
 def default_model():
-    """The real default model, loaded once from the cache."""
-    from mechviz.models import load_model
+    """The real default model, loaded once from the cache (shared with ``mechviz.trace``)."""
+    from mechviz.api import loaded_model
 
-    return load_model(progress=False)
+    return loaded_model(progress=False)
 
 
 def run_cli(
