@@ -49,9 +49,11 @@ class HeadAndLens(TraceScene):
         layer, head = (int(i) for i in np.unravel_index(int(effects.argmax()), effects.shape))
         axis = "y" if self.portrait else "x"
         left, right = self.content.split(axis, 0.5, gap=0.4)
-        grid = AttentionGrid.from_trace(trace, layer, head, width=left.width, height=left.height)
-        grid.move_to(left.center)
-        self.play(FadeIn(grid))
+        name = label(f"layer {layer}, head {head}", BODY_TEXT, self.theme.highlight)
+        room = left.height - name.height - 0.25
+        grid = AttentionGrid.from_trace(trace, layer, head, width=left.width, height=room)
+        VGroup(name, grid).arrange(DOWN, buff=0.25).move_to(left.center)
+        self.play(FadeIn(name), FadeIn(grid))
 
         # 3. A highlighted cell: where the last token looks hardest.
         query = trace.n_positions - 1
