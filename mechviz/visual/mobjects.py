@@ -448,7 +448,7 @@ class ProbBars(VGroup):
     """
 
     min_row = 0.42  # a row: a MIN_TEXT name and a margin (scene units)
-    note_room = 0.45  # height kept for the "top n of k" note (scene units)
+    note_room = 0.5  # height kept for the "top n of k" note (scene units)
 
     def __init__(
         self,
