@@ -25,6 +25,9 @@ from manim import (
     Text,
     config,
 )
+from manim.camera.camera import Camera
+from manim.constants import RendererType
+from manim.renderer.cairo_renderer import CairoRenderer
 from manim.utils.exceptions import EndSceneEarlyException
 from manim.utils.family import extract_mobject_family_members
 from manim.utils.iterables import list_update
@@ -134,6 +137,14 @@ class TraceScene(Scene):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.settings = scene_settings.current()
         apply_frame(self.settings)
+        if not args and kwargs.get("renderer") is None and config.renderer == RendererType.CAIRO:
+            from mechviz.visual._encode import FrameWriter
+
+            kwargs["renderer"] = CairoRenderer(
+                file_writer_class=FrameWriter,
+                camera_class=kwargs.get("camera_class", Camera),
+                skip_animations=kwargs.get("skip_animations", False),
+            )
         super().__init__(*args, **kwargs)
 
     def setup(self) -> None:
