@@ -31,6 +31,7 @@ EXAMPLES = {
     "AttentionArcs": "AttentionArcs.from_trace(trace, layer=23, head=4)",
     "HeadGallery": "HeadGallery.from_trace(trace, layer=23, highlight=4)",
     "LensTable": "LensTable.from_trace(trace)",
+    "UnembedPipeline": "UnembedPipeline.from_trace(trace)",
     "LensReadout": "LensReadout.from_trace(trace, position=-1)",
     "ResidualStreams": "ResidualStreams.from_trace(trace)",
     "WriteBars": "WriteBars.from_trace(trace)",

@@ -36,6 +36,7 @@ _LAZY = {
     "AttentionArcs": "mechviz.visual.attention",
     "HeadGallery": "mechviz.visual.attention",
     "LensTable": "mechviz.visual.lens",
+    "UnembedPipeline": "mechviz.visual.lens",
     "LensReadout": "mechviz.visual.readout",
     "ResidualStreams": "mechviz.visual.residual",
     "WriteBars": "mechviz.visual.residual",
