@@ -29,6 +29,7 @@ __all__ = ["LensReadout"]
 
 LN2 = float(np.log(2.0))
 BESIDE_WIDTH = 6.6  # a room at least this wide puts the counters and chart beside the bars
+NAME_WIDTH = 1.7  # the token names' column of the bars
 
 
 class LensReadout(VGroup):
@@ -86,8 +87,8 @@ class LensReadout(VGroup):
             texts,
             probs,
             theme,
-            bar_width=bars_w - 2.6,
-            name_width=1.7,
+            bar_width=bars_w - NAME_WIDTH - 0.15 - self._value_width(),  # the bars fill bars_w
+            name_width=NAME_WIDTH,
             row_height=0.46,
             colors=colors,
             highlight=lambda t: t == self.answer_text,
@@ -165,6 +166,11 @@ class LensReadout(VGroup):
             self.counter_rows.remove(*self.counter_rows[1:])
             self.counter_values.remove(*self.counter_values[1:])
             self.arrange(DOWN, buff=0.2, aligned_edge=LEFT)
+
+    @staticmethod
+    def _value_width() -> float:
+        """Width of the bars' value column (as :class:`ProbBars` reserves it)."""
+        return label("0.00", style.MIN_TEXT, font=style.MONO).width + 0.12
 
     # --- readings --------------------------------------------------------------------
     def top(self, layer: int | None, k: int) -> tuple[list[str], np.ndarray, list]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from manim import RIGHT, UP, Animation, Group, ImageMobject, Line, Rectangle, VGroup
+from manim import DOWN, LEFT, RIGHT, UP, Animation, Group, ImageMobject, Line, Rectangle, VGroup
 
 from mechviz.schema import Trace
 from mechviz.tokens import shown
@@ -70,20 +70,28 @@ class _Columns(Group):
         self.note_text = f"last {len(self.positions)} of {self.n_total} tokens" if cut else ""
         note_room = NOTE_ROOM if cut and note else 0.0
         label_room = self._label_room(width)
-        top_room = LEGEND_ROOM if legend else 0.0
+        self.legend = self._legend(width) if legend else VGroup()
+        top_room = 0.0
+        if legend:  # one row above the columns, or two rows when the room is narrow
+            top_room = LEGEND_ROOM if len(self.legend) == 1 else self.legend.height + 0.35
         self.extent = _invisible(width, height)  # the room, so move_to places the layout
         self.area = _invisible(width - AXIS_ROOM, height - note_room - label_room - top_room)
         self.area.move_to(
             [AXIS_ROOM / 2, (note_room + label_room - top_room) / 2, 0]
         )  # where the column images go
+        if legend:
+            top = height / 2 - top_room  # the columns' top edge
+            x = min(AXIS_ROOM / 2, width / 2 - self.legend.width / 2)  # over the columns, inside
+            y = top + 0.3 if len(self.legend) == 1 else top + 0.15 + self.legend.height / 2
+            self.legend.move_to([x, y, 0])
         self.images = Group(*[self._image(i, p) for i, p in enumerate(self.positions)])
         self.token_labels = self._token_labels(label_room)
         self.axis = self._layer_axis()
-        self.legend = self._legend() if legend else VGroup()
         self.note = VGroup()
         if note_room:
             self.note = label(self.note_text, style.MIN_TEXT, self.theme.muted, max_width=width)
-            center_on(self.note, [self.area.get_center()[0], -height / 2 + note_room / 2, 0])
+            x = min(AXIS_ROOM / 2, width / 2 - self.note.width / 2)  # under the columns, inside
+            center_on(self.note, [x, -height / 2 + note_room / 2, 0])
         self.cover: Rectangle | None = None
         self.marker: Line | None = None
         self.add(
@@ -180,7 +188,8 @@ class _Columns(Group):
             )
         return axis
 
-    def _legend(self) -> VGroup:
+    def _legend(self, width: float) -> VGroup:
+        """The write colours' names: one row, or a row each when the room is narrow."""
         items = VGroup()
         for color, text in (
             (self.theme.attention, "attention write"),
@@ -189,11 +198,12 @@ class _Columns(Group):
             swatch = Rectangle(
                 width=0.35, height=0.2, stroke_width=0, fill_color=color, fill_opacity=1
             )
-            muted = label(text, style.MIN_TEXT, self.theme.muted)
+            muted = label(text, style.MIN_TEXT, self.theme.muted, max_width=width - 0.5)
             items.add(VGroup(swatch, muted).arrange(RIGHT, buff=0.12))
         items.arrange(RIGHT, buff=0.4)
-        x0, x1, _, y1 = self.box
-        return items.move_to([(x0 + x1) / 2, y1 + 0.3, 0])
+        if items.width <= width - AXIS_ROOM:
+            return VGroup(items)
+        return VGroup(*items).arrange(DOWN, buff=0.15, aligned_edge=LEFT)
 
     # --- building up -----------------------------------------------------------------
     def get_cover(self, transparent: bool = False) -> Rectangle:
