@@ -176,7 +176,7 @@ def test_reveal_to_uncovers_up_to_the_layer() -> None:
 # --- WriteBars ---------------------------------------------------------------------------
 def test_write_bars_show_recorded_norms_and_frame_the_largest() -> None:
     attn, mlp = TRACE.blocks.attn_out_norm, TRACE.blocks.mlp_out_norm
-    top = WriteBars.scale(TRACE)
+    top = WriteBars.full_norm(TRACE)
     assert top == pytest.approx(np.quantile(np.r_[attn[:, 1:].ravel(), mlp[:, 1:].ravel()], 0.95))
     theme = style.DARK
     bg = (theme.rgb(theme.background) * 255).astype(np.uint8)

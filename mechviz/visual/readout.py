@@ -216,7 +216,15 @@ class LensReadout(VGroup):
         return group
 
     def set_counters(self, layer: int | None) -> LensReadout:
-        """Show the counters after ``layer`` (``None``: embedding), at once."""
+        """Show the counters after ``layer`` (``None``: embedding), at once.
+
+        The values are cached glyph numbers (:func:`mechviz.visual.text.number`),
+        cheap to swap on every step.
+
+        Returns:
+            The readout itself.
+
+        """
         theme = self.theme
         rank, bits, norm = self.counter_values_at(layer)
         texts = [f"{rank:,}", f"{bits:.1f}", f"{norm:.0f}"]

@@ -290,7 +290,7 @@ class WriteBars(_Columns):
     the attention write, the ``{l}_post`` row for the MLP write, as in
     :class:`ResidualStreams`), each a bar whose length is the write's norm.
     Writes at the first token often dwarf the rest, so the bars are scaled to
-    the 95th percentile of the other positions and clipped (:meth:`scale`).
+    the 95th percentile of the other positions and clipped (:meth:`full_norm`).
 
     Attributes:
         positions: The prompt positions shown, one column each (the last that fit).
@@ -302,6 +302,7 @@ class WriteBars(_Columns):
         legend: The two colours' names above the columns (``VGroup``).
         note: The "last N of M tokens" label, or an empty ``VGroup``.
         attn, mlp: The recorded write norms, ``[L, P]``.
+        full: The write norm a full-length bar stands for (:meth:`full_norm`).
 
     """
 
@@ -317,7 +318,7 @@ class WriteBars(_Columns):
     ) -> None:
         self.attn = view.trace.blocks.attn_out_norm
         self.mlp = view.trace.blocks.mlp_out_norm
-        self.top = self.scale(view.trace)
+        self.full = self.full_norm(view.trace)
         super().__init__(
             view, positions, width, height, min_column=min_column, legend=True, note=note
         )
@@ -354,7 +355,7 @@ class WriteBars(_Columns):
         return cls(TraceView.of(trace, theme), positions, w, h, min_column=min_column, note=note)
 
     @staticmethod
-    def scale(trace: Trace) -> float:
+    def full_norm(trace: Trace) -> float:
         """The write norm a full bar stands for: the 95th percentile without position 0."""
         attn, mlp = trace.blocks.attn_out_norm, trace.blocks.mlp_out_norm
         rest = np.concatenate([attn[:, 1:].ravel(), mlp[:, 1:].ravel()])
@@ -403,7 +404,7 @@ class WriteBars(_Columns):
         return out
 
     def _rgb(self, position: int) -> np.ndarray:
-        return self.pixels(self.trace, position, self.theme, self.top)
+        return self.pixels(self.trace, position, self.theme, self.full)
 
     def get_write_marks(self) -> VGroup:
         """Frames (attention and MLP colours) on the largest writes, position 0 left out.
@@ -434,6 +435,7 @@ class ResidualStreams(_Columns):
         note: The "last N of M tokens" label, or an empty ``VGroup``.
         cover: The cover of :meth:`get_cover`, once made.
         marker: The line of :meth:`get_marker`, once made.
+        full: The write norm a full-length bar stands for (:meth:`WriteBars.full_norm`).
 
     """
 
@@ -449,7 +451,7 @@ class ResidualStreams(_Columns):
         note: bool = True,
     ) -> None:
         self.writes = writes
-        self.top = WriteBars.scale(view.trace)
+        self.full = WriteBars.full_norm(view.trace)
         super().__init__(
             view, positions, width, height, min_column=min_column, legend=writes, note=note
         )
@@ -497,7 +499,7 @@ class ResidualStreams(_Columns):
             return rows
         bg = (theme.rgb(theme.background) * 255).astype(np.uint8)
         gap = np.zeros((len(values), GAP_COLS, 3), np.uint8) + bg
-        bars = WriteBars.pixels(self.trace, position, theme, self.top)
+        bars = WriteBars.pixels(self.trace, position, theme, self.full)
         return np.concatenate([rows, gap, bars], axis=1)
 
     def get_write_marks(self) -> VGroup:
