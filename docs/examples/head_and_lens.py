@@ -11,7 +11,7 @@ or with plain Manim: ``MECHVIZ_TRACE=trace.json manim -ql head_and_lens.py HeadA
 from __future__ import annotations
 
 import numpy as np
-from manim import DOWN, Create, FadeIn, FadeOut, VGroup
+from manim import DOWN, Create, FadeIn, FadeOut, Group, VGroup
 
 from mechviz.visual import (
     BIG_TEXT,
@@ -52,7 +52,7 @@ class HeadAndLens(TraceScene):
         name = label(f"layer {layer}, head {head}", BODY_TEXT, self.theme.highlight)
         room = left.height - name.height - 0.25
         grid = AttentionGrid.from_trace(trace, layer, head, width=left.width, height=room)
-        VGroup(name, grid).arrange(DOWN, buff=0.25).move_to(left.center)
+        Group(name, grid).arrange(DOWN, buff=0.25).move_to(left.center)
         self.play(FadeIn(name), FadeIn(grid))
 
         # 3. A highlighted cell: where the last token looks hardest.
