@@ -27,13 +27,15 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/mechviz inspect renders/demo.json
 	$(VENV)/bin/mechviz scene ResidualFlow --trace renders/demo.json
 
-# The README's pictures: a still of every scene and one GIF, from the example trace.
+# The README's pictures (a still of every scene, GIFs per aspect) and docs/api.md with a
+# picture per building block and the guide's example, all from the example trace.
 gallery: $(VENV)/.installed
 	for s in $(SCENES); do $(VENV)/bin/mechviz scene $$s --format png -o docs/$$s.png || exit 1; done
 	$(VENV)/bin/mechviz scene Unembedding --beats bars,lens --gif-width 640 --max-mb 1 -o docs/Unembedding.gif
 	$(VENV)/bin/mechviz scene ResidualFlow --aspect 9:16 --beats rise --gif-width 360 --max-mb 2.1 -o docs/ResidualFlow-9x16.gif
 	$(VENV)/bin/mechviz scene Attention --aspect 1:1 --beats arcs --gif-width 480 --max-mb 1 -o docs/Attention-1x1.gif
 	$(VENV)/bin/mechviz scene Embedding --aspect 4:5 --beats tokens,ids,rows --gif-width 400 --max-mb 1 -o docs/Embedding-4x5.gif
+	$(PY) docs/make_api.py
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

@@ -136,6 +136,16 @@ def render_pictures() -> None:
         mechviz.render(Picture, trace, format="png", output=PICTURES / f"{name}.png")
         print(f"wrote {PICTURES / name}.png")
     mechviz.render("Attention", trace, format="png", beats=["grid"], output=PICTURES / "render.png")
+    # The guide's example (docs/your-own-scene.md), its last frame.
+    import importlib.util
+
+    path = DOCS / "examples" / "head_and_lens.py"
+    spec = importlib.util.spec_from_file_location("head_and_lens", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    mechviz.render(
+        module.HeadAndLens, trace, format="png", quality="medium", output=path.with_suffix(".png")
+    )
 
 
 def main() -> None:

@@ -253,3 +253,11 @@ def test_readout_drops_parts_in_a_short_room_and_reads_any_position() -> None:
     assert first.position == 1
     assert first.answer_id == int(TRACE.output.top_ids[1, 0])
     assert first.bars.values == pytest.approx(TRACE.lens.top_probs[0, 1, :4])
+
+
+@pytest.mark.parametrize("width", [4.0, 5.4, 6.6, 7.0, 7.4, 9.0, 13.6])
+def test_readout_bars_keep_a_readable_length(width: float) -> None:
+    """Counters beside the bars only when the bars keep their length there (was 0.02 at 6.6)."""
+    readout = LensReadout.from_trace(example_trace(), width=width, height=6.0)
+    assert readout.bars.bar_width >= 0.8
+    assert readout.width <= width + 1e-6

@@ -29,6 +29,7 @@ __all__ = ["LensReadout"]
 
 LN2 = float(np.log(2.0))
 BESIDE_WIDTH = 6.6  # a room at least this wide puts the counters and chart beside the bars
+MIN_BAR = 0.8  # ...if the bars are at least this long there (scene units)
 NAME_WIDTH = 1.7  # the token names' column of the bars
 
 
@@ -76,10 +77,13 @@ class LensReadout(VGroup):
         self.layer: int | None = None
         self.room_width = width
         k = min(k, trace.lens.top_ids.shape[-1])
-        # A wide, short room (stacked frames) puts the counters beside the bars.
-        beside = width >= BESIDE_WIDTH if beside is None else beside
         self.counters = self._counters()
         side_w = max(self.counters.width, 2.2)
+        # A wide, short room (stacked frames) puts the counters beside the bars,
+        # if the bars keep a readable length there.
+        if beside is None:
+            bar_beside = width - side_w - 0.45 - NAME_WIDTH - 0.15 - self._value_width()
+            beside = width >= BESIDE_WIDTH and bar_beside >= MIN_BAR
         bars_w = width - side_w - 0.45 if beside else min(width, 6.0)
         self.heading = label("embedding", style.BODY_TEXT, theme.foreground)
         texts, probs, colors = self.top(None, k)
@@ -126,7 +130,7 @@ class LensReadout(VGroup):
             k: Top tokens shown (at most the trace's top-k); a short room keeps 2.
             chart: Draw p(answer) by layer when it fits.
             beside: Counters and chart right of the bars (default: when the room is
-                at least 6.6 units wide), else below them.
+                at least 6.6 units wide and the bars keep 0.8 units there), else below them.
 
         Returns:
             The block, centred on the origin. A short room drops the chart, then
