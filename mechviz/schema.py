@@ -208,13 +208,16 @@ class Trace:
     # --- convenience readers for scenes ---------------------------------
     @property
     def n_layers(self) -> int:
+        """Transformer blocks in the model (L)."""
         return self.model.n_layers
 
     @property
     def n_positions(self) -> int:
+        """Tokens in the prompt (P), the beginning-of-text token included if the model adds one."""
         return len(self.tokens.text)
 
     def token_text(self, token_id: int) -> str:
+        """The text of a token id the trace mentions (raw: a leading space is a space)."""
         return self.vocab[int(token_id)]
 
     def boundary(self, label: str) -> int:
@@ -233,9 +236,11 @@ class Trace:
         return 0 if layer == 0 else 2 * layer
 
     def resid_mid(self, layer: int) -> int:
+        """Boundary index of ``resid_mid`` for ``layer`` (after attention, before the MLP)."""
         return 2 * layer + 1
 
     def resid_post(self, layer: int) -> int:
+        """Boundary index of ``resid_post`` for ``layer`` (after its MLP)."""
         return 2 * layer + 2
 
     @property

@@ -125,3 +125,22 @@ def test_api_page_is_current() -> None:
         value = getattr(mechviz.visual if name in mechviz.visual.__all__ else mechviz, name)
         if callable(value):
             assert (value.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+def test_every_public_method_has_a_docstring() -> None:
+    import inspect
+
+    missing = []
+    for module, names in ((mechviz, mechviz.__all__), (mechviz.visual, mechviz.visual.__all__)):
+        for name in names:
+            obj = getattr(module, name)
+            if not inspect.isclass(obj):
+                continue
+            for attr, member in vars(obj).items():
+                if attr.startswith("_"):
+                    continue
+                func = getattr(member, "__func__", member)
+                func = func.fget if isinstance(func, property) else func
+                if callable(func) and not (inspect.getdoc(func) or "").strip():
+                    missing.append(f"{name}.{attr}")
+    assert not missing, missing

@@ -74,14 +74,17 @@ class Box:
 
     @property
     def width(self) -> float:
+        """Width in scene units."""
         return self.x1 - self.x0
 
     @property
     def height(self) -> float:
+        """Height in scene units."""
         return self.y1 - self.y0
 
     @property
     def center(self) -> np.ndarray:
+        """The centre point ``[x, y, 0]``."""
         return np.array([(self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2, 0.0])
 
     def split(self, axis: str, share: float, gap: float = 0.3) -> tuple[Box, Box]:

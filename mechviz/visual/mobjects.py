@@ -668,7 +668,8 @@ class MorphBars(Animation):
         super().__init__(bars, **kwargs)
 
     def create_starting_mobject(self) -> VGroup:
-        return VGroup()  # interpolation reads the stored values; a deep copy would be wasted
+        """An empty group: interpolation reads the stored values; a deep copy would be wasted."""
+        return VGroup()
 
     def interpolate_mobject(self, alpha: float) -> None:
         a = self.rate_func(alpha)
