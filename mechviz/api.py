@@ -19,7 +19,7 @@ from mechviz.schema import Trace
 if TYPE_CHECKING:
     from mechviz.models import LoadedModel
 
-_models: dict[tuple[str, str, str, str | None], LoadedModel] = {}
+_models: dict[tuple[str, str, str, str | None], LoadedModel] = {}  # one load per process
 
 
 def loaded_model(
@@ -48,7 +48,10 @@ def loaded_model(
 
     spec = model or DEFAULT_MODEL
     if spec.lower() in DEFAULT_ALIASES:
-        spec = DEFAULT_MODEL
+        # Where the default model comes from can change within a process.
+        from mechviz.io import cache_dir
+
+        spec = f"{DEFAULT_MODEL}|{cache_dir()}|{os.environ.get('MECHVIZ_MODEL_WHEEL', '')}"
     elif Path(spec).expanduser().exists():
         spec = str(Path(spec).expanduser().resolve())
     key = (spec, device, dtype, device_map)
