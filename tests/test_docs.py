@@ -80,8 +80,9 @@ def test_examples_render(path: Path, name: str, aspect: str, tmp_path: Path) -> 
     from mechviz.visual.settings import example_trace
 
     scene = load_example(path, name)
-    out = mechviz.render(scene, example_trace(), format="png", aspect=aspect,
-                         output=tmp_path / f"{name}.png")
+    out = mechviz.render(
+        scene, example_trace(), format="png", aspect=aspect, output=tmp_path / f"{name}.png"
+    )
     from PIL import Image
 
     with Image.open(out) as image:
@@ -93,19 +94,30 @@ def test_examples_render(path: Path, name: str, aspect: str, tmp_path: Path) -> 
 
 
 def test_example_renders_with_plain_manim(tmp_path: Path) -> None:
+    """Copied outside the repository, the example renders with plain `manim` too."""
+    import shutil
     import subprocess
     import sys
 
     path, name = example_scenes()[0]
+    mine = shutil.copy(path, tmp_path / "my_scene.py")
     env = dict(os.environ, MECHVIZ_ASPECT="1:1")
     result = subprocess.run(
-        [sys.executable, "-m", "manim", "-ql", "-s", "--format", "png",
-         "--media_dir", str(tmp_path), str(path), name],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
+        [sys.executable, "-m", "manim", "-ql", "-s", "--format", "png", str(mine), name],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    pngs = list(tmp_path.rglob(f"{name}*.png"))
+    pngs = list((tmp_path / "media").rglob(f"{name}*.png"))
     assert pngs, list(tmp_path.rglob("*"))
+    from PIL import Image
+
+    with Image.open(pngs[0]) as image:
+        assert image.size == (480, 480)
 
 
 def test_api_page_is_current() -> None:
