@@ -152,9 +152,8 @@ def render_scene(
         if fmt in ("mov", "webm"):
             config["format"] = fmt
         elif fmt in ("mp4", "gif"):
-            # x264's veryfast preset: on these flat-coloured frames about 20% less
-            # CPU than the default (medium) and files no larger. A GIF's
-            # intermediate video is only decoded once more: fastest, near lossless.
+            # ENCODER_MP4 (see above). A GIF's intermediate video is only decoded
+            # once more: fastest, near lossless.
             config["video_encoder_options"] = (
                 ENCODER_MP4 if fmt == "mp4" else ENCODER_GIF_INTERMEDIATE
             )
