@@ -73,6 +73,28 @@ def resolve_scene(scene: str | type) -> type:
     )
 
 
+def write_still(cls: type, settings: SceneSettings, output: Path, make_parents: bool) -> Path:
+    """Write the still of a scene that has one (``cls.still(trace, settings)``) as a PNG.
+
+    The still is drawn at its own full resolution (WholeModel: ``settings.width``
+    pixels wide), not a video frame; ``--quality`` and ``--aspect`` do not apply.
+    The file is written atomically.
+    """
+    from PIL import Image
+
+    from mechviz.io import atomic_write, load_trace
+
+    trace = settings.trace if isinstance(settings.trace, Trace) else load_trace(settings.trace)
+    image = Image.fromarray(cls.still(trace, settings))  # RGB, or RGBA when transparent
+    if make_parents:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MechvizError(f"Cannot write {output}: {exc.strerror or exc}.") from None
+    atomic_write(output, lambda tmp: image.save(tmp, format="PNG"))
+    return output
+
+
 def render_scene(
     name: str | type,
     settings: SceneSettings,
@@ -93,7 +115,8 @@ def render_scene(
         quality: ``low``, ``medium``, ``high`` or ``4k``: the shorter side is 480,
             720, 1080 or 2160 pixels, at 15, 30, 60 or 60 frames per second unless
             ``settings.fps`` says otherwise.
-        fmt: ``gif``, ``mp4``, ``png`` (the last frame), ``mov`` or ``webm``.
+        fmt: ``gif``, ``mp4``, ``png`` (the last frame; a scene with a ``still``,
+            such as WholeModel, writes that picture instead), ``mov`` or ``webm``.
         output: Where to write (default ``renders/<trace-stem>/<Scene>.<fmt>``).
         progress: Show Manim's progress bar.
         make_parents: Create the output's missing folders (only once the file is
@@ -124,6 +147,10 @@ def render_scene(
     srt = output.with_suffix(".srt")
     if captions:
         check_writable(srt, make_parents=make_parents)
+    if fmt == "png" and hasattr(cls, "still"):
+        if captions:
+            raise MechvizError(f"{name}'s PNG is a still picture: it has no captions.")
+        return write_still(cls, settings, output, make_parents)
     short, rate = QUALITIES[quality]
     width, height = pixel_size(settings.aspect, short)
     # Render beside the output (same file system, so the last step is a rename);

@@ -45,6 +45,9 @@ class SceneSettings:
         hold: Seconds the last picture is held (default :data:`DEFAULT_HOLD`).
         fade: End with a short fade back to the empty frame (for looping GIFs).
         captions: Write an SRT file here: one cue per beat, timed to the render.
+        width: WholeModel: the still's width in pixels (default 1000); its height
+            follows the model's depth.
+        cmap: WholeModel: the colour map, a name of :data:`mechviz.wholemodel.CMAPS`.
 
     """
 
@@ -62,8 +65,19 @@ class SceneSettings:
     hold: float = DEFAULT_HOLD
     fade: bool = False
     captions: Path | None = None
+    width: int | None = None
+    cmap: str = "default"
 
     def __post_init__(self) -> None:
+        from mechviz.wholemodel import MAX_WIDTH, MIN_WIDTH, get_cmap
+
+        get_cmap(self.cmap)  # an unknown name: one sentence listing the names
+        if self.width is not None and not (
+            type(self.width) is int and MIN_WIDTH <= self.width <= MAX_WIDTH
+        ):
+            raise MechvizError(
+                f"width must be {MIN_WIDTH} to {MAX_WIDTH} pixels; got {self.width!r}."
+            )
         if self.aspect not in ASPECTS:
             raise MechvizError(
                 f"Unknown aspect {self.aspect!r}; choose one of {', '.join(ASPECTS)}."
@@ -93,6 +107,8 @@ ENVIRONMENT = {
     "MECHVIZ_HOLD": ("hold", "seconds to hold the last picture"),
     "MECHVIZ_FADE": ("fade", "1 to fade back at the end"),
     "MECHVIZ_CAPTIONS": ("captions", "write an SRT file here"),
+    "MECHVIZ_WIDTH": ("width", "WholeModel: the still's width in pixels"),
+    "MECHVIZ_CMAP": ("cmap", "WholeModel: default, matrix, gray or viridis"),
 }
 
 _current: SceneSettings | None = None
