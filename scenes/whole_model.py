@@ -1,0 +1,207 @@
+"""WholeModel: every internal state of one forward pass in one picture, built block by block."""
+
+from __future__ import annotations
+
+import numpy as np
+from manim import DOWN, LEFT, RIGHT, UP, FadeIn, Group, Rectangle, VGroup, config
+
+from mechviz.schema import Trace
+from mechviz.tokens import shown
+from mechviz.visual import style
+from mechviz.visual.base import Box, TraceScene
+from mechviz.visual.mobjects import grid_image
+from mechviz.visual.settings import SceneSettings
+from mechviz.visual.text import center_on, label
+from mechviz.wholemodel import (
+    DEFAULT_WIDTH,
+    MIN_WIDTH,
+    WholePicture,
+    check_whole,
+    colorize,
+    get_cmap,
+    palette,
+    whole_picture,
+)
+
+LEGEND_W = 4.0  # the widest the legend may be beside the picture (scene units)
+AXIS_W = 0.55  # layer numbers left of the picture
+BAR_W = 1.3  # a colour bar's length
+
+
+class WholeModel(TraceScene):
+    """The seed's picture: attention left, residual and MLP rows right, the output below."""
+
+    beats = {
+        "embedding": "the picture's frame and legend; the embedding row appears",
+        "blocks": "block by block: attention patterns, MLP activations, the stream after",
+        "output": "the output row: each position's top next-token probabilities",
+    }
+    title_text = "The whole model at once"
+    slow_blocks = 2  # blocks at each end shown one at a time; the middle fast-forwards
+    slow_time = 0.5
+    fast_time = 0.1
+
+    @staticmethod
+    def still(trace: Trace, settings: SceneSettings) -> np.ndarray:
+        """The full-resolution picture (``mechviz scene WholeModel --format png``)."""
+        pic = whole_picture(trace, settings.width or DEFAULT_WIDTH, settings.cmap, settings.theme)
+        if not settings.transparent:
+            return pic.image
+        alpha = np.where((pic.image != np.array(pic.background)).any(-1), 255, 0)
+        return np.dstack([pic.image, alpha.astype(np.uint8)])
+
+    def construct(self) -> None:
+        check_whole(self.trace)  # one sentence before anything is drawn
+        self.show_title(self.title_text)
+        with self.beat("embedding"):
+            self.show_embedding()
+        with self.beat("blocks"):
+            self.show_blocks()
+        with self.beat("output"):
+            self.show_output()
+
+    # --- beats ------------------------------------------------------------------------
+    def show_embedding(self) -> None:
+        trace, whole = self.trace, check_whole(self.trace)
+        C = whole.resid.shape[-1]
+        self.caption(
+            f"Top row: each token's embedding, {trace.model.d_model} numbers max-pooled to {C} "
+            f"per token, the {trace.n_positions} tokens side by side."
+        )
+        self.layout()
+        cover = self.get_cover()
+        self.add(self.image, cover, self.axis)
+        self.play(FadeIn(self.legend), run_time=0.5)
+        self.wait(0.4)
+
+    def show_blocks(self) -> None:
+        trace = self.trace
+        m = trace.model
+        self.caption(
+            f"Each block: {m.n_heads} heads' attention (left), then its {m.d_mlp} MLP "
+            "activations and the stream after it."
+        )
+        L = trace.n_layers
+        for layer in range(L):
+            slow = layer < self.slow_blocks or layer >= L - self.slow_blocks
+            y = self.y_of(self.pic.block_span(layer)[1])
+            self.play(self.reveal_to(y), run_time=self.slow_time if slow else self.fast_time)
+
+    def show_output(self) -> None:
+        trace = self.trace
+        token, prob = trace.prediction
+        K = trace.output.top_probs.shape[-1]
+        self.caption(
+            f"Bottom row: each position's top-{K} next-token probabilities; after the last "
+            f"token, {shown(self.vocab_text(token))} at {prob:.2f}."
+        )
+        self.play(self.reveal_to(self.box.y0 - 0.01), run_time=0.5)
+        self.remove(self.cover)
+
+    # --- parts --------------------------------------------------------------------------
+    def layout(self) -> None:
+        """Place the picture, its layer numbers and the legend for this frame's shape."""
+        c = self.content
+        aspect = self._picture(DEFAULT_WIDTH).image.shape[0] / DEFAULT_WIDTH
+        column = self.get_legend(LEGEND_W)  # the legend as one column beside the picture
+        side = self._fit(c.width - AXIS_W - column.width - 0.3, c.height, aspect)
+        legend = self.get_legend(c.width)
+        stacked = self._fit(c.width - AXIS_W, c.height - legend.height - 0.3, aspect)
+        self.stacked = stacked[0] * stacked[1] > side[0] * side[1]
+        w, h = stacked if self.stacked else side
+        px_per_unit = config.pixel_width / config.frame_width
+        self.pic = self._picture(max(MIN_WIDTH, int(round(w * px_per_unit))))
+        if self.stacked:
+            spare = c.height - (h + 0.3 + legend.height)  # centred in the content's height
+            x0, top = c.center[0] - (w + AXIS_W) / 2 + AXIS_W, c.y1 - max(spare, 0) / 2
+            legend.move_to([c.center[0], top - h - 0.3 - legend.height / 2, 0])
+        else:
+            legend = column
+            total = AXIS_W + w + 0.3 + legend.width
+            x0, top = c.x0 + (c.width - total) / 2 + AXIS_W, c.y1 - (c.height - h) / 2
+            legend.move_to([x0 + w + 0.3 + legend.width / 2, top - legend.height / 2, 0])
+        self.legend = legend
+        rgb = self.pic.image
+        self.image = grid_image(rgb, w, h).move_to([x0 + w / 2, top - h / 2, 0])
+        self.box = Box(x0, x0 + w, top - h, top)
+        self.axis = self.get_axis()
+
+    def _picture(self, width: int) -> WholePicture:
+        return whole_picture(self.trace, width, self.settings.cmap, self.settings.theme, text=False)
+
+    @staticmethod
+    def _fit(width: float, height: float, aspect: float) -> tuple[float, float]:
+        """The largest ``(w, h)`` with ``h = aspect * w`` inside ``width`` x ``height``."""
+        w = max(min(width, height / aspect), 0.5)
+        return w, w * aspect
+
+    def y_of(self, py: float) -> float:
+        """Scene y of pixel row ``py`` of the picture."""
+        b = self.box
+        return b.y1 - (b.y1 - b.y0) * py / self.pic.image.shape[0]
+
+    def get_cover(self) -> Rectangle:
+        """A background-coloured cover over everything below the embedding row."""
+        b = self.box
+        y = self.y_of(self.pic.of("embed")[0].y1 + 0.5)
+        self.cover = Rectangle(
+            width=b.width + 0.04,
+            height=y - b.y0 + 0.02,
+            stroke_width=0,
+            fill_color=self._background(),
+            fill_opacity=0.0 if self.settings.transparent else 1.0,
+        ).move_to([b.center[0], (y + b.y0) / 2, 0])
+        return self.cover
+
+    def reveal_to(self, y: float):  # type: ignore[no-untyped-def]
+        """Shrink the cover so that its top edge is at scene ``y``."""
+        height = max(y - self.box.y0 + 0.02, 0.001)
+        return self.cover.animate.stretch_to_fit_height(height, about_edge=DOWN)
+
+    def _background(self) -> object:
+        cmap = get_cmap(self.settings.cmap)
+        if cmap.background is not None:
+            return cmap.background  # the matrix map is green on black in either theme
+        return self.theme.background
+
+    def get_axis(self) -> VGroup:
+        """Layer numbers left of the picture: every k-th block, at least 0.4 units apart."""
+        L = self.trace.n_layers
+        spans = [self.pic.block_span(layer) for layer in range(L)]
+        spacing = abs(self.y_of(spans[1][0]) - self.y_of(spans[0][0])) if L > 1 else 1.0
+        step = next(s for s in (1, 2, 5, 10, 20, 50, 10**9) if s * spacing >= 0.4)
+        axis = VGroup()
+        for layer in range(0, L, step):
+            y = self.y_of(sum(spans[layer]) / 2)
+            mob = label(str(layer), style.MIN_TEXT, self.theme.muted)
+            axis.add(center_on(mob, [self.box.x0 - 0.08 - mob.width / 2, y, 0]))
+        return axis
+
+    def get_legend(self, width: float) -> Group:
+        """The colour scales with their numbers, in a column or a grid that fits ``width``."""
+        pic = self._picture(MIN_WIDTH) if not hasattr(self, "pic") else self.pic
+        cmap = get_cmap(self.settings.cmap)
+        pal = palette(self.settings.theme)
+        if cmap.background is not None:
+            pal = {**pal, "neutral": np.array([0.0, 0.0, 0.0])}
+        items = []
+        for name, signed, scale in (
+            ("residual stream", True, pic.resid_scale),
+            ("MLP activations", True, pic.mlp_scale),
+            ("attention, probability", False, 1.0),
+        ):
+            low = "0" if not signed or cmap.magnitude else f"−{scale:.3g}"
+            high = f"{scale:.3g}" if signed else "1"
+            t = np.linspace(-1 if signed else 0, 1, 64)[None]
+            bar = grid_image(colorize(t, cmap, pal, signed), BAR_W, 0.22)
+            lo = label(low, style.MIN_TEXT, self.theme.muted)
+            hi = label(high, style.MIN_TEXT, self.theme.muted)
+            row = Group(lo, bar, hi).arrange(RIGHT, buff=0.12)
+            title = label(name, style.MIN_TEXT, self.theme.foreground, max_width=width)
+            items.append(Group(title, row).arrange(DOWN, buff=0.12, aligned_edge=LEFT))
+        widest = max(i.width for i in items)
+        cols = max(1, min(len(items), int((width + 0.4) // (widest + 0.4))))
+        return Group(*items).arrange_in_grid(cols=cols, buff=(0.4, 0.3), cell_alignment=UP + LEFT)
+
+
+__all__ = ["WholeModel"]
