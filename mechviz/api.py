@@ -72,6 +72,11 @@ def trace(
     top_k: int = 10,
     max_tokens: int = 64,
     full: bool = False,
+    width: int = 1000,
+    neuron_above: float = 3.0,
+    neuron_below: float = 0.0,
+    neuron_relative: bool = False,
+    neuron_cap: int = 32,
     progress: bool = True,
 ) -> Trace | list[Trace]:
     """Run ``prompt`` through ``model`` once and record everything the scenes draw.
@@ -87,6 +92,14 @@ def trace(
         max_tokens: Refuse prompts longer than this many tokens.
         full: Also store the full residual vectors ``[boundaries, positions,
             d_model]`` (large).
+        width: Width in pixels of the whole-model picture: the ``whole``
+            section keeps about this many max-|x| pooled values per row.
+        neuron_above: Upper threshold of the neuron selection (``neurons``).
+        neuron_below: Lower threshold; must be below ``neuron_above``.
+        neuron_relative: Thresholds in units of each layer's standard
+            deviation of activations, instead of activation units.
+        neuron_cap: Selected neurons whose activations are stored per layer
+            (the counts cover all of them).
         progress: Show progress on the first model load.
 
     Returns:
@@ -109,6 +122,17 @@ def trace(
         raise MechvizError(f"max_tokens must be at least 1; got {max_tokens}.")
     if top_k < 1:
         raise MechvizError(f"top_k must be at least 1; got {top_k}.")
+    options = TraceOptions(
+        top_k=top_k,
+        max_tokens=max_tokens,
+        full=full,
+        width=width,
+        neuron_above=neuron_above,
+        neuron_below=neuron_below,
+        neuron_relative=neuron_relative,
+        neuron_cap=neuron_cap,
+    )
+    options.check()
     for i, text in enumerate(prompts):
         if not isinstance(text, str):
             raise MechvizError(f"Prompt {i + 1} is a {type(text).__name__}, not a string.")
@@ -125,7 +149,6 @@ def trace(
                 tokenize(loaded, text, max_tokens)
             except MechvizError as exc:
                 raise MechvizError(f"Prompt {i + 1}: {exc}") from None
-    options = TraceOptions(top_k=top_k, max_tokens=max_tokens, full=full)
     traces = [trace_prompt(loaded, text, options) for text in prompts]
     return traces if many else traces[0]
 

@@ -188,6 +188,34 @@ def trace_file_names(prompts: list[str]) -> list[str]:
     "several [default: traces/].",
 )
 @model_options
+@click.option(
+    "--width",
+    default=1000,
+    show_default=True,
+    type=int,
+    metavar="PX",
+    help="Width of the whole-model picture: pooled values kept per row.",
+)
+@click.option(
+    "--neuron-above",
+    default=3.0,
+    show_default=True,
+    type=float,
+    help="Neurons above this on some token are selected.",
+)
+@click.option(
+    "--neuron-below",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Neurons below this on some token are selected.",
+)
+@click.option(
+    "--relative",
+    "neuron_relative",
+    is_flag=True,
+    help="Neuron thresholds in units of each layer's standard deviation.",
+)
 def trace(
     prompt: tuple[str, ...], prompt_file: Path | None, output: Path | None, **kwargs: object
 ) -> None:

@@ -16,6 +16,17 @@ Dimension glossary (used in every shape below and in docs/trace-format.md):
     S  n_sample      residual dimensions kept verbatim (``resid.sample_dims``)
     N  n_neurons     MLP neurons kept per layer (largest |activation|)
     D  d_model       only in ``resid.full``, written with ``--full``
+    Q  n_rows        residual rows of the whole-model picture = L + 1: ``embed``,
+                     then ``{l}_post`` for each layer (the boundaries ``resid.labels[0::2]``)
+    C  resid_width   values per token in ``whole.resid`` = min(d_model, ceil(width / P))
+    M  mlp_width     values per token in ``whole.mlp`` = min(d_mlp, ceil(width / P))
+    F  d_mlp         MLP neurons per layer (``neurons.peak``)
+    J  n_stored      selected neurons stored per layer (``neurons.ids``; a cap,
+                     ``TraceOptions.neuron_cap``; -1 pads a layer with fewer)
+
+"The neuron" (``mlp``, ``whole.mlp``, ``neurons``) is the input of the MLP's
+down projection: the activation function's output, for gated MLPs the product
+``act(gate(x)) * up(x)`` (GELU MLPs: ``act(fc1(x))``).
 
 Units: logits (``heads``) are the model's pre-softmax scores, before any
 final soft cap; probabilities in [0, 1]; entropies and KL in nats.
@@ -39,10 +50,12 @@ import numpy as np
 from mechviz.encoding import decode, encode, round_significant
 from mechviz.errors import MechvizError
 
-# 3: the optional ``heads`` section; 2: large arrays packed (mechviz.encoding);
-# 1: nested lists only. Versions 1 and 2 load with ``heads = None``.
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# 4: the optional ``whole`` and ``neurons`` sections; 3: the optional ``heads``
+# section; 2: large arrays packed (mechviz.encoding); 1: nested lists only.
+# Older versions load with the sections they lack set to ``None``.
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+SECTION_SINCE = {"heads": 3, "whole": 4, "neurons": 4}  # the version that introduced each
 
 
 def _arr(
@@ -166,6 +179,43 @@ class HeadEffects:
     bias: np.ndarray = _arr("L")  # W_O's bias read the same way; 0 where W_O has none
 
 
+@dataclass(frozen=True)
+class Whole:
+    """Rows of the whole-model picture (every internal state of one forward pass).
+
+    Each token's vector is max-|x| pooled (:func:`mechviz.tracing.pool`, the
+    sign kept) into ``C`` (residual) or ``M`` (MLP) columns: ``ceil(width / P)``
+    per token, at most the vector's length, so a row of P tokens has about
+    ``width`` values, one per pixel of a ``width``-pixel picture.
+    """
+
+    width: int  # picture width in px the rows were pooled for (``--width``)
+    resid: np.ndarray = _arr("Q", "P", "C", storage="float16")  # embed, then each {l}_post
+    mlp: np.ndarray = _arr("L", "P", "M", storage="float16")  # each layer's neuron activations
+
+
+@dataclass(frozen=True)
+class Neurons:
+    """The Neuroscope selection: neurons above ``above`` or below ``below`` on some token.
+
+    A neuron of layer ``l`` is selected when its activation exceeds ``hi[l]``
+    at one position at least, or falls below ``lo[l]``; ``hi = above`` and
+    ``lo = below``, or with ``relative`` ``hi = above * std[l]`` and
+    ``lo = below * std[l]`` (float32, :func:`mechviz.neurons.thresholds`).
+    ``count`` is that rule applied to ``peak`` as stored, so any other
+    thresholds re-count exactly from ``peak`` (:func:`mechviz.neurons.select`).
+    """
+
+    above: float  # upper threshold used at trace time (default 3.0)
+    below: float  # lower threshold (default 0.0)
+    relative: bool  # thresholds in units of the layer's standard deviation
+    std: np.ndarray = _arr("L")  # population std of each layer's activations, positions x neurons
+    peak: np.ndarray = _arr("L", "F", "2", storage="float16")  # [L, d_mlp, (max, min) over P]
+    count: np.ndarray = _arr("L", dtype="int")  # neurons selected per layer, of d_mlp
+    ids: np.ndarray = _arr("L", "J", dtype="int")  # stored selected neurons, most extreme first
+    values: np.ndarray = _arr("L", "J", "P")  # their activation at every position (0 where -1)
+
+
 SECTIONS: dict[str, type] = {
     "tokens": Tokens,
     "resid": Resid,
@@ -176,8 +226,10 @@ SECTIONS: dict[str, type] = {
     "lens": Lens,
     "output": Output,
     "heads": HeadEffects,
+    "whole": Whole,
+    "neurons": Neurons,
 }
-OPTIONAL_SECTIONS = frozenset({"heads"})  # absent from traces older than schema version 3
+OPTIONAL_SECTIONS = frozenset(SECTION_SINCE)  # absent from older traces (or left out)
 
 
 @dataclass(frozen=True)
@@ -198,6 +250,8 @@ class Trace:
     lens: Lens
     output: Output
     heads: HeadEffects | None = None
+    whole: Whole | None = None
+    neurons: Neurons | None = None
 
     def __post_init__(self) -> None:
         from mechviz.validate import check_meaning, check_shapes
@@ -281,7 +335,7 @@ class Trace:
 
     @classmethod
     def from_dict(cls, data: Any) -> Trace:
-        """Validate JSON data (schema version 1, 2 or 3) and build the trace.
+        """Validate JSON data (schema version 1 to 4) and build the trace.
 
         The structure and exact types are checked against :func:`json_schema`
         (with ``jsonschema``), the arrays by :mod:`mechviz.encoding`, and their
@@ -309,11 +363,12 @@ class Trace:
         from mechviz.validate import check_structure
 
         check_structure(data)
-        if version < 3 and "heads" in data:
-            raise MechvizError(
-                f"This trace has schema version {version} but a 'heads' section, which "
-                "version 3 introduced; re-create it with `mechviz trace`."
-            )
+        for name, since in SECTION_SINCE.items():
+            if version < since and name in data:
+                raise MechvizError(
+                    f"This trace has schema version {version} but a '{name}' section, which "
+                    f"version {since} introduced; re-create it with `mechviz trace`."
+                )
         sections = {
             name: _build(kind, data[name], name) if data.get(name) is not None else None
             for name, kind in SECTIONS.items()

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from mechviz import __version__
+from mechviz import neurons as rule
 from mechviz.adapter import Adapter
+from mechviz.encoding import decode, encode
 from mechviz.errors import MechvizError
 from mechviz.models import LoadedModel
 from mechviz.schema import (
@@ -34,10 +36,12 @@ from mechviz.schema import (
     Lens,
     Mlp,
     ModelInfo,
+    Neurons,
     Output,
     Resid,
     Tokens,
     Trace,
+    Whole,
     boundary_labels,
 )
 from mechviz.tokens import check_prompt, display_text, token_offsets
@@ -54,6 +58,21 @@ class TraceOptions:
     top_k: int = 10
     max_tokens: int = 64  # longer prompts make attention grids unreadable
     full: bool = False
+    width: int = 1000  # px of the whole-model picture (seed 000): pooled rows of ~width values
+    neuron_above: float = rule.ABOVE  # the seed's thresholds (GPT-J's GELU MLP)
+    neuron_below: float = rule.BELOW
+    neuron_relative: bool = False  # thresholds in units of each layer's std
+    # J: selected neurons stored per layer, 32 * P values a layer (a Neuroscope page
+    # shows 20-30); the counts cover every neuron of d_mlp whatever the cap.
+    neuron_cap: int = 32
+
+    def check(self) -> None:
+        """Refuse options that cannot make a trace, in one sentence each."""
+        if self.width < 1:
+            raise MechvizError(f"--width must be at least 1 pixel; got {self.width}.")
+        if self.neuron_cap < 1:
+            raise MechvizError(f"neuron_cap must be at least 1; got {self.neuron_cap}.")
+        rule.check_rule(self.neuron_above, self.neuron_below)
 
 
 @dataclass
@@ -154,6 +173,7 @@ def trace_prompt(loaded: LoadedModel, prompt: str, options: TraceOptions = Trace
             f"--top-k must be between 1 and the vocabulary size ({vocab_size}); "
             f"got {options.top_k}."
         )
+    options.check()
     input_ids = tokenize(loaded, prompt, options.max_tokens)
     rec = record(loaded, input_ids)
     return build_trace(loaded, prompt, rec, options)
@@ -204,6 +224,8 @@ def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: Trace
         lens=lens,
         output=output,
         heads=head_effects(adapter, rec, answer=int(output.top_ids[-1, 0])),
+        whole=_whole(resid[0::2], rec.mlp_act, options.width),
+        neurons=_neurons(rec.mlp_act, options),
     )
 
 
@@ -496,13 +518,75 @@ def _output(logits: torch.Tensor, top_k: int) -> Output:
 
 
 def pool(x: torch.Tensor, width: int = POOL_WIDTH) -> torch.Tensor:
-    """Max-|x| pooling of the last axis into ``width`` columns, keeping the sign."""
+    """Max-|x| pooling of the last axis into ``width`` columns, keeping the sign.
+
+    Column ``c`` of ``width`` (at most the axis length ``D``) pools the entries
+    ``[floor(c D / width), floor((c + 1) D / width))``: contiguous groups of
+    ``ceil(D / width)`` or one fewer, none empty (equal groups when ``width``
+    divides ``D``). A tie keeps the first entry.
+    """
     D = x.shape[-1]
+    width = min(width, D)
     per = -(-D // width)
-    padded = torch.nn.functional.pad(x, (0, per * width - D))
-    groups = padded.reshape(*x.shape[:-1], width, per)
-    idx = groups.abs().argmax(dim=-1, keepdim=True)
-    return groups.gather(-1, idx)[..., 0]
+    cols = torch.arange(width + 1, device=x.device) * D // width  # group edges
+    idx = (cols[:-1, None] + torch.arange(per, device=x.device)).minimum(cols[1:, None] - 1)
+    groups = x[..., idx]  # [..., width, per]; a short group repeats its last entry
+    best = groups.abs().argmax(dim=-1, keepdim=True)
+    return groups.gather(-1, best)[..., 0]
+
+
+def _whole(rows: torch.Tensor, acts: list[torch.Tensor], width: int) -> Whole:
+    """Rows for the whole-model picture: ``ceil(width / P)`` pooled values per token."""
+    P = rows.shape[1]
+    per_token = -(-width // P)
+    act = torch.stack([a.float().cpu() for a in acts])  # [L, P, d_mlp]
+    return Whole(
+        width=width,
+        resid=_np(pool(rows.float().cpu(), per_token)),
+        mlp=_np(pool(act, per_token)),
+    )
+
+
+def _as_stored(value: np.ndarray, kind: str, storage: str | None, name: str) -> np.ndarray:
+    """``value`` as a saved trace will read it back (float16 or 6-digit rounding)."""
+    return np.array(decode(encode(value, kind=kind, storage=storage), kind, name))
+
+
+def _neurons(acts: list[torch.Tensor], options: TraceOptions) -> Neurons:
+    """The Neuroscope selection, decided on the values as the trace stores them.
+
+    ``std`` and ``peak`` are rounded as the file will hold them before the rule
+    is applied, so re-counting from a loaded trace gives ``count`` exactly.
+    """
+    act = torch.stack([a.float().cpu() for a in acts]).numpy()  # [L, P, F]
+    L, P, F = act.shape
+    std = act.reshape(L, -1).astype(np.float64).std(axis=-1).astype(np.float32)
+    std = _as_stored(std, "float", None, "neurons.std")
+    peak = np.stack([act.max(axis=1), act.min(axis=1)], axis=-1)  # [L, F, 2]
+    peak = _as_stored(peak, "float", "float16", "neurons.peak")
+    o = options
+    hi, lo = rule.thresholds(std, o.neuron_above, o.neuron_below, o.neuron_relative)
+    ok = rule.passes(peak, hi, lo)
+    cap = min(options.neuron_cap, F)
+    ids = np.full((L, cap), -1, dtype=np.int64)
+    values = np.zeros((L, cap, P), dtype=np.float32)
+    score = rule.extremity(peak)
+    for layer in range(L):
+        chosen = np.flatnonzero(ok[layer])
+        # most extreme first; equal peaks by neuron id, so the order is reproducible
+        chosen = chosen[np.lexsort((chosen, -score[layer, chosen]))][:cap]
+        ids[layer, : len(chosen)] = chosen
+        values[layer, : len(chosen)] = act[layer][:, chosen].T
+    return Neurons(
+        above=float(options.neuron_above),
+        below=float(options.neuron_below),
+        relative=bool(options.neuron_relative),
+        std=std,
+        peak=peak,
+        count=ok.sum(axis=-1).astype(np.int64),
+        ids=ids,
+        values=values,
+    )
 
 
 def _resid(resid: torch.Tensor, labels: list[str], full: bool) -> Resid:

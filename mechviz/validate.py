@@ -44,6 +44,8 @@ _TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,9}")
 _SECTION_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "list[str]": {"type": "array", "items": {"type": "string"}},
     "int": {"type": "integer", "minimum": 0},
+    "float": {"type": "number"},
+    "bool": {"type": "boolean"},
 }
 _MODEL_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "int": {"type": "integer", "minimum": 1},
@@ -231,7 +233,23 @@ def dimension_sizes(trace: Trace) -> dict[str, int]:
         "R": trace.resid.pooled.shape[-1] if trace.resid.pooled.ndim == 3 else -1,
         "S": trace.resid.sample_dims.shape[0] if trace.resid.sample_dims.ndim == 1 else -1,
         "N": trace.mlp.top_neurons.shape[-1] if trace.mlp.top_neurons.ndim == 2 else -1,
+        "Q": m.n_layers + 1,
+        "F": m.d_mlp,
+        **_whole_sizes(trace),
+        "J": _last_size(trace.neurons.ids, 2) if trace.neurons is not None else -1,
     }
+
+
+def _last_size(value: np.ndarray, ndim: int) -> int:
+    return value.shape[-1] if value.ndim == ndim else -1
+
+
+def _whole_sizes(trace: Trace) -> dict[str, int]:
+    """C and M as the ``width`` option makes them: min(vector length, ceil(width / P))."""
+    if trace.whole is None:
+        return {"C": -1, "M": -1}
+    per_token = -(-max(trace.whole.width, 1) // max(len(trace.tokens.text), 1))
+    return {"C": min(trace.model.d_model, per_token), "M": min(trace.model.d_mlp, per_token)}
 
 
 def check_shapes(trace: Trace) -> None:
@@ -264,6 +282,10 @@ def check_shapes(trace: Trace) -> None:
                 raise MechvizError(
                     f"Field '{name}.{f.name}' has shape {tuple(value.shape)}, expected ({want})."
                 )
+    if trace.whole is not None and trace.whole.width < 1:
+        raise MechvizError(
+            f"Field 'whole.width' holds {trace.whole.width}; a picture is at least 1 pixel wide."
+        )
     for symbol, field, least, most in [
         ("K", "lens.top_ids", 1, trace.model.d_vocab),
         ("R", "resid.pooled", 1, None),
@@ -275,6 +297,11 @@ def check_shapes(trace: Trace) -> None:
             raise MechvizError(
                 f"Field '{field}' has {symbol} = {sizes[symbol]}; it must be {bound}."
             )
+    if trace.neurons is not None and not 1 <= sizes["J"] <= trace.model.d_mlp:
+        raise MechvizError(
+            f"Field 'neurons.ids' has J = {sizes['J']}; it must be between 1 and "
+            f"{trace.model.d_mlp}."
+        )
     boundary = schema.boundary_labels(trace.model.n_layers)
     if trace.resid.labels != boundary:
         raise MechvizError("Field 'resid.labels' must be 'embed', then '{l}_mid', '{l}_post'.")
@@ -360,6 +387,81 @@ def check_meaning(trace: Trace) -> None:
     )
     if trace.heads is not None:
         _check_heads(trace)
+    if trace.whole is not None:
+        for field in ("whole.resid", "whole.mlp"):
+            _finite(field, _get(trace, field), "pooled activations are finite")
+    if trace.neurons is not None:
+        _check_neurons(trace)
+
+
+NEURON_VALUE_TOL = 2**-10  # relative: a float16 peak is within 2**-11 of the float32 values
+
+
+def _check_neurons(trace: Trace) -> None:
+    """Thresholds ordered, statistics finite, counts re-counted from ``peak``, ids selected."""
+    from mechviz.neurons import passes, thresholds
+
+    n, F = trace.neurons, trace.model.d_mlp
+    if not (math.isfinite(n.above) and math.isfinite(n.below) and n.above > n.below):
+        raise MechvizError(
+            f"Fields 'neurons.above' ({n.above}) and 'neurons.below' ({n.below}) must be "
+            "finite with above > below."
+        )
+    _finite("neurons.std", n.std, "a standard deviation is finite")
+    _in_range("neurons.std", n.std, 0.0, math.inf, "a standard deviation is never negative")
+    _finite("neurons.peak", n.peak, "peak activations are finite")
+    low = n.peak[..., 0] < n.peak[..., 1]
+    if low.any():
+        raise MechvizError(
+            f"Field 'neurons.peak' has a max below its min at index {_first_bad(low)}; "
+            "the last axis holds (max, min) over positions."
+        )
+    _in_range("neurons.count", n.count, 0, F, f"a count lies in [0, d_mlp] = [0, {F}]")
+    ok = passes(n.peak, *thresholds(n.std, n.above, n.below, n.relative))
+    recount = ok.sum(axis=-1)
+    if (recount != n.count).any():
+        layer = int(np.argmax(recount != n.count))
+        raise MechvizError(
+            f"Field 'neurons.count' holds {int(n.count[layer])} for layer {layer}, but the rule "
+            f"selects {int(recount[layer])} neurons from 'neurons.peak'."
+        )
+    _in_range("neurons.ids", n.ids, -1, F - 1, f"neuron ids lie in [0, d_mlp) = [0, {F}) or -1")
+    _finite("neurons.values", n.values, "activations are finite")
+    for layer, ids in enumerate(n.ids):
+        stored = int((ids >= 0).sum())
+        if (ids[:stored] < 0).any() or stored != min(int(n.count[layer]), len(ids)):
+            raise MechvizError(
+                f"Field 'neurons.ids' of layer {layer} must hold the first "
+                f"min(count, {len(ids)}) selected neurons, then -1 padding."
+            )
+        if len(set(ids[:stored].tolist())) != stored or not ok[layer, ids[:stored]].all():
+            raise MechvizError(
+                f"Field 'neurons.ids' of layer {layer} must hold distinct neurons that the "
+                "rule selects."
+            )
+        values = n.values[layer]
+        if (values[stored:] != 0).any():
+            raise MechvizError(
+                f"Field 'neurons.values' of layer {layer} must be 0 where 'neurons.ids' is -1."
+            )
+        peak = n.peak[layer, ids[:stored]]
+        rows = values[:stored]
+        tol = NEURON_VALUE_TOL * np.abs(peak) + 1e-6
+        if rows.size and (
+            (np.abs(rows.max(-1) - peak[:, 0]) > tol[:, 0]).any()
+            or (np.abs(rows.min(-1) - peak[:, 1]) > tol[:, 1]).any()
+        ):
+            raise MechvizError(
+                f"Field 'neurons.values' of layer {layer} disagrees with 'neurons.peak' "
+                "(the max and min of each stored neuron over positions)."
+            )
+
+
+def _finite(field: str, values: np.ndarray, rule: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        at = _first_bad(bad)
+        raise MechvizError(f"Field '{field}' holds {values[tuple(at)]} at index {at}; {rule}.")
 
 
 def _check_heads(trace: Trace) -> None:

@@ -270,7 +270,7 @@ INVALID = {
     "nan_in_direct": (_nan_in_direct, ["'heads.direct'", "NaN"]),
     "direct_one_layer_short": (_one_layer_short, ["'heads.direct'", "shape", "L=3"]),
     "bias_missing": (_delete("heads.bias"), ["missing", "'heads.bias'"]),
-    "unknown_heads_key": (_set("heads.total", 1.0), ["'heads'", "'total'", "version 3"]),
+    "unknown_heads_key": (_set("heads.total", 1.0), ["'heads'", "'total'", "version 4"]),
     "heads_null": (_set("heads", None), ["'heads'", "object"]),
 }
 
@@ -431,8 +431,8 @@ def test_output_refused_by_the_os_is_a_clear_error(
 SMALL_V1 = Path(__file__).parent / "data" / "small_trace.json"
 
 
-def test_version_three_writes_heads(tiny_trace: Trace) -> None:
-    assert SCHEMA_VERSION == 3 and READABLE_VERSIONS == (1, 2, 3)
+def test_version_four_writes_heads(tiny_trace: Trace) -> None:
+    assert SCHEMA_VERSION == 4 and READABLE_VERSIONS == (1, 2, 3, 4)
     data = tiny_trace.to_dict()
     assert set(data["heads"]) == {"answer", "position", "direct", "bias"}
     assert data["heads"]["answer"] == tiny_trace.prediction[0]
@@ -443,14 +443,18 @@ def test_version_one_and_two_load_without_heads(tiny_trace: Trace, tmp_path: Pat
     v1 = load_trace(SMALL_V1)
     assert v1.schema_version == 1 and v1.heads is None
     data = tiny_trace.to_dict()
-    del data["heads"]
+    for name in ("heads", "whole", "neurons"):
+        del data[name]
     data["schema_version"] = 2
     path = tmp_path / "v2.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     v2 = load_trace(path)
     assert v2.schema_version == 2 and v2.heads is None
     assert "heads" not in v2.to_dict()  # written back as it came
-    _assert_same(dataclasses.replace(tiny_trace, schema_version=2, heads=None), v2)
+    _assert_same(
+        dataclasses.replace(tiny_trace, schema_version=2, heads=None, whole=None, neurons=None),
+        v2,
+    )
 
 
 def test_version_two_with_heads_is_refused(tiny_trace: Trace, tmp_path: Path) -> None:
@@ -463,3 +467,29 @@ def test_version_three_without_heads_loads(tiny_trace: Trace, tmp_path: Path) ->
     """The section is optional in every version: a tracer may have nothing to put there."""
     path = _write_modified(tmp_path, tiny_trace, _delete("heads"))
     assert load_trace(path).heads is None
+
+
+def test_version_three_loads_without_whole_and_neurons(tiny_trace: Trace, tmp_path: Path) -> None:
+    data = tiny_trace.to_dict()
+    del data["whole"], data["neurons"]
+    data["schema_version"] = 3
+    path = tmp_path / "v3.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    v3 = load_trace(path)
+    assert v3.schema_version == 3 and v3.whole is None and v3.neurons is None
+    assert v3.heads is not None
+    assert {"whole", "neurons"}.isdisjoint(v3.to_dict())
+
+
+@pytest.mark.parametrize("name", ["whole", "neurons"])
+def test_version_three_with_a_version_four_section_is_refused(
+    tiny_trace: Trace, tmp_path: Path, name: str
+) -> None:
+    other = "neurons" if name == "whole" else "whole"
+    path = tmp_path / "bad.json"
+    data = tiny_trace.to_dict()
+    del data[other]
+    data["schema_version"] = 3
+    path.write_text(json.dumps(data), encoding="utf-8")
+    message = _load_error(path)
+    assert "schema version 3" in message and f"'{name}'" in message and "version 4" in message
