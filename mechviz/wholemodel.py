@@ -397,13 +397,15 @@ def _text_sizes(width: int) -> tuple[int, int]:
 
 
 def _token_row(draw: Any, texts: list[str], x0: int, x1: int, y: int, font: Any, fill: Any) -> None:
+    """Each text centred over its token's share of ``x0..x1``, cut to fit; ``y`` is the top."""
     P = len(texts)
+    y = y + font.getmetrics()[0]  # on one baseline, whatever the letters' heights
     seg = (x1 - x0) / P
     for p, text in enumerate(texts):
         cut = _fit(text, font, seg - 4)
         if cut:
             cx = x0 + seg * (p + 0.5)
-            draw.text((cx, y), cut, font=font, fill=fill, anchor="mt")
+            draw.text((cx, y), cut, font=font, fill=fill, anchor="ms")
 
 
 def _legend_bar(
