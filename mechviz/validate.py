@@ -255,6 +255,10 @@ def _whole_sizes(trace: Trace) -> dict[str, int]:
 def check_shapes(trace: Trace) -> None:
     """Check every array against the dimensions the glossary gives it."""
     sizes = dimension_sizes(trace)
+    if trace.whole is not None and trace.whole.width < 1:
+        raise MechvizError(
+            f"Field 'whole.width' holds {trace.whole.width}; a picture is at least 1 pixel wide."
+        )
     if sizes["P"] == 0:
         raise MechvizError("Field 'tokens.text' is empty: a trace needs at least one token.")
     if len(trace.resid.labels) != sizes["B"]:
@@ -282,10 +286,6 @@ def check_shapes(trace: Trace) -> None:
                 raise MechvizError(
                     f"Field '{name}.{f.name}' has shape {tuple(value.shape)}, expected ({want})."
                 )
-    if trace.whole is not None and trace.whole.width < 1:
-        raise MechvizError(
-            f"Field 'whole.width' holds {trace.whole.width}; a picture is at least 1 pixel wide."
-        )
     for symbol, field, least, most in [
         ("K", "lens.top_ids", 1, trace.model.d_vocab),
         ("R", "resid.pooled", 1, None),
