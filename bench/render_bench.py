@@ -1,18 +1,25 @@
 """Render time per second of video, per scene and quality, from the example trace, in one run.
 
 Usage: python bench/render_bench.py [--qualities low,high] [--scenes Embedding,Attention]
-       [--format mp4]
+       [--format mp4] [--still-widths 1000,4000]
 
 For each scene and quality: wall seconds, CPU seconds (this process: Manim and
 the encoder threads), seconds of video, and CPU seconds per video second, plus
 the same for an empty scene of the same length (the floor set by encoding).
 Targets (issue 7): under 1.0 at low (480p15), under 2.5 at high (1080p60).
+
+Then the WholeModel still at each ``--still-widths`` width: the picture alone
+(:func:`mechviz.wholemodel.whole_image`, trace loaded), and ``mechviz scene
+WholeModel --format png`` end to end in a fresh process (imports, trace, PNG).
+Target (issue 9): under 15 s wall for the default model at width 1000.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +29,7 @@ import av
 from mechviz.rendering import ENCODER_MP4, render_scene
 from mechviz.visual.settings import SceneSettings, example_trace
 
-CORE = ["Embedding", "ResidualFlow", "Attention", "Unembedding"]
+CORE = ["Embedding", "ResidualFlow", "Attention", "Unembedding", "WholeModel"]
 
 
 def video_seconds(path: Path) -> float:
@@ -63,6 +70,7 @@ def main() -> None:
     parser.add_argument("--qualities", default="low,high")
     parser.add_argument("--scenes", default=",".join(CORE))
     parser.add_argument("--format", default="mp4")
+    parser.add_argument("--still-widths", default="1000,4000")
     args = parser.parse_args()
     settings = SceneSettings(trace=example_trace())
     print(f"{'scene':<14}{'quality':>8}{'wall s':>8}{'cpu s':>8}{'video s':>9}"
@@ -78,6 +86,34 @@ def main() -> None:
                 floor = empty_scene_cpu(seconds, quality, args.format, Path(tmp))
                 print(f"{name:<14}{quality:>8}{wall:>8.1f}{used:>8.1f}{seconds:>9.1f}"
                       f"{used / seconds:>11.2f}{floor / seconds:>8.2f}", flush=True)
+        if args.still_widths:
+            still_bench([int(w) for w in args.still_widths.split(",")], Path(tmp))
+
+
+def still_bench(widths: list[int], folder: Path) -> None:
+    """Wall seconds of the WholeModel still: the picture alone, and the CLI end to end."""
+    from mechviz.io import load_trace
+    from mechviz.wholemodel import whole_image
+
+    trace = load_trace(example_trace())
+    whole_image(trace, 400)  # imports and the first font load are not the picture's
+    cli = [sys.executable, "-m", "mechviz", "scene", "WholeModel", "--format", "png"]
+    helps = subprocess.run([*cli[:5], "--help"], capture_output=True, text=True).stdout
+    print(f"{'still width':<14}{'image s':>8}{'cli s':>8}{'pixels':>14}")
+    for width in widths:
+        start = time.perf_counter()
+        image = whole_image(trace, width)
+        alone = time.perf_counter() - start
+        out = folder / f"whole-{width}.png"
+        if "--width" not in helps and width != 1000:
+            print(f"{'WholeModel':<14}{alone:>8.2f}{'-':>8}  (no --width option in this CLI)")
+            continue
+        start = time.perf_counter()
+        flags = ["--width", str(width)] if "--width" in helps else []
+        subprocess.run([*cli, *flags, "-o", str(out)], check=True, capture_output=True)
+        end_to_end = time.perf_counter() - start
+        size = f"{image.shape[1]}x{image.shape[0]}"
+        print(f"{'WholeModel':<14}{alone:>8.2f}{end_to_end:>8.2f}{size:>14}", flush=True)
 
 
 if __name__ == "__main__":
