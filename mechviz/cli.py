@@ -610,6 +610,45 @@ def inspect(trace_file: Path) -> None:
 
 @main.command()
 @click.argument("trace_file", type=click.Path(path_type=Path))
+@click.option("--layer", type=int, default=None, help="Only this layer [default: every layer].")
+@click.option(
+    "--above", type=float, default=None, help="Upper threshold [default: the trace's, 3]."
+)
+@click.option(
+    "--below", type=float, default=None, help="Lower threshold [default: the trace's, 0]."
+)
+@click.option(
+    "--relative/--absolute",
+    default=None,
+    help="Thresholds in standard deviations of each layer, or in activation units "
+    "[default: as traced].",
+)
+@click.option("--top", default=5, show_default=True, type=int, help="Neurons shown per layer.")
+def neurons(
+    trace_file: Path,
+    layer: int | None,
+    above: float | None,
+    below: float | None,
+    relative: bool | None,
+    top: int,
+) -> None:
+    """Per layer, how many MLP neurons fire above or below the thresholds, and on which tokens."""
+    from mechviz.io import load_trace
+    from mechviz.report import print_neurons
+
+    print_neurons(
+        load_trace(trace_file),
+        Console(),
+        layer=layer,
+        above=above,
+        below=below,
+        relative=relative,
+        top=top,
+    )
+
+
+@main.command()
+@click.argument("trace_file", type=click.Path(path_type=Path))
 @click.option(
     "--criterion",
     "-c",

@@ -213,6 +213,6 @@ def require(trace: Trace, section: str):  # type: ignore[no-untyped-def]
         raise MechvizError(
             f"This trace has no `{section}` section (schema version {trace.schema_version}); "
             f"trace it again with this version (mechviz {__version__}): "
-            f"mechviz trace {shlex.quote(trace.prompt)}"
+            f"`mechviz trace {shlex.quote(trace.prompt)}`."
         )
     return value
