@@ -16,8 +16,9 @@ from mechviz.scenes import SCENES
 from mechviz.schema import Trace
 from mechviz.visual.settings import QUALITIES, SceneSettings, pixel_size
 
-FORMATS = ("gif", "mp4", "png", "mov", "webm")
-ALPHA_FORMATS = ("png", "mov", "webm")  # formats that keep a transparent background
+FORMATS = ("gif", "mp4", "png", "mov", "webm", "svg")
+ALPHA_FORMATS = ("png", "mov", "webm", "svg")  # formats that keep a transparent background
+STILL_FORMATS = ("svg",)  # only for scenes with a still (WholeModel): vector, for print
 # x264 veryfast with the diamond motion search, subpixel refinement 1 and one thread:
 # on these flat-coloured frames the same size and PSNR as veryfast for less CPU
 # (bench/encoder_bench.py). The encoder runs in its own thread beside the drawing.
@@ -73,8 +74,10 @@ def resolve_scene(scene: str | type) -> type:
     )
 
 
-def write_still(cls: type, settings: SceneSettings, output: Path, make_parents: bool) -> Path:
-    """Write the still of a scene that has one (``cls.still(trace, settings)``) as a PNG.
+def write_still(
+    cls: type, settings: SceneSettings, output: Path, make_parents: bool, fmt: str = "png"
+) -> Path:
+    """Write the still of a scene that has one (``cls.still``: PNG, ``cls.still_svg``: SVG).
 
     The still is drawn at its own full resolution (WholeModel: ``settings.width``
     pixels wide), not a video frame; ``--quality`` and ``--aspect`` do not apply.
@@ -85,13 +88,24 @@ def write_still(cls: type, settings: SceneSettings, output: Path, make_parents: 
     from mechviz.io import atomic_write, load_trace
 
     trace = settings.trace if isinstance(settings.trace, Trace) else load_trace(settings.trace)
-    image = Image.fromarray(cls.still(trace, settings))  # RGB, or RGBA when transparent
+    if fmt == "svg":
+        text = cls.still_svg(trace, settings)
+
+        def write(tmp: Path) -> None:
+            tmp.write_text(text, encoding="utf-8")
+
+    else:
+        image = Image.fromarray(cls.still(trace, settings))  # RGB, or RGBA when transparent
+
+        def write(tmp: Path) -> None:
+            image.save(tmp, format="PNG")
+
     if make_parents:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MechvizError(f"Cannot write {output}: {exc.strerror or exc}.") from None
-    atomic_write(output, lambda tmp: image.save(tmp, format="PNG"))
+    atomic_write(output, write)
     return output
 
 
@@ -116,7 +130,8 @@ def render_scene(
             720, 1080 or 2160 pixels, at 15, 30, 60 or 60 frames per second unless
             ``settings.fps`` says otherwise.
         fmt: ``gif``, ``mp4``, ``png`` (the last frame; a scene with a ``still``,
-            such as WholeModel, writes that picture instead), ``mov`` or ``webm``.
+            such as WholeModel, writes that picture instead), ``mov``, ``webm``, or
+            ``svg`` (the still as vector graphics; only scenes with a still).
         output: Where to write (default ``renders/<trace-stem>/<Scene>.<fmt>``).
         progress: Show Manim's progress bar.
         make_parents: Create the output's missing folders (only once the file is
@@ -147,10 +162,15 @@ def render_scene(
     srt = output.with_suffix(".srt")
     if captions:
         check_writable(srt, make_parents=make_parents)
-    if fmt == "png" and hasattr(cls, "still"):
+    if fmt in STILL_FORMATS and not hasattr(cls, "still"):
+        stills = ", ".join(n for n in SCENES if hasattr(scene_class(n), "still"))
+        raise MechvizError(
+            f"{fmt.upper()} is for still pictures; {name} has none (the scenes with one: {stills})."
+        )
+    if fmt in ("png", *STILL_FORMATS) and hasattr(cls, "still"):
         if captions:
-            raise MechvizError(f"{name}'s PNG is a still picture: it has no captions.")
-        return write_still(cls, settings, output, make_parents)
+            raise MechvizError(f"{name}'s {fmt.upper()} is a still picture: it has no captions.")
+        return write_still(cls, settings, output, make_parents, fmt)
     short, rate = QUALITIES[quality]
     width, height = pixel_size(settings.aspect, short)
     # Render beside the output (same file system, so the last step is a rename);

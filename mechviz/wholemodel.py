@@ -38,6 +38,7 @@ __all__ = [
     "resample",
     "whole_image",
     "whole_picture",
+    "whole_svg",
 ]
 
 # Viridis at 10 even steps (van der Walt and Smith's map, as matplotlib ships it).
@@ -396,18 +397,6 @@ def _text_sizes(width: int) -> tuple[int, int]:
     return size, round(size * 1.35)
 
 
-def _token_row(draw: Any, texts: list[str], x0: int, x1: int, y: int, font: Any, fill: Any) -> None:
-    """Each text centred over its token's share of ``x0..x1``, cut to fit; ``y`` is the top."""
-    P = len(texts)
-    y = y + font.getmetrics()[0]  # on one baseline, whatever the letters' heights
-    seg = (x1 - x0) / P
-    for p, text in enumerate(texts):
-        cut = _fit(text, font, seg - 4)
-        if cut:
-            cx = x0 + seg * (p + 0.5)
-            draw.text((cx, y), cut, font=font, fill=fill, anchor="ms")
-
-
 def _legend_bar(
     img: np.ndarray, x: int, y: int, w: int, h: int, cmap: Cmap, pal: dict, signed: bool
 ) -> None:
@@ -420,6 +409,43 @@ def _number(v: float) -> str:
 
 
 # --- the picture ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything both writers (raster and SVG) share: where things go, colours, scales."""
+
+    whole: Any
+    cmap: Cmap
+    pal: dict[str, np.ndarray]
+    g: _Geometry
+    bands: list[Band]
+    scales: tuple[float, float]
+    legend: list[str]
+    bottom: int
+    height: int
+
+
+def _plan(trace: Trace, width: int, cmap: str, theme: str, text: bool) -> _Plan:
+    whole = check_whole(trace)
+    map_ = get_cmap(cmap)
+    if not (type(width) is int and MIN_WIDTH <= width <= MAX_WIDTH):
+        raise MechvizError(f"The width must be {MIN_WIDTH} to {MAX_WIDTH} pixels; got {width!r}.")
+    pal = palette(theme)
+    if map_.background is not None:
+        pal = {**pal, "background": _rgb(map_.background), "neutral": _rgb(map_.background)}
+        pal["foreground"], pal["muted"] = _rgb("#d8ffe0"), _rgb(_MATRIX_GREEN) * 0.8
+    size, line = _text_sizes(width)
+    font = _font(size)
+    gutter = int(font.getlength("emb") + size * 0.6) if text else 0
+    top = (2 * line + size // 2) if text else max(1, width // 200)
+    g = _geometry(trace, width, gutter, top)
+    bands = _band_list(trace, g)
+    scales = _scales(whole)
+    bottom = bands[-1].y1 + (line + size // 2 if text else max(1, width // 200))
+    legend = _legend_lines(trace, whole, scales, map_, font, width - 2 * g.margin) if text else []
+    height = bottom + (len(legend) + 2) * line + size if text else bottom
+    return _Plan(whole, map_, pal, g, bands, scales, legend, bottom, height)
 
 
 def whole_picture(
@@ -440,38 +466,21 @@ def whole_picture(
             ``False`` draws the bands alone (the scene labels them itself).
 
     """
-    whole = check_whole(trace)
-    map_ = get_cmap(cmap)
-    if not (isinstance(width, int) and MIN_WIDTH <= width <= MAX_WIDTH):
-        raise MechvizError(f"The width must be {MIN_WIDTH} to {MAX_WIDTH} pixels; got {width!r}.")
-    pal = palette(theme)
-    if map_.background is not None:
-        pal = {**pal, "background": _rgb(map_.background), "neutral": _rgb(map_.background)}
-        pal["foreground"], pal["muted"] = _rgb("#d8ffe0"), _rgb(_MATRIX_GREEN) * 0.8
-    size, line = _text_sizes(width)
-    font = _font(size)
-    gutter = int(font.getlength("emb") + size * 0.6) if text else 0
-    top = (2 * line + size // 2) if text else max(1, width // 200)
-    g = _geometry(trace, width, gutter, top)
-    bands = _band_list(trace, g)
-    scales = _scales(whole)
-    bottom = bands[-1].y1 + (line + size // 2 if text else max(1, width // 200))
-    legend = _legend_lines(trace, whole, scales, map_, font, width - 2 * g.margin) if text else []
-    height = bottom + (len(legend) + 2) * line + size if text else bottom
-    bg = (pal["background"] * 255).round().astype(np.uint8)
-    img = np.empty((height, width, 3), np.uint8)
+    p = _plan(trace, width, cmap, theme, text)
+    bg = (p.pal["background"] * 255).round().astype(np.uint8)
+    img = np.empty((p.height, width, 3), np.uint8)
     img[:] = bg
-    _paint(img, trace, whole, bands, g, map_, pal, scales)
+    _paint(img, trace, p.whole, p.bands, p.g, p.cmap, p.pal, p.scales)
     if text:
-        img = _draw_text(img, trace, bands, g, map_, pal, scales, legend, bottom)
+        img = _draw_text(img, trace, p.bands, p.g, p.cmap, p.pal, p.scales, p.legend, p.bottom)
     return WholePicture(
         image=img,
-        bands=tuple(bands),
-        resid_scale=scales[0],
-        mlp_scale=scales[1],
-        cmap=map_.name,
+        bands=tuple(p.bands),
+        resid_scale=p.scales[0],
+        mlp_scale=p.scales[1],
+        cmap=p.cmap.name,
         background=tuple(int(c) for c in bg),
-        gutter=gutter,
+        gutter=p.g.gutter,
     )
 
 
@@ -504,6 +513,103 @@ def _legend_lines(
     return _wrap(describe(trace, whole, scales, cmap), font, width)
 
 
+@dataclass(frozen=True)
+class _Label:
+    x: float
+    y: float  # the baseline
+    text: str
+    color: str  # "foreground" or "muted"
+    anchor: str  # "start", "middle" or "end" of the text at x
+
+
+def _labels(
+    trace: Trace,
+    bands: list[Band],
+    g: _Geometry,
+    cmap: Cmap,
+    scales: tuple[float, float],
+    legend: list[str],
+    bottom: int,
+) -> tuple[list[_Label], list[tuple[int, int, int, int, bool]]]:
+    """Every text of the still (on baselines) and the colour bars ``(x, y, w, h, signed)``."""
+    from mechviz.tokens import readable, readable_tokens, shown
+
+    size, line = _text_sizes(g.width)
+    font = _font(size)
+    ascent, descent = font.getmetrics()
+    out: list[_Label] = []
+
+    def row(texts: list[str], top: float) -> None:
+        seg = (g.rows_x1 - g.rows_x0) / len(texts)
+        for p, text in enumerate(texts):
+            cut = _fit(text, font, seg - 4)
+            if cut:
+                x = g.rows_x0 + seg * (p + 0.5)
+                out.append(_Label(x, top + ascent, cut, "foreground", "middle"))
+
+    title = f"{trace.model.id} · “{readable(trace.prompt)}”"
+    title += (
+        f" · {trace.n_layers} blocks × {trace.model.n_heads} heads · {trace.n_positions} tokens"
+    )
+    width = g.width - 2 * g.margin
+    out.append(_Label(g.margin, g.margin // 2 + 1 + ascent, _fit(title, font, width), "foreground",
+                      "start"))  # fmt: skip
+    y_tokens = g.top - line + 2
+    row([shown(t) for t in readable_tokens(trace.tokens.text)], y_tokens)
+    head = _fit(f"attention, {trace.model.n_heads} heads", font, g.attn_w + g.gutter)
+    out.append(_Label(g.margin, y_tokens + ascent, head, "muted", "start"))
+    # Layer numbers in the gutter: every k-th block, k so that numbers keep a line apart;
+    # the last block too when it has room.
+    block_h = 2 * g.row_h + g.block_gap
+    step = next(s for s in (1, 2, 5, 10, 20, 50, 10**9) if s * block_h >= line)
+    L = trace.n_layers
+    numbered = set(range(0, L, step))
+    if ((L - 1) - max(numbered)) * block_h >= line:
+        numbered.add(L - 1)
+    names = {"embed": "emb", "output": "out"}
+    for b in bands:
+        name = names.get(b.kind)
+        if b.kind == "attention" and b.layer in numbered:
+            name = str(b.layer)
+        if name:
+            y = (b.y0 + b.y1) / 2 + (ascent - descent) / 2
+            out.append(_Label(g.margin + g.gutter - size * 0.3, y, name, "muted", "end"))
+    below = bands[-1].y1 + size // 4
+    row([shown(readable(trace.token_text(int(i)))) for i in trace.output.top_ids[:, 0]], below)
+    top1 = _fit("top-1 →", font, g.attn_w + g.gutter)
+    out.append(_Label(g.margin, below + ascent, top1, "muted", "start"))
+    # The colour scales: name, low number, bar, high number, while they fit on one line.
+    bar_w, bar_h = max(40, round(110 * g.width / DEFAULT_WIDTH)), max(6, size // 2)
+    y_scale = bottom + size // 2
+    base = y_scale + ascent
+    bars = []
+    x = float(g.margin)
+    for name, signed, scale in (
+        ("residual", True, scales[0]),
+        ("MLP", True, scales[1]),
+        ("attention, probability", False, 1.0),
+    ):
+        low = "0" if not signed or cmap.magnitude else f"−{_number(scale)}"
+        high = _number(scale) if signed else "1"
+        x2 = x + font.getlength(name) + size * 0.6
+        x3 = int(x2 + font.getlength(low) + size * 0.4)
+        end = x3 + bar_w + size * 0.4 + font.getlength(high)
+        if end > g.width - g.margin:
+            break  # no room: the paragraph below still says what the colours are
+        out += [
+            _Label(x, base, name, "foreground", "start"),
+            _Label(x2, base, low, "muted", "start"),
+            _Label(x3 + bar_w + size * 0.4, base, high, "muted", "start"),
+        ]
+        bars.append((x3, y_scale + (size - bar_h) // 2 + size // 5, bar_w, bar_h, signed))
+        x = end + size * 1.5
+    y = y_scale + line + size // 3
+    for text_line in legend:
+        out.append(_Label(g.margin, y + ascent, text_line, "muted", "start"))
+        y += line
+    return out, bars
+
+
 def _draw_text(
     img: np.ndarray,
     trace: Trace,
@@ -517,91 +623,106 @@ def _draw_text(
 ) -> np.ndarray:
     from PIL import Image, ImageDraw
 
-    from mechviz.tokens import readable, readable_tokens, shown
-
-    size, line = _text_sizes(g.width)
-    font = _font(size)
-    fg = tuple(int(c * 255) for c in pal["foreground"])
-    muted = tuple(int(c * 255) for c in pal["muted"])
-    x_text = g.margin
-    # Colour bars first (pixels), then every text on the finished pixels.
-    bar_w, bar_h = max(40, round(110 * g.width / DEFAULT_WIDTH)), max(6, size // 2)
-    y_scale = bottom + size // 2
-    keys = [
-        ("residual", True, scales[0]),
-        ("MLP", True, scales[1]),
-        ("attention, probability", False, 1.0),
-    ]
-    placed = []
-    x = x_text
-    for name, signed, scale in keys:
-        low = "0" if not signed else ("0" if cmap.magnitude else f"−{_number(scale)}")
-        high = _number(scale) if signed else "1"
-        need = font.getlength(name) + bar_w + font.getlength(low) + font.getlength(high)
-        need += size * 2.5
-        if x + need > g.width - g.margin:
-            break  # no room: the paragraph below still says it
-        placed.append((x, name, signed, low, high))
-        x += int(need) + size
+    labels, bars = _labels(trace, bands, g, cmap, scales, legend, bottom)
+    font = _font(_text_sizes(g.width)[0])
     pil = Image.fromarray(img)
     draw = ImageDraw.Draw(pil)
-    title = f"{trace.model.id} · “{readable(trace.prompt)}”"
-    title += (
-        f" · {trace.n_layers} blocks × {trace.model.n_heads} heads · {trace.n_positions} tokens"
-    )
-    draw.text(
-        (x_text, g.margin // 2 + 1), _fit(title, font, g.width - 2 * g.margin), font=font, fill=fg
-    )
-    y_tokens = g.top - line + 2
-    texts = [shown(t) for t in readable_tokens(trace.tokens.text)]
-    _token_row(draw, texts, g.rows_x0, g.rows_x1, y_tokens, font, fg)
-    head = _fit(f"attention, {trace.model.n_heads} heads", font, g.attn_w + g.gutter)
-    draw.text((g.margin, y_tokens), head, font=font, fill=muted)
-    # Layer numbers in the gutter: every k-th block, k so that numbers keep a line apart;
-    # the last block too when it has room.
-    block_h = 2 * g.row_h + g.block_gap
-    step = next(s for s in (1, 2, 5, 10, 20, 50, 10**9) if s * block_h >= line)
-    L = trace.n_layers
-    shown_layers = set(range(0, L, step))
-    if ((L - 1) - max(shown_layers)) * block_h >= line:
-        shown_layers.add(L - 1)
-    names = {"embed": "emb", "output": "out"}
-    for b in bands:
-        name = names.get(b.kind)
-        if b.kind == "attention" and b.layer in shown_layers:
-            name = str(b.layer)
-        if name:
-            draw.text(
-                (g.margin + g.gutter - size * 0.3, (b.y0 + b.y1) / 2),
-                name,
-                font=font,
-                fill=muted,
-                anchor="rm",
-            )
-    out_band = bands[-1]
-    top1 = [shown(readable(trace.token_text(int(i)))) for i in trace.output.top_ids[:, 0]]
-    _token_row(draw, top1, g.rows_x0, g.rows_x1, out_band.y1 + size // 4, font, fg)
-    draw.text(
-        (g.margin, out_band.y1 + size // 4),
-        _fit("top-1 →", font, g.attn_w + g.gutter),
-        font=font,
-        fill=muted,
-    )
-    # The colour scales: name, low number, bar, high number.
-    bars = []
-    for x, name, signed, low, high in placed:
-        draw.text((x, y_scale), name, font=font, fill=fg)
-        x2 = x + font.getlength(name) + size * 0.6
-        draw.text((x2, y_scale), low, font=font, fill=muted)
-        x3 = int(x2 + font.getlength(low) + size * 0.4)
-        draw.text((x3 + bar_w + size * 0.4, y_scale), high, font=font, fill=muted)
-        bars.append((x3, signed))
-    y = y_scale + line + size // 3
-    for text_line in legend:
-        draw.text((x_text, y), text_line, font=font, fill=muted)
-        y += line
+    anchors = {"start": "ls", "middle": "ms", "end": "rs"}
+    for lab in labels:
+        fill = tuple(int(round(c * 255)) for c in pal[lab.color])
+        draw.text((lab.x, lab.y), lab.text, font=font, fill=fill, anchor=anchors[lab.anchor])
     img = np.asarray(pil).copy()
-    bar_y = y_scale + (size - bar_h) // 2 + size // 5
-    for x3, signed in bars:
-        _legend_bar(img, x3, bar_y, bar_w, bar_h, cmap, pal, signed)
+    for x, y, w, h, signed in bars:
+        _legend_bar(img, x, y, w, h, cmap, pal, signed)
     return img
+
+
+# --- SVG: the same picture as rectangles and text, for print ------------------------------
+
+
+def _hexes(rgb: np.ndarray) -> np.ndarray:
+    """``[..., 3]`` uint8 as ``"#rrggbb"`` strings."""
+    rgb = np.asarray(rgb, dtype=np.uint32)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    return np.char.add("#", np.char.zfill(np.char.mod("%x", codes), 6))
+
+
+def _runs(colors: np.ndarray, x0: float, x1: float, y: float, h: float) -> list[str]:
+    """One ``<rect>`` per run of equal colour along a row of cells spanning ``x0..x1``."""
+    n = len(colors)
+    step = (x1 - x0) / n
+    change = np.flatnonzero(colors[1:] != colors[:-1]) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [n]])
+    return [
+        f'<rect x="{x0 + a * step:.2f}" y="{y:.2f}" width="{(b - a) * step:.2f}" '
+        f'height="{h:.2f}" fill="{colors[a]}"/>'
+        for a, b in zip(starts, ends)
+    ]
+
+
+def whole_svg(
+    trace: Trace,
+    width: int = DEFAULT_WIDTH,
+    cmap: str = "default",
+    theme: str = "dark",
+    transparent: bool = False,
+) -> str:
+    """The still as SVG: every recorded value a rectangle, every label real text.
+
+    The same layout as :func:`whole_image` at ``width``: the rows carry every pooled
+    value of ``trace.whole`` (not the picture's pixels) and each attention
+    pattern its P x P weights, so the file prints sharp at any size.
+    ``transparent`` leaves out the background.
+    """
+    from xml.sax.saxutils import escape
+
+    p = _plan(trace, width, cmap, theme, True)
+    g, pal, map_ = p.g, p.pal, p.cmap
+    bg = _hexes(pal["background"] * 255 + 0.5)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{p.height}" '
+        f'viewBox="0 0 {width} {p.height}" shape-rendering="crispEdges">',
+    ]
+    if not transparent:
+        out.append(f'<rect width="{width}" height="{p.height}" fill="{bg}"/>')
+    rows = {
+        "resid": np.asarray(p.whole.resid, dtype=np.float64).reshape(len(p.whole.resid), -1),
+        "mlp": np.asarray(p.whole.mlp, dtype=np.float64).reshape(len(p.whole.mlp), -1),
+    }
+    resid = _hexes(colorize(rows["resid"], map_, pal, True, p.scales[0]))
+    mlp = _hexes(colorize(rows["mlp"], map_, pal, True, p.scales[1]))
+    probs = np.asarray(trace.output.top_probs, dtype=np.float64).reshape(-1)
+    pattern = np.asarray(trace.attention.pattern, dtype=np.float64)  # [L, H, P, P]
+    if pattern.shape[-1] > g.side:  # more tokens than pixels: the picture's own pooling
+        pattern = resample(resample(pattern, g.side).swapaxes(-1, -2), g.side).swapaxes(-1, -2)
+    attn = _hexes(colorize(pattern, map_, pal, signed=False))
+    for b in p.bands:
+        h = b.y1 - b.y0
+        if b.kind in ("embed", "resid"):
+            out += _runs(resid[0 if b.layer is None else b.layer + 1], b.x0, b.x1, b.y0, h)
+        elif b.kind == "mlp":
+            out += _runs(mlp[b.layer], b.x0, b.x1, b.y0, h)
+        elif b.kind == "output":
+            out += _runs(_hexes(colorize(probs, map_, pal, False)), b.x0, b.x1, b.y0, h)
+        else:
+            n = attn.shape[-1]
+            for head in range(trace.model.n_heads):
+                x = b.x0 + head * (g.side + g.head_gap)
+                for q in range(n):
+                    y = b.y0 + q * g.side / n
+                    out += _runs(attn[b.layer, head, q], x, x + g.side, y, g.side / n)
+    labels, bars = _labels(trace, p.bands, g, map_, p.scales, p.legend, p.bottom)
+    for x, y, w, h, signed in bars:
+        t = np.linspace(-1 if signed else 0, 1, 48)
+        out += _runs(_hexes(colorize(t, map_, pal, signed)), x, x + w, y, h)
+    size = _text_sizes(width)[0]
+    out.append(f'<g font-family="DejaVu Sans, Verdana, sans-serif" font-size="{size}">')
+    for lab in labels:
+        fill = _hexes(pal[lab.color] * 255 + 0.5)
+        out.append(
+            f'<text x="{lab.x:.1f}" y="{lab.y:.1f}" fill="{fill}" text-anchor="{lab.anchor}">'
+            f"{escape(lab.text)}</text>"
+        )
+    out += ["</g>", "</svg>"]
+    return "\n".join(out) + "\n"

@@ -21,6 +21,7 @@ from mechviz.wholemodel import (
     get_cmap,
     palette,
     whole_picture,
+    whole_svg,
 )
 
 LEGEND_W = 4.0  # the widest the legend may be beside the picture (scene units)
@@ -49,6 +50,12 @@ class WholeModel(TraceScene):
             return pic.image
         alpha = np.where((pic.image != np.array(pic.background)).any(-1), 255, 0)
         return np.dstack([pic.image, alpha.astype(np.uint8)])
+
+    @staticmethod
+    def still_svg(trace: Trace, settings: SceneSettings) -> str:
+        """The picture as SVG (``--format svg``): rectangles and text, for print."""
+        width = settings.width or DEFAULT_WIDTH
+        return whole_svg(trace, width, settings.cmap, settings.theme, settings.transparent)
 
     def construct(self) -> None:
         check_whole(self.trace)  # one sentence before anything is drawn

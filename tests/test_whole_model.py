@@ -219,3 +219,27 @@ def test_numbers_on_screen_are_the_trace_values(trace: Trace, tmp_path: Path) ->
     axis = [m.text for m in scene.axis]  # layer numbers, every k-th
     assert axis[0] == "0" and len(axis) >= 3
     assert all(0 <= int(a) < trace.n_layers for a in axis)
+
+
+def test_svg_is_real_vector_with_the_same_layout(trace: Trace, tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    out = render_scene("WholeModel", SceneSettings(trace=trace), "low", "svg", tmp_path / "w.svg")
+    root = ET.parse(out).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    pic = whole_picture(trace, 1000)
+    assert root.get("width") == "1000" and root.get("height") == str(pic.image.shape[0])
+    assert root.findall(f".//{ns}image") == []  # no embedded raster
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    assert any(trace.model.id in t for t in texts) and "29" in texts and "0" in texts
+    rects = root.findall(f".//{ns}rect")
+    L, H, P = trace.attention.pattern.shape[:3]
+    assert len(rects) > L * H * P  # at least a run per pattern row
+    # A pattern cell is a rectangle P times smaller than the pattern, at its place.
+    first = pic.of("attention")[0]
+    at = [(float(r.get("x", -1)), float(r.get("y", -1)), r) for r in rects]
+    cells = [r for x, y, r in at if (x, y) == (first.x0, first.y0)]
+    assert cells and float(cells[0].get("height")) == pytest.approx((first.y1 - first.y0) / P)
+    with pytest.raises(MechvizError, match="SVG is for still pictures; Attention has none"):
+        render_scene("Attention", SceneSettings(trace=trace), "low", "svg", tmp_path / "a.svg")
+    assert not (tmp_path / "a.svg").exists()
