@@ -2,9 +2,12 @@
 
 Usage: python bench/trace_size.py [--repeat 7]
 
-1. Real traces of the default model at 5, 16 and 64 tokens: file size (schema
-   v2, packed), the size the same trace takes as schema-v1-style nested lists,
-   and the median time of ``load_trace`` (read, parse, validate) over runs.
+1. Real traces of the default model at 5 ("The capital of France is"), 10, 16
+   and 64 tokens: file size (schema v4, packed), the size of the same trace
+   without the schema-4 sections ``whole`` and ``neurons`` (what schema 3
+   wrote: the dict built, those two sections dropped), what each of them
+   adds, the size as schema-v1-style nested lists, and the median time of
+   ``load_trace`` (read, parse, validate) over runs.
 2. Larger models by shape (Llama-2-7B: 32 layers x 32 heads, d_model 4096,
    d_mlp 11008; Llama-2-70B: 80 x 64, 8192, 28672), at 16 and 64 tokens, with
    every array filled with synthetic values of the right kind (causal softmax
@@ -15,6 +18,7 @@ Usage: python bench/trace_size.py [--repeat 7]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -32,10 +36,12 @@ from mechviz.schema import (
     Lens,
     Mlp,
     ModelInfo,
+    Neurons,
     Output,
     Resid,
     Tokens,
     Trace,
+    Whole,
     boundary_labels,
 )
 
@@ -71,6 +77,33 @@ def median_load(path: Path, repeat: int) -> float:
         load_trace(path)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def synthetic_v4(shape: dict, P: int, width: int = 1000, J: int = 32) -> dict:
+    """The schema-4 sections of a synthetic trace: Gaussian activations, ``J`` stored neurons."""
+    rng = np.random.default_rng(1)
+    L, D, F = shape["n_layers"], shape["d_model"], shape["d_mlp"]
+    per = -(-width // P)
+    f = np.float32
+    peak = np.sort(rng.normal(size=(L, F, 2)), axis=-1)[..., ::-1] * 2
+    ids = np.stack([rng.choice(F, J, replace=False) for _ in range(L)])
+    return dict(
+        whole=Whole(
+            width=width,
+            resid=rng.normal(size=(L + 1, P, min(D, per))).astype(f) * 3,
+            mlp=rng.normal(size=(L, P, min(F, per))).astype(f),
+        ),
+        neurons=Neurons(
+            above=3.0,
+            below=0.0,
+            relative=False,
+            std=np.ones(L, f),
+            peak=peak.astype(f),
+            count=((peak[..., 0] > 3) | (peak[..., 1] < 0)).sum(-1),
+            ids=ids,
+            values=rng.normal(size=(L, J, P)).astype(f),
+        ),
+    )
 
 
 def synthetic(shape: dict, P: int, K: int = 10, R: int = 64, S: int = 16, N: int = 16) -> Trace:
@@ -136,6 +169,34 @@ def synthetic(shape: dict, P: int, K: int = 10, R: int = 64, S: int = 16, N: int
     )
 
 
+def without_v4(trace: Trace) -> Trace:
+    """The same trace without the schema-4 sections (what schema 3 wrote)."""
+    return dataclasses.replace(trace, schema_version=3, whole=None, neurons=None)
+
+
+def section_bytes(trace: Trace, name: str) -> int:
+    """Bytes one section adds to the packed JSON file."""
+    return len(json.dumps({name: trace.to_dict()[name]}, separators=(",", ":")).encode())
+
+
+def packed_size(trace: Trace) -> int:
+    return len(dumps(trace).encode())
+
+
+def v4_sizes(shape: dict, P: int) -> tuple[int, int]:
+    """Packed bytes of synthetic ``whole`` and ``neurons`` sections (no validation)."""
+    from mechviz.schema import _to_json
+
+    out = []
+    for section in synthetic_v4(shape, P).values():
+        body = {
+            fld.name: _to_json(getattr(section, fld.name), fld, True)
+            for fld in dataclasses.fields(section)
+        }
+        out.append(len(json.dumps(body, separators=(",", ":")).encode()))
+    return out[0], out[1]
+
+
 def plain_size(trace: Trace) -> int:
     """Bytes of the same trace with every array a nested list (the schema v1 layout)."""
     data = trace.to_dict(packed=False)
@@ -153,28 +214,42 @@ def main() -> None:
     loaded = load_model()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (5, 16, 64):
-            prompt = prompt_of(loaded.tokenizer, n)
+        for n in (5, 10, 16, 64):
+            prompt = "The capital of France is" if n == 5 else prompt_of(loaded.tokenizer, n)
             trace = trace_prompt(loaded, prompt, TraceOptions())
             path = save_trace(trace, Path(tmp) / f"{n}.json")
+            assert path.stat().st_size == packed_size(trace)
             rows.append(
                 (f"{loaded.id}, {trace.n_positions} tokens", path.stat().st_size,
-                 plain_size(trace), median_load(path, args.repeat))
+                 packed_size(without_v4(trace)), section_bytes(trace, "whole"),
+                 section_bytes(trace, "neurons"), plain_size(without_v4(trace)),
+                 median_load(path, args.repeat))
             )  # fmt: skip
         for name, shape in SHAPES.items():
             for P in (16, 64):
                 trace = synthetic(shape, P)
                 path = Path(tmp) / f"{name}-{P}.json"
                 path.write_text(dumps(trace))
+                whole, neurons = v4_sizes(shape, P)
                 L, H = shape["n_layers"], shape["n_heads"]
                 rows.append(
-                    (f"{name} shape ({L} x {H}), {P} tokens, synthetic", path.stat().st_size,
+                    (f"{name} shape ({L} x {H}), {P} tokens, synthetic",
+                     path.stat().st_size + whole + neurons, path.stat().st_size, whole, neurons,
                      plain_size(trace), median_load(path, args.repeat))
                 )  # fmt: skip
-    print(f"schema version {SCHEMA_VERSION}; load = median of {args.repeat} load_trace calls")
-    print(f"{'trace':<52}{'file MB':>9}{'as lists MB':>13}{'load s':>9}")
-    for name, size, plain, load_s in rows:
-        print(f"{name:<52}{size / 1e6:>9.2f}{plain / 1e6:>13.2f}{load_s:>9.3f}")
+    print(
+        f"schema version {SCHEMA_VERSION}; v3 = the same trace without 'whole' and 'neurons'; "
+        f"load = median of {args.repeat} load_trace calls (synthetic: of the v3 part)"
+    )
+    print(
+        f"{'trace':<52}{'v4 MB':>8}{'v3 MB':>8}{'whole KB':>10}{'neurons KB':>12}"
+        f"{'v3 lists MB':>13}{'load s':>8}"
+    )
+    for name, size, v3, whole, neurons, plain, load_s in rows:
+        print(
+            f"{name:<52}{size / 1e6:>8.2f}{v3 / 1e6:>8.2f}{whole / 1e3:>10.0f}"
+            f"{neurons / 1e3:>12.0f}{plain / 1e6:>13.2f}{load_s:>8.3f}"
+        )
 
 
 if __name__ == "__main__":
