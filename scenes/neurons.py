@@ -31,7 +31,7 @@ class Neurons(TraceScene):
         "layers": "early to late layers: the most extreme selected neurons, tokens coloured",
         "contrast": "the first and last layer side by side, and what the recorded values show",
     }
-    n_rows = 5  # neurons shown per layer at most, most extreme first
+    n_rows = 8  # neurons shown per layer at most, most extreme first (tall frames fit 8)
     n_pages = 6  # layers visited in "layers", evenly spaced from the first to the last
     page_time = 1.4  # seconds each layer stays on screen
 
@@ -91,7 +91,7 @@ class Neurons(TraceScene):
             f"{_span(late)}; below {format_threshold(s.below)} on {below_e:.0%}, {below_l:.0%}."
         )
         box = self.rows_box
-        axis = "y" if self.portrait else "x"
+        axis = "y" if self.frame.width < 1.3 * self.frame.height else "x"  # 1:1 stacks too
         left, right = box.split(axis, 0.5, gap=0.5)
         pair = VGroup(self.get_page(first, left), self.get_page(last, right))
         self.counts.mark(last)
@@ -163,8 +163,10 @@ class Neurons(TraceScene):
                 break
             used += row.height + (ROW_BUFF if rows else 0.0)
             rows.append(row)
+        texts = self.header_texts(layer, len(rows))
+        fits = [t for t in texts if label(t, style.BODY_TEXT).width <= box.width]
         header = label(
-            self.header_text(layer, len(rows)),
+            fits[0] if fits else texts[-1],
             style.BODY_TEXT,
             self.theme.foreground,
             max_width=box.width,
@@ -174,12 +176,19 @@ class Neurons(TraceScene):
         page.layer, page.rows, page.header = layer, rows, header
         return page
 
-    def header_text(self, layer: int, shown: int) -> str:
-        """The page's header: "Layer 12 · showing 5 of 1,204 selected"."""
+    def header_texts(self, layer: int, shown: int) -> list[str]:
+        """The page's header, longest first: "Layer 12 · showing 5 of 1,204 selected", ..."""
         count = int(self.selection.count[layer])
         if count == 0:
-            return f"Layer {layer} · none of {self.selection.d_mlp:,} selected"
-        return f"Layer {layer} · showing {shown} of {count:,} selected"
+            return [
+                f"Layer {layer} · none of {self.selection.d_mlp:,} selected",
+                f"L{layer} · none",
+            ]
+        return [
+            f"Layer {layer} · showing {shown} of {count:,} selected",
+            f"Layer {layer} · {shown} of {count:,} selected",
+            f"L{layer} · {shown} of {count:,}",
+        ]
 
     def thirds(self) -> tuple[list[int], list[int]]:
         """The first and the last third of the layers (at least one layer each)."""

@@ -29,9 +29,10 @@ from mechviz.visual.text import _clone, center_on, label, measure, number
 
 __all__ = ["ActivationLegend", "LayerCounts", "NeuronRow", "class_colors", "peak_value"]
 
-TILE_PAD = 0.08  # text to tile edge, each side (scene units)
-TILE_BUFF = 0.06  # between tiles
+TILE_PAD = 0.06  # text to tile edge, each side (scene units)
+TILE_BUFF = 0.05  # between tiles
 LINE_BUFF = 0.1  # between wrapped lines of one row
+GAP = 0.12  # name to tokens, tokens to peak
 MIN_TOKEN_ROOM = 5.0  # narrower than this beside the name: the name goes above the tokens
 
 
@@ -134,31 +135,36 @@ class NeuronRow(VGroup):
         self.name = self._name(font_size)
         peak_kind = activation_class(peak, hi, lo, margin)
         ink = theme.foreground if peak_kind == "low" else colors[peak_kind]
-        self.peak_label = number(format_value(peak), font_size, ink)
+        self.peak_label = number(format_value(peak), font_size, ink, font=style.FONT)
         name_w = name_width if name_width is not None else _name_width(font_size)
-        peak_w = number("+00.00", font_size).width
-        room_beside = width - name_w - peak_w - 0.4
-        natural = sum(
-            measure(shown(t), font_size) + 2 * TILE_PAD + TILE_BUFF for t in texts
-        )  # the prompt on one line
-        beside = room_beside >= min(MIN_TOKEN_ROOM, natural)
-        token_w = room_beside if beside else width
+        peak_w = label("+0.00", font_size).width  # format_value writes at most 5 characters
+        room_beside = width - name_w - peak_w - 2 * GAP
         cap = style.cap_height(font_size)
         tile_h = cap * 2.3
+        values = np.asarray(values, dtype=np.float64)
+        self.classes = [activation_class(float(v), hi, lo, margin) for v in values[: len(texts)]]
+        texts = list(texts)[: len(self.classes)]
+
+        def tiles(room_w: float) -> list[VGroup]:
+            return [
+                self._tile(t, k, colors[k], font_size, tile_h, room_w)
+                for t, k in zip(texts, self.classes)
+            ]
+
+        self.tiles = tiles(max(room_beside, 1.0))
+        # Beside the name when the whole prompt fits there on one line, or the room is wide.
+        beside = room_beside >= min(MIN_TOKEN_ROOM, _width(self.tiles))
+        if not beside:
+            self.tiles = tiles(width)
+        token_w = room_beside if beside else width
         lines_room = height if beside else height - tile_h - LINE_BUFF
-        self.classes: list[str] = []
-        self.tiles: list[VGroup] = []
-        for text, value in zip(texts, np.asarray(values, dtype=np.float64)):
-            kind = activation_class(float(value), hi, lo, margin)
-            self.classes.append(kind)
-            self.tiles.append(self._tile(text, kind, colors[kind], font_size, tile_h, token_w))
         self.more = None
         lines = self._flow(token_w, tile_h, lines_room, font_size)
         body = VGroup(*lines).arrange(DOWN, buff=LINE_BUFF, aligned_edge=LEFT)
-        self.values = np.asarray(values, dtype=np.float64)[: len(self.tiles)]
+        self.values = values[: len(self.tiles)]
         self.add(*self.tiles, *([self.more] if self.more is not None else []))
         if beside:
-            body.shift(RIGHT * (name_w + 0.2) - body.get_left())
+            body.shift(RIGHT * (name_w + GAP) - body.get_left())
             y = lines[0].get_center()[1]
         else:
             body.shift(-body.get_left())
@@ -253,8 +259,8 @@ class NeuronRow(VGroup):
 
     # --- parts -----------------------------------------------------------------------
     def _name(self, size: float) -> VGroup:
-        words = label(f"L{self.layer} N", size, self.theme.foreground, font=style.MONO)
-        digits = number(str(self.neuron), size, self.theme.foreground)
+        words = label(f"L{self.layer} N", size, self.theme.foreground)
+        digits = number(str(self.neuron), size, self.theme.foreground, font=style.FONT)
         digits.next_to(words, RIGHT, buff=0.03)
         center_on(digits, [digits.get_center()[0], 0, 0])
         center_on(words, [words.get_center()[0], 0, 0])
@@ -335,7 +341,7 @@ def _width(tiles: Sequence[VGroup]) -> float:
 
 def _name_width(size: float) -> float:
     """Width of the name column: "L99 N9999" in the mono font."""
-    return label("L99 N", size, font=style.MONO).width + number("9999", size).width + 0.03
+    return label("L99 N", size).width + label("9999", size).width + 0.03
 
 
 class LayerCounts(VGroup):
@@ -371,9 +377,9 @@ class LayerCounts(VGroup):
         L = len(self.count)
         size = style.MIN_TEXT
         cap = style.cap_height(size)
-        self.title = label(
-            f"neurons selected per layer, of {self.d_mlp:,}", size, theme.muted, max_width=width
-        )
+        titles = [f"neurons selected per layer, of {self.d_mlp:,}", f"selected, of {self.d_mlp:,}"]
+        fits = [t for t in titles if measure(t, size) <= width]
+        self.title = label(fits[0] if fits else titles[-1], size, theme.muted, max_width=width)
         area_h = max(height - 2 * cap - 0.55, 0.3)
         self.area = Rectangle(
             width=width, height=area_h, stroke_color=theme.faint, stroke_width=1.5
