@@ -31,8 +31,11 @@ MARGIN = 0.5  # red above ``above + MARGIN`` (3.5 in the seed), orange between
 CLASSES = ("high", "mid", "low", "neg")  # red, orange, grey, blue
 
 
-def check_rule(above: float, below: float) -> None:
+def check_rule(above: float, below: float, flags: tuple[str, str] = ("--above", "--below")) -> None:
     """Refuse thresholds that select nothing sensible, in one sentence.
+
+    ``flags`` names the two options in the message (``mechviz trace`` calls
+    them ``--neuron-above`` and ``--neuron-below``).
 
     Raises:
         MechvizError: ``above`` or ``below`` is not finite, or ``above <= below``.
@@ -42,8 +45,8 @@ def check_rule(above: float, below: float) -> None:
         raise MechvizError(f"Thresholds must be finite numbers; got above {above}, below {below}.")
     if above <= below:
         raise MechvizError(
-            f"The upper threshold (--above {above:g}) must be greater than the lower one "
-            f"(--below {below:g})."
+            f"The upper threshold ({flags[0]} {above:g}) must be greater than the lower one "
+            f"({flags[1]} {below:g})."
         )
 
 

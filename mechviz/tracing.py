@@ -72,7 +72,7 @@ class TraceOptions:
             raise MechvizError(f"--width must be at least 1 pixel; got {self.width}.")
         if self.neuron_cap < 1:
             raise MechvizError(f"neuron_cap must be at least 1; got {self.neuron_cap}.")
-        rule.check_rule(self.neuron_above, self.neuron_below)
+        rule.check_rule(self.neuron_above, self.neuron_below, ("--neuron-above", "--neuron-below"))
 
 
 @dataclass

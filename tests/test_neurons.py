@@ -187,3 +187,39 @@ def test_example_trace_has_the_default_rule() -> None:
     assert trace.model.d_mlp == 1536 and n.ids.shape == (trace.n_layers, 32)
     np.testing.assert_array_equal(select(trace).count, n.count)
     assert trace.whole.width == 1000 and trace.whole.resid.shape[-1] == 200  # 1000 px / 5 tokens
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--width", "0"], ["--width", "at least 1"]),
+        (["--neuron-above", "0", "--neuron-below", "1"], ["--neuron-above 0", "--neuron-below 1"]),
+    ],
+)
+def test_trace_options_are_checked_before_the_model_loads(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(main, ["trace", "The capital of France is", "-o", str(out), *args])
+    message = _one_sentence(result)
+    for word in words:
+        assert word in message, message
+    assert not out.exists()
+
+
+def test_trace_options_reach_the_trace(tmp_path: Path) -> None:
+    from mechviz.io import load_trace
+
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(
+        main,
+        ["trace", "The capital of France is", "-o", str(out), "--width", "500"]
+        + ["--neuron-above", "2", "--neuron-below", "-3", "--relative"],
+    )
+    assert result.exit_code == 0, result.output
+    trace = load_trace(out)
+    assert trace.whole.width == 500 and trace.whole.resid.shape[-1] == 100  # 500 px / 5 tokens
+    n = trace.neurons
+    assert (n.above, n.below, n.relative) == (2.0, -3.0, True)
+    np.testing.assert_array_equal(n.count, _count(trace, 2.0, -3.0, True))
+    assert (n.count < trace.model.d_mlp).all()
