@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from manim import DOWN, LEFT, RIGHT, UP, FadeIn, Group, Rectangle, VGroup, config
+from manim import DOWN, LEFT, RIGHT, UP, FadeIn, Group, Rectangle, VGroup, config, linear
 
 from mechviz.schema import Trace
 from mechviz.tokens import shown
@@ -78,7 +78,16 @@ class WholeModel(TraceScene):
         self.layout()
         cover = self.get_cover()
         self.add(self.image, cover, self.axis)
-        self.play(FadeIn(self.legend), run_time=0.5)
+        band = self.pic.of("embed")[0]
+        y0, y1 = self.y_of(band.y1), self.y_of(band.y0)
+        x0, x1 = self.x_of(band.x0), self.x_of(band.x1)
+        self.embed_frame = Rectangle(
+            width=x1 - x0 + 0.1,
+            height=y1 - y0 + 0.1,
+            stroke_color=self.theme.highlight,
+            stroke_width=3,
+        ).move_to([(x0 + x1) / 2, (y0 + y1) / 2, 0])  # the row is faint on the shared scale
+        self.play(FadeIn(self.legend), FadeIn(self.embed_frame), run_time=0.5)
         self.wait(0.4)
 
     def show_blocks(self) -> None:
@@ -88,11 +97,22 @@ class WholeModel(TraceScene):
             f"Each block: {m.n_heads} heads' attention (left), then its {m.d_mlp} MLP "
             "activations and the stream after it."
         )
+        self.remove(self.embed_frame)
         L = trace.n_layers
-        for layer in range(L):
-            slow = layer < self.slow_blocks or layer >= L - self.slow_blocks
-            y = self.y_of(self.pic.block_span(layer)[1])
-            self.play(self.reveal_to(y), run_time=self.slow_time if slow else self.fast_time)
+        first = list(range(min(self.slow_blocks, L)))
+        last = list(range(max(len(first), L - self.slow_blocks), L))
+        for layer in first:
+            self.play(self.reveal_to(self.block_bottom(layer)), run_time=self.slow_time)
+        middle = L - len(first) - len(last)
+        if middle:  # one steady sweep, not one animation per block (each costs a movie part)
+            y = self.block_bottom(L - len(last) - 1)
+            self.play(self.reveal_to(y), run_time=self.fast_time * middle, rate_func=linear)
+        for layer in last:
+            self.play(self.reveal_to(self.block_bottom(layer)), run_time=self.slow_time)
+
+    def block_bottom(self, layer: int) -> float:
+        """Scene y of the bottom edge of block ``layer``'s rows."""
+        return self.y_of(self.pic.block_span(layer)[1])
 
     def show_output(self) -> None:
         trace = self.trace
@@ -146,6 +166,11 @@ class WholeModel(TraceScene):
         """Scene y of pixel row ``py`` of the picture."""
         b = self.box
         return b.y1 - (b.y1 - b.y0) * py / self.pic.image.shape[0]
+
+    def x_of(self, px: float) -> float:
+        """Scene x of pixel column ``px`` of the picture."""
+        b = self.box
+        return b.x0 + (b.x1 - b.x0) * px / self.pic.image.shape[1]
 
     def get_cover(self) -> Rectangle:
         """A background-coloured cover over everything below the embedding row."""
