@@ -13,6 +13,6 @@ SCENES: dict[str, tuple[str, str]] = {
     "ResidualFlow": ("residual_flow", "The residual stream rises; the logit lens reads it."),
     "Attention": ("attention", "One head's query-by-key pattern, as a grid and as arcs."),
     "Unembedding": ("unembedding", "Final norm and W_U turn the last vector into next-token odds."),
-    "WholeModel": ("whole_model", "Every block's attention, residual and MLP rows in one picture."),
     "Story": ("story", "The four scenes above as one explainer, with transitions."),
+    "WholeModel": ("whole_model", "Every block's attention, residual and MLP rows in one picture."),
 }
