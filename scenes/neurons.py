@@ -49,12 +49,13 @@ class Neurons(TraceScene):
     def show_rule(self) -> None:
         s = self.selection
         self.caption(
-            f"A neuron is selected if it is {self.rule_text()} on a token at least: "
-            f"{int(s.count.min()):,} to {int(s.count.max()):,} of {s.d_mlp:,} per layer."
+            f"Selected: {self.rule_text()} on some token"
+            + (" (σ: the layer's std)" if s.relative else "")
+            + f"; {int(s.count.min()):,} to {int(s.count.max()):,} of {s.d_mlp:,} per layer."
         )
         box = self.content
         legend = ActivationLegend.for_selection(s, self.theme, box.width)
-        height = min(box.height - legend.height - 0.5, 3.6)
+        height = min(box.height - legend.height - 0.5, 5.0 if self.portrait else 3.6)
         chart = LayerCounts(s.count, s.d_mlp, self.theme, min(box.width, 11.0), height)
         group = VGroup(chart, legend).arrange(DOWN, buff=0.5).move_to(box.center)
         self.swap(None, group, run_time=0.6)
@@ -84,16 +85,18 @@ class Neurons(TraceScene):
         early, late = self.thirds()
         above_e, below_e = self.shares(early)
         above_l, below_l = self.shares(late)
-        s = self.selection
         self.caption(
-            f"Top {self.trace.neurons.ids.shape[1]} per layer: above {format_threshold(s.above)}"
+            f"Top {self.trace.neurons.ids.shape[1]} per layer: {self.threshold_text('above')}"
             f" on {above_e:.0%} of tokens in layers {_span(early)}, {above_l:.0%} in "
-            f"{_span(late)}; below {format_threshold(s.below)} on {below_e:.0%}, {below_l:.0%}."
+            f"{_span(late)}; {self.threshold_text('below')} on {below_e:.0%}, {below_l:.0%}."
         )
         box = self.rows_box
         axis = "y" if self.frame.width < 1.3 * self.frame.height else "x"  # 1:1 stacks too
         left, right = box.split(axis, 0.5, gap=0.5)
         pair = VGroup(self.get_page(first, left), self.get_page(last, right))
+        form = max(page.form for page in pair)
+        if any(page.form != form for page in pair):  # both headers in the same words
+            pair = VGroup(self.get_page(first, left, form), self.get_page(last, right, form))
         self.counts.mark(last)
         self.swap(self.page, pair, run_time=0.5)
         self.pages += list(pair)
@@ -112,12 +115,14 @@ class Neurons(TraceScene):
         )
 
     def rule_text(self) -> str:
-        """The rule in words: "above 3 or below 0" (σ units for relative thresholds)."""
-        s = self.selection
-        unit = "σ" if s.relative else ""
-        above = f"above {format_threshold(s.above)}{unit}"
-        below = f"below {format_threshold(s.below)}{unit if s.below else ''}"
-        return f"{above} or {below}" + (" (σ: its layer's std)" if s.relative else "")
+        """The rule in words: "above 3 or below 0" ("above 3σ" for relative thresholds)."""
+        return f"{self.threshold_text('above')} or {self.threshold_text('below')}"
+
+    def threshold_text(self, side: str) -> str:
+        """One threshold in words: "above 3", "below 0", "above 3σ" (0 needs no unit)."""
+        value = getattr(self.selection, side)
+        unit = "σ" if self.selection.relative and value != 0 else ""
+        return f"{side} {format_threshold(value)}{unit}"
 
     def page_layers(self) -> list[int]:
         """The layers "layers" visits: the settings' ``layers``, else evenly spaced."""
@@ -149,8 +154,11 @@ class Neurons(TraceScene):
         self.rows_box = Box(box.x0, box.x1, box.y0, strip.get_bottom()[1] - 0.35)
         return strip, self.rows_box
 
-    def get_page(self, layer: int, box: Box) -> VGroup:
-        """Layer ``layer``'s header and its most extreme selected neurons, top of ``box``."""
+    def get_page(self, layer: int, box: Box, form: int = 0) -> VGroup:
+        """Layer ``layer``'s header and its most extreme selected neurons, top of ``box``.
+
+        The header is the first of :meth:`header_texts` from ``form`` on that fits.
+        """
         s, trace = self.selection, self.trace
         room = box.height - block_height(1, style.BODY_TEXT) - ROW_BUFF
         rows: list[NeuronRow] = []
@@ -164,16 +172,17 @@ class Neurons(TraceScene):
             used += row.height + (ROW_BUFF if rows else 0.0)
             rows.append(row)
         texts = self.header_texts(layer, len(rows))
-        fits = [t for t in texts if label(t, style.BODY_TEXT).width <= box.width]
+        fits = [k for k, t in enumerate(texts) if k >= form and label(t).width <= box.width]
+        page_form = fits[0] if fits else len(texts) - 1
         header = label(
-            fits[0] if fits else texts[-1],
+            texts[page_form],
             style.BODY_TEXT,
             self.theme.foreground,
             max_width=box.width,
         )
         page = VGroup(header, *rows).arrange(DOWN, buff=ROW_BUFF, aligned_edge=LEFT)
         page.move_to([box.x0 + page.width / 2, box.y1 - page.height / 2, 0])
-        page.layer, page.rows, page.header = layer, rows, header
+        page.layer, page.rows, page.header, page.form = layer, rows, header, page_form
         return page
 
     def header_texts(self, layer: int, shown: int) -> list[str]:

@@ -20,7 +20,7 @@ from test_scenes import check_control, near
 
 from mechviz.errors import MechvizError
 from mechviz.io import load_trace
-from mechviz.neurons import activation_class
+from mechviz.neurons import activation_class, select
 from mechviz.rendering import render_scene
 from mechviz.scenes.neurons import Neurons
 from mechviz.visual import settings as scene_settings
@@ -47,7 +47,7 @@ def trace():  # type: ignore[no-untyped-def]
     return trace
 
 
-def run(tmp_path: Path, **kw: object) -> Neurons:
+def run(tmp_path: Path, scene: type[Neurons] = Neurons, **kw: object) -> Neurons:
     """Run the scene to its end without drawing frames (as test_publishable.run_scene)."""
     kw.setdefault("trace", example_trace())
     settings = SceneSettings(**kw)  # type: ignore[arg-type]
@@ -62,9 +62,9 @@ def run(tmp_path: Path, **kw: object) -> Neurons:
         "progress_bar": "none",
     }
     with tempconfig(config), scene_settings.use(settings):
-        scene = Neurons()
-        scene.render()
-    return scene
+        made = scene()
+        made.render()
+    return made
 
 
 def expected_class(trace, layer: int, value: float) -> str:  # type: ignore[no-untyped-def]
@@ -118,6 +118,27 @@ def test_neurons_legible_at_every_aspect(aspect: str, tmp_path: Path) -> None:
 def test_neurons_legible_light(tmp_path: Path) -> None:
     check_legible(run(tmp_path, aspect="9:16", theme="light"))
     check_legible(run(tmp_path, aspect="16:9", theme="light"))
+
+
+class RelativeNeurons(Neurons):
+    """The scene under the rule in units of each layer's std (as ``--relative`` would ask)."""
+
+    def get_selection(self):  # type: ignore[no-untyped-def]
+        return select(self.trace, relative=True)
+
+
+def test_relative_thresholds_read_in_sigma(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    scene = run(tmp_path, RelativeNeurons, aspect="9:16")
+    check_legible(scene)
+    assert "above 3σ or below 0" in scene.cues[0].text
+    assert "σ: the layer's std" in scene.cues[0].text
+    assert "above 3σ on" in scene.cues[-1].text
+    recount = select(trace, relative=True).count
+    assert list(scene.counts.count) == list(recount) != list(trace.neurons.count)
+    std = trace.neurons.std
+    for page in scene.pages:
+        for row in page.rows:
+            assert row.hi == pytest.approx(3.0 * float(std[row.layer]), rel=1e-6)
 
 
 def test_drawn_colors_and_counts_are_the_trace_s(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
