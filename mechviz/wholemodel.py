@@ -539,13 +539,16 @@ def _labels(
     ascent, descent = font.getmetrics()
     out: list[_Label] = []
 
-    def row(texts: list[str], top: float) -> None:
+    def row(texts: list[str], top: float) -> bool:
         seg = (g.rows_x1 - g.rows_x0) / len(texts)
+        if seg - 4 < font.getlength("ab…"):
+            return False  # too many tokens for their labels: none rather than stray punctuation
         for p, text in enumerate(texts):
             cut = _fit(text, font, seg - 4)
             if cut:
                 x = g.rows_x0 + seg * (p + 0.5)
                 out.append(_Label(x, top + ascent, cut, "foreground", "middle"))
+        return True
 
     title = f"{trace.model.id} · “{readable(trace.prompt)}”"
     title += (
@@ -575,9 +578,10 @@ def _labels(
             y = (b.y0 + b.y1) / 2 + (ascent - descent) / 2
             out.append(_Label(g.margin + g.gutter - size * 0.3, y, name, "muted", "end"))
     below = bands[-1].y1 + size // 4
-    row([shown(readable(trace.token_text(int(i)))) for i in trace.output.top_ids[:, 0]], below)
-    top1 = _fit("top-1 →", font, g.attn_w + g.gutter)
-    out.append(_Label(g.margin, below + ascent, top1, "muted", "start"))
+    top1 = [shown(readable(trace.token_text(int(i)))) for i in trace.output.top_ids[:, 0]]
+    if row(top1, below):
+        name = _fit("top-1 →", font, g.attn_w + g.gutter)
+        out.append(_Label(g.margin, below + ascent, name, "muted", "start"))
     # The colour scales: name, low number, bar, high number, while they fit on one line.
     bar_w, bar_h = max(40, round(110 * g.width / DEFAULT_WIDTH)), max(6, size // 2)
     y_scale = bottom + size // 2

@@ -243,3 +243,20 @@ def test_svg_is_real_vector_with_the_same_layout(trace: Trace, tmp_path: Path) -
     with pytest.raises(MechvizError, match="SVG is for still pictures; Attention has none"):
         render_scene("Attention", SceneSettings(trace=trace), "low", "svg", tmp_path / "a.svg")
     assert not (tmp_path / "a.svg").exists()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_tiny_model_traces_draw_with_their_own_layer_count(family: str, tmp_path: Path) -> None:
+    from conftest import make_tiny
+
+    tiny = make_tiny(family, full=False).trace
+    assert tiny.whole is not None
+    for width in (300, 1000):
+        pic = whole_picture(tiny, width)
+        assert pic.image.shape[1] == width and pic.n_blocks == tiny.n_layers
+        x = pic.of("embed")[0].x0 + 1
+        runs = background_runs(pic.image[:, x], np.array(pic.background))
+        body = [r for r in runs if pic.bands[0].y0 <= r[0] < pic.bands[-1].y1]
+        assert len(body) == tiny.n_layers + 2
+    scene, _ = run(tiny, tmp_path, aspect="9:16")
+    check_legible(scene)
