@@ -443,7 +443,8 @@ def _plan(trace: Trace, width: int, cmap: str, theme: str, text: bool) -> _Plan:
     bands = _band_list(trace, g)
     scales = _scales(whole)
     bottom = bands[-1].y1 + (line + size // 2 if text else max(1, width // 200))
-    legend = _legend_lines(trace, whole, scales, map_, font, width - 2 * g.margin) if text else []
+    room = width - 2 * g.margin
+    legend = _legend_lines(trace, whole, scales, map_, font, room, width) if text else []
     height = bottom + (len(legend) + 2) * line + size if text else bottom
     return _Plan(whole, map_, pal, g, bands, scales, legend, bottom, height)
 
@@ -508,9 +509,22 @@ def describe(trace: Trace, whole: Any, scales: tuple[float, float], cmap: Cmap) 
 
 
 def _legend_lines(
-    trace: Trace, whole: Any, scales: tuple[float, float], cmap: Cmap, font: Any, width: int
+    trace: Trace,
+    whole: Any,
+    scales: tuple[float, float],
+    cmap: Cmap,
+    font: Any,
+    width: int,
+    picture: int,
 ) -> list[str]:
-    return _wrap(describe(trace, whole, scales, cmap), font, width)
+    """The legend's paragraph, wrapped to ``width`` px, for a ``picture``-px-wide still."""
+    text = describe(trace, whole, scales, cmap)
+    if picture > 1.05 * whole.width:  # the rows repeat values: say how to get more detail
+        text += (
+            f" The rows were pooled for a {whole.width}-px picture; `mechviz trace --width "
+            f"{picture}` keeps more values."
+        )
+    return _wrap(text, font, width)
 
 
 @dataclass(frozen=True)
