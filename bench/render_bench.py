@@ -29,7 +29,7 @@ import av
 from mechviz.rendering import ENCODER_MP4, render_scene
 from mechviz.visual.settings import SceneSettings, example_trace
 
-CORE = ["Embedding", "ResidualFlow", "Attention", "Unembedding", "WholeModel"]
+CORE = ["Embedding", "ResidualFlow", "Attention", "Unembedding", "WholeModel", "Neurons"]
 
 
 def video_seconds(path: Path) -> float:

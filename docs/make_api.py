@@ -37,6 +37,9 @@ EXAMPLES = {
     "WriteBars": "WriteBars.from_trace(trace)",
     "EmbeddingRows": "EmbeddingRows.from_trace(trace)",
     "CosineMatrix": "CosineMatrix.from_trace(trace)",
+    "NeuronRow": "NeuronRow.from_trace(trace, layer=29)",
+    "LayerCounts": "LayerCounts.from_trace(trace, layer=12)",
+    "ActivationLegend": "ActivationLegend.from_trace(trace)",
 }
 RENDER_EXAMPLE = 'mechviz.render("Attention", trace, format="png", beats=["grid"])'
 

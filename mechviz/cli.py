@@ -349,7 +349,20 @@ def scene_options(func):  # type: ignore[no-untyped-def]
             default=None,
             metavar="L1,L2",
             help="Unembedding: lens-table layers (the embedding, the last layer and "
-            "the answer's layer are always shown).",
+            "the answer's layer are always shown). Neurons: the layers paged through.",
+        ),
+        click.option(
+            "--width",
+            type=click.IntRange(300, 8000),
+            default=None,
+            metavar="PX",
+            help="WholeModel: the still's width in pixels (png, svg) [default: 1000].",
+        ),
+        click.option(
+            "--cmap",
+            default=None,
+            type=click.Choice(["default", "matrix", "gray", "viridis"]),
+            help="WholeModel: colour map (matrix: green on black) [default: default].",
         ),
     ]
     for option in reversed(options):
@@ -358,11 +371,15 @@ def scene_options(func):  # type: ignore[no-untyped-def]
 
 
 SCENE_ONLY = {
-    "layer": "Attention",
-    "head": "Attention",
-    "query": "Attention",
-    "layers": "Unembedding",
+    "layer": ("Attention",),
+    "head": ("Attention",),
+    "query": ("Attention",),
+    "layers": ("Unembedding", "Neurons"),
+    "width": ("WholeModel",),
+    "cmap": ("WholeModel",),
 }
+# Trace sections a scene needs (schema 4): checked before any scene is rendered.
+SCENE_NEEDS = {"WholeModel": ("whole",), "Neurons": ("neurons",)}
 
 
 @main.command()
@@ -387,9 +404,10 @@ SCENE_ONLY = {
     "--format",
     "fmt",
     default=None,
-    type=click.Choice(["gif", "mp4", "png", "mov", "webm"]),
-    help="png saves the last frame; mov and webm keep --transparent "
-    "[default: from the -o extension, else gif].",
+    type=click.Choice(["gif", "mp4", "png", "mov", "webm", "svg"]),
+    help="png saves the last frame (WholeModel: the still at --width); svg: the WholeModel "
+    "still as vectors; mov and webm keep --transparent [default: from the -o extension, "
+    "else gif].",
 )
 @click.option(
     "-o",
@@ -431,10 +449,12 @@ def scene(
         check_prompt(prompt)
     if trace_file is not None and prompt is not None:
         raise MechvizError("Give either --trace or --prompt, not both.")
-    for key, owner in SCENE_ONLY.items():
-        if look[key] is not None and any(n != owner for n in names):
+    for key, owners in SCENE_ONLY.items():
+        if look[key] is not None and any(n not in owners for n in names):
             flag = "--" + key
-            raise MechvizError(f"{flag} applies to the {owner} scene only, not {name}.")
+            which = " and ".join(owners)
+            plural = "s" * (len(owners) > 1)
+            raise MechvizError(f"{flag} applies to the {which} scene{plural} only, not {name}.")
     given = [k for k in kwargs if ctx.get_parameter_source(k) != ParameterSource.DEFAULT]
     if prompt is None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
@@ -488,6 +508,22 @@ def scene(
         from mechviz.readouts import table_rows
 
         table_rows(trace, 3, layers)  # checks the range
+    if name == "all":  # scenes that need a newer trace are left out, and said so
+        lacking = [
+            n for n in names if any(getattr(trace, s) is None for s in SCENE_NEEDS.get(n, ()))
+        ]
+        if lacking:
+            say(
+                f"Skipping {', '.join(lacking)}: this trace (schema {trace.schema_version}) "
+                "lacks what they draw; trace it again to draw them."
+            )
+            outputs = [o for n, o in zip(names, outputs) if n not in lacking]
+            names = [n for n in names if n not in lacking]
+    else:
+        from mechviz.neurons import require
+
+        for section in SCENE_NEEDS.get(name, ()):
+            require(trace, section)
     settings = SceneSettings(
         trace=trace_file,
         layer=look["layer"],
@@ -502,6 +538,8 @@ def scene(
         speed=look["speed"],
         hold=look["hold"] if look["hold"] is not None else 1.5,
         fade=fmt == "gif",
+        width=look["width"],
+        cmap=look["cmap"] or "default",
     )
     gif = GifOptions(fps=None, width=look["gif_width"], max_mb=look["max_mb"])
     for n, path in zip(names, outputs):
@@ -544,6 +582,8 @@ _SCENE_KEYS = {
     "head",
     "query",
     "layers",
+    "width",
+    "cmap",
 }
 
 
@@ -567,7 +607,8 @@ def _format(fmt: str | None, output: Path | None, formats: tuple[str, ...]) -> s
         raise MechvizError(f"--format {fmt} does not match the extension of {output}.")
     if not fmt and ext and ext not in formats:
         raise MechvizError(
-            f"Cannot tell the format from {output}; use a .gif, .mp4, .png, .mov or .webm name "
+            f"Cannot tell the format from {output}; use a .gif, .mp4, .png, .mov, .webm or .svg "
+            "name "
             "or --format."
         )
     return fmt or ext or "gif"

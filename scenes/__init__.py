@@ -15,4 +15,5 @@ SCENES: dict[str, tuple[str, str]] = {
     "Unembedding": ("unembedding", "Final norm and W_U turn the last vector into next-token odds."),
     "Story": ("story", "The four scenes above as one explainer, with transitions."),
     "WholeModel": ("whole_model", "Every block's attention, residual and MLP rows in one picture."),
+    "Neurons": ("neurons", "Which MLP neurons fire on which tokens, from early to late layers."),
 }

@@ -42,6 +42,9 @@ _LAZY = {
     "WriteBars": "mechviz.visual.residual",
     "EmbeddingRows": "mechviz.visual.embedding",
     "CosineMatrix": "mechviz.visual.embedding",
+    "NeuronRow": "mechviz.visual.neurons",
+    "LayerCounts": "mechviz.visual.neurons",
+    "ActivationLegend": "mechviz.visual.neurons",
 }
 
 __all__ = sorted(_LAZY)
