@@ -35,6 +35,10 @@ gallery: $(VENV)/.installed
 	$(VENV)/bin/mechviz scene ResidualFlow --aspect 9:16 --beats rise --gif-width 360 --max-mb 2.1 -o docs/ResidualFlow-9x16.gif
 	$(VENV)/bin/mechviz scene Attention --aspect 1:1 --beats arcs --gif-width 480 --max-mb 1 -o docs/Attention-1x1.gif
 	$(VENV)/bin/mechviz scene Embedding --aspect 4:5 --beats tokens,ids,rows --gif-width 400 --max-mb 1 -o docs/Embedding-4x5.gif
+	mkdir -p renders
+	printf '2+2=\nWilliam Shakespeare was born in the year\nblue pencils fly over moonlit toasters\n' > renders/whole-prompts.txt
+	$(VENV)/bin/mechviz trace -f renders/whole-prompts.txt -o renders/whole
+	for f in renders/whole/*.json; do n=$$(basename $$f .json); $(VENV)/bin/mechviz scene WholeModel --trace $$f --format png -o docs/WholeModel-$${n#*-}.png || exit 1; done
 	$(PY) docs/make_api.py
 
 test: $(VENV)/.installed-test
