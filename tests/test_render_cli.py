@@ -204,3 +204,26 @@ def test_example_trace_matches_current_code(tmp_path: Path) -> None:
     committed.pop("mechviz_version")
     now.pop("mechviz_version")
     assert now == committed
+
+
+@pytest.mark.parametrize(("name", "section"), [("WholeModel", "whole"), ("Neurons", "neurons")])
+def test_scenes_of_schema_4_refuse_an_older_trace_before_rendering(
+    name: str, section: str, tmp_path: Path
+) -> None:
+    out = tmp_path / f"{name}.png"
+    result = CliRunner().invoke(main, ["scene", name, "--trace", str(SMALL), "-o", str(out)])
+    assert result.exit_code == 2
+    assert f"has no `{section}` section" in result.output and "mechviz trace" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_width_and_cmap_belong_to_whole_model(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["scene", "Attention", "--cmap", "matrix", "-o", str(tmp_path / "a.gif")]
+    )
+    assert result.exit_code == 2 and "--cmap applies to the WholeModel scene only" in result.output
+    result = CliRunner().invoke(
+        main, ["scene", "Unembedding", "--width", "2000", "-o", str(tmp_path / "u.gif")]
+    )
+    assert result.exit_code == 2 and "--width applies to the WholeModel scene only" in result.output
