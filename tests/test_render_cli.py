@@ -36,6 +36,8 @@ def test_scenes_lists_every_scene_with_one_line() -> None:
         "Attention",
         "Unembedding",
         "Story",
+        "WholeModel",
+        "Neurons",
     ]
 
 
