@@ -492,7 +492,9 @@ def scene(
         check_writable(path, make_parents=make_parents)  # before the slow part
     if prompt is not None:
         check_writable(trace_file, make_parents=True)
-        made = make_trace(prompt, **kwargs)  # type: ignore[arg-type]
+        # A wider still needs rows pooled for it (WholeModel --width).
+        width = max(look["width"] or 1000, 1000)
+        made = make_trace(prompt, width=width, **kwargs)  # type: ignore[arg-type]
         _check_layer_head(made, look["layer"], look["head"])
         trace_file.parent.mkdir(exist_ok=True)
         save_trace(made, trace_file)

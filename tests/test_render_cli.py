@@ -229,3 +229,25 @@ def test_width_and_cmap_belong_to_whole_model(tmp_path: Path) -> None:
         main, ["scene", "Unembedding", "--width", "2000", "-o", str(tmp_path / "u.gif")]
     )
     assert result.exit_code == 2 and "--width applies to the WholeModel scene only" in result.output
+
+
+def test_whole_model_from_a_prompt_is_pooled_for_its_width(tmp_path: Path) -> None:
+    """`--prompt` with `--width` traces rows pooled for that width (no repeated values)."""
+    result = run_cli(
+        "scene",
+        "WholeModel",
+        "--prompt",
+        "2+2=",
+        "--width",
+        "1200",
+        "--format",
+        "png",
+        "-o",
+        str(tmp_path / "w.png"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (made,) = (tmp_path / "renders").glob("*.json")
+    assert json.loads(made.read_text(encoding="utf-8"))["whole"]["width"] == 1200
+    with Image.open(tmp_path / "w.png") as image:
+        assert image.size[0] == 1200
