@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from manim import tempconfig
 from PIL import Image
-from test_publishable import check_legible
+from test_publishable import check_legible, run_scene
 from test_scenes import check_control, near
 
 from mechviz.errors import MechvizError
@@ -32,7 +31,7 @@ from mechviz.visual.neurons import (
     class_colors,
     tile_box,
 )
-from mechviz.visual.settings import SceneSettings, example_trace, pixel_size
+from mechviz.visual.settings import SceneSettings, example_trace
 from mechviz.visual.text import cap_share
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,23 +47,8 @@ def trace():  # type: ignore[no-untyped-def]
 
 
 def run(tmp_path: Path, scene: type[Neurons] = Neurons, **kw: object) -> Neurons:
-    """Run the scene to its end without drawing frames (as test_publishable.run_scene)."""
-    kw.setdefault("trace", example_trace())
-    settings = SceneSettings(**kw)  # type: ignore[arg-type]
-    w, h = pixel_size(settings.aspect, 480)
-    config = {
-        "pixel_width": w,
-        "pixel_height": h,
-        "save_last_frame": True,
-        "write_to_movie": False,
-        "media_dir": str(tmp_path),
-        "verbosity": "WARNING",
-        "progress_bar": "none",
-    }
-    with tempconfig(config), scene_settings.use(settings):
-        made = scene()
-        made.render()
-    return made
+    """Run the scene to its end without drawing frames (test_publishable.run_scene)."""
+    return run_scene(scene, tmp_path, **kw)
 
 
 def expected_class(trace, layer: int, value: float) -> str:  # type: ignore[no-untyped-def]

@@ -29,8 +29,8 @@ MARY = ROOT / "tests" / "data" / "mary_john.json"
 CORE = ["Embedding", "ResidualFlow", "Attention", "Unembedding"]
 
 
-def run_scene(name: str, tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
-    """Run a scene to its end without drawing frames; returns the scene."""
+def run_scene(name: str | type, tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
+    """Run a scene (a name or a class) to its end, keeping its last frame; returns the scene."""
     kw.setdefault("trace", example_trace())
     settings = SceneSettings(**kw)  # type: ignore[arg-type]
     w, h = pixel_size(settings.aspect, 480)
@@ -44,7 +44,7 @@ def run_scene(name: str, tmp_path: Path, **kw: object):  # type: ignore[no-untyp
         "progress_bar": "none",
     }
     with tempconfig(config), scene_settings.use(settings):
-        scene = scene_class(name)()
+        scene = (name if isinstance(name, type) else scene_class(name))()
         scene.render()
     return scene
 

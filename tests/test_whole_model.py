@@ -8,17 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from manim import tempconfig
 from PIL import Image
-from test_publishable import check_legible
+from test_publishable import check_legible, run_scene
 from test_scenes import check_control
 
 from mechviz.errors import MechvizError
 from mechviz.io import load_trace
-from mechviz.rendering import render_scene, scene_class
+from mechviz.rendering import render_scene
 from mechviz.schema import Trace
 from mechviz.visual import settings as scene_settings
-from mechviz.visual.settings import SceneSettings, example_trace, from_environment, pixel_size
+from mechviz.visual.settings import SceneSettings, example_trace, from_environment
 from mechviz.wholemodel import CMAPS, get_cmap, resample, whole_image, whole_picture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,21 +161,8 @@ def test_transparent_still_has_alpha(trace: Trace, tmp_path: Path) -> None:
 
 def run(trace: Trace, tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
     """Run the scene to its end, keeping its last frame; returns (scene, frame)."""
-    settings = SceneSettings(trace=trace, **kw)  # type: ignore[arg-type]
-    w, h = pixel_size(settings.aspect, 480)
-    config = {
-        "pixel_width": w,
-        "pixel_height": h,
-        "save_last_frame": True,
-        "write_to_movie": False,
-        "media_dir": str(tmp_path),
-        "verbosity": "WARNING",
-        "progress_bar": "none",
-    }
-    with tempconfig(config), scene_settings.use(settings):
-        scene = scene_class("WholeModel")()
-        scene.render()
-        frame = np.asarray(scene.renderer.get_frame())[..., :3].astype(np.int16)
+    scene = run_scene("WholeModel", tmp_path, trace=trace, **kw)
+    frame = np.asarray(scene.renderer.get_frame())[..., :3].astype(np.int16)
     return scene, frame
 
 

@@ -126,7 +126,47 @@ def _n_splits(positions: list[int]) -> int:
 
 
 # --- the grid -----------------------------------------------------------------------------
-class AttentionGrid(Group):
+class _OneHead:
+    """What AttentionGrid and AttentionArcs share: one head's pattern, read from one query."""
+
+    def _take(self, pattern: np.ndarray, query: int | None, theme: Theme | str | None) -> None:
+        self.theme = resolve_theme(theme)
+        self.pattern = np.asarray(pattern)
+        P = self.pattern.shape[0]
+        self.query = P - 1 if query is None else int(query) % P
+        self.layer: int | None = None
+        self.head: int | None = None
+
+    @classmethod
+    def _of_head(
+        cls,
+        trace: Trace | str | Path,
+        layer: int,
+        head: int,
+        query: int | None,
+        width: float | None,
+        height: float | None,
+        theme: Theme | str | None,
+    ):  # type: ignore[no-untyped-def]
+        """The block for ``head`` of ``layer`` of ``trace``: what each ``from_trace`` does."""
+        view = TraceView.of(trace, theme)
+        tr = view.trace
+        _check_head(tr, layer, head)
+        colors = [view.token_color(p) for p in range(tr.n_positions)]
+        block = cls(  # type: ignore[call-arg]
+            tr.attention.pattern[layer, head],
+            view.token_texts,
+            colors,
+            query_position(tr, query),
+            width=width,
+            height=height,
+            theme=view.theme,
+        )
+        block.layer, block.head = layer, head
+        return block
+
+
+class AttentionGrid(_OneHead, Group):
     """One head's query-by-key pattern as a heatmap with token labels on both axes.
 
     Rows are queries, columns keys; a cell's colour runs from the theme's neutral
@@ -176,12 +216,7 @@ class AttentionGrid(Group):
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
-        self.theme = resolve_theme(theme)
-        self.pattern = np.asarray(pattern)
-        P = self.pattern.shape[0]
-        self.query = P - 1 if query is None else int(query) % P
-        self.layer: int | None = None
-        self.head: int | None = None
+        self._take(pattern, query, theme)
         self._build([shown(t) for t in texts], list(colors), *room(width, height))
 
     @classmethod
@@ -211,22 +246,7 @@ class AttentionGrid(Group):
             The grid, centred on the origin.
 
         """
-        view = TraceView.of(trace, theme)
-        tr = view.trace
-        _check_head(tr, layer, head)
-        q = query_position(tr, query)
-        colors = [view.token_color(p) for p in range(tr.n_positions)]
-        grid = cls(
-            tr.attention.pattern[layer, head],
-            view.token_texts,
-            colors,
-            q,
-            width=width,
-            height=height,
-            theme=view.theme,
-        )
-        grid.layer, grid.head = layer, head
-        return grid
+        return cls._of_head(trace, layer, head, query, width, height, theme)
 
     def _build(self, texts: list[str], colors: list[object], width: float, height: float) -> None:
         theme, P = self.theme, self.pattern.shape[0]
@@ -358,7 +378,7 @@ class AttentionGrid(Group):
 
 
 # --- the arcs -----------------------------------------------------------------------------
-class AttentionArcs(VGroup):
+class AttentionArcs(_OneHead, VGroup):
     """One query's reads: the token column, each key's weight at its left, arcs at its right.
 
     The column holds the query (framed), the first token, the strongest keys (see
@@ -404,12 +424,7 @@ class AttentionArcs(VGroup):
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
-        self.theme = resolve_theme(theme)
-        self.pattern = np.asarray(pattern)
-        P = self.pattern.shape[0]
-        self.query = P - 1 if query is None else int(query) % P
-        self.layer: int | None = None
-        self.head: int | None = None
+        self._take(pattern, query, theme)
         self.keys = strongest_keys(self.pattern, self.query)
         w, h = room(width, height)
         self.positions = self._choose(h)
@@ -442,22 +457,7 @@ class AttentionArcs(VGroup):
             The arcs, centred on the origin.
 
         """
-        view = TraceView.of(trace, theme)
-        tr = view.trace
-        _check_head(tr, layer, head)
-        q = query_position(tr, query)
-        colors = [view.token_color(p) for p in range(tr.n_positions)]
-        arcs = cls(
-            tr.attention.pattern[layer, head],
-            view.token_texts,
-            colors,
-            q,
-            width=width,
-            height=height,
-            theme=view.theme,
-        )
-        arcs.layer, arcs.head = layer, head
-        return arcs
+        return cls._of_head(trace, layer, head, query, width, height, theme)
 
     def _choose(self, height: float) -> list[int]:
         """The positions the column has room for (a "…" row counts as one)."""
