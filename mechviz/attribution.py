@@ -43,6 +43,7 @@ import torch
 from mechviz.adapter import Adapter
 from mechviz.errors import MechvizError
 from mechviz.models import LoadedModel
+from mechviz.schema import AttributionTable
 from mechviz.tracing import Recording, record
 
 
@@ -240,3 +241,32 @@ class _Attributor:
         per_dim = z * (W_O @ d)  # head-major: z_h . (W_O[h] @ d)
         heads = per_dim.view(self.n_heads, -1).sum(-1).cpu().numpy()
         return heads, 0.0 if b_O is None else float(b_O @ d)
+
+
+@torch.no_grad()
+def attribution_table(
+    adapter: Adapter, rec: Recording, *, versus: int | None = None
+) -> AttributionTable:
+    """Every position's own top-1 split into parts (and, with ``versus``, the difference).
+
+    The trace's ``attribution`` section (:class:`mechviz.schema.AttributionTable`),
+    from a forward pass already recorded.
+    """
+    attributor = _Attributor(adapter, rec)
+    rows = [[attributor.at(pos, None, None) for pos in range(len(rec.input_ids))]]
+    if versus is not None:
+        rows.append([attributor.at(pos, None, versus) for pos in range(len(rec.input_ids))])
+
+    def stack(get) -> np.ndarray:  # type: ignore[no-untyped-def]
+        return np.asarray([[get(a) for a in row] for row in rows], dtype=np.float32)
+
+    return AttributionTable(
+        versus=None if versus is None else int(versus),
+        token=np.asarray([a.token for a in rows[0]], dtype=np.int64),
+        parts=stack(lambda a: a.parts),
+        heads=stack(lambda a: a.heads),
+        attn_bias=stack(lambda a: a.attn_bias),
+        bias=stack(lambda a: a.bias),
+        logit=stack(lambda a: a.logit),
+        output=stack(lambda a: a.output),
+    )

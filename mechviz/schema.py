@@ -23,6 +23,13 @@ Dimension glossary (used in every shape below and in docs/trace-format.md):
     F  d_mlp         MLP neurons per layer (``neurons.peak``)
     J  n_stored      selected neurons stored per layer (``neurons.ids``; a cap,
                      ``TraceOptions.neuron_cap``; -1 pads a layer with fewer)
+    T  n_targets     logits split by ``attribution``: 1 (each position's top-1), or 2
+                     with ``versus`` (then row 1 is the difference top-1 - versus)
+    E  n_entries     matches kept per state by ``dictionaries`` (default 5)
+    U  n_middle      matches kept by the middle dictionary: min(E, unique prompt tokens)
+    W  n_words       words of ``similarity``
+    G  n_groups      components of the parameter tally (``weights.tally_names``)
+    Z  n_head_tokens tokens kept per layer-0 head (``weights.query_ids``)
 
 "The neuron" (``mlp``, ``whole.mlp``, ``neurons``) is the input of the MLP's
 down projection: the activation function's output, for gated MLPs the product
@@ -50,12 +57,24 @@ import numpy as np
 from mechviz.encoding import decode, encode, round_significant
 from mechviz.errors import MechvizError
 
-# 4: the optional ``whole`` and ``neurons`` sections; 3: the optional ``heads``
+# 5: the optional ``lens_mid`` section (every trace) and the analyses that
+# ``mechviz analyze`` adds: ``attribution``, ``dictionaries``, ``similarity``,
+# ``weights``; 4: the optional ``whole`` and ``neurons`` sections; 3: the optional ``heads``
 # section; 2: large arrays packed (mechviz.encoding); 1: nested lists only.
 # Older versions load with the sections they lack set to ``None``.
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
-SECTION_SINCE = {"heads": 3, "whole": 4, "neurons": 4}  # the version that introduced each
+SCHEMA_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
+SECTION_SINCE = {  # the version that introduced each optional section
+    "heads": 3,
+    "whole": 4,
+    "neurons": 4,
+    "lens_mid": 5,
+    "attribution": 5,
+    "dictionaries": 5,
+    "similarity": 5,
+    "weights": 5,
+}
+ANALYSES = ("attribution", "dictionaries", "similarity", "weights")  # added by `mechviz analyze`
 
 
 def _arr(
@@ -216,6 +235,125 @@ class Neurons:
     values: np.ndarray = _arr("L", "J", "P")  # their activation at every position (0 where -1)
 
 
+@dataclass(frozen=True)
+class MidLens:
+    """The logit lens at ``{l}_mid`` (after attention, before the MLP): ``lens`` between rows.
+
+    Same fields and meaning as :class:`Lens`, one row per layer. With ``lens``
+    it reads the stream at every boundary, so a viewer sees whether attention
+    or the MLP of a layer moved the prediction.
+    """
+
+    labels: list[str] = field(metadata={})  # [L] '{l}_mid'
+    top_ids: np.ndarray = _arr("L", "P", "K", dtype="int")
+    top_probs: np.ndarray = _arr("L", "P", "K")
+    entropy: np.ndarray = _arr("L", "P")
+    kl_to_final: np.ndarray = _arr("L", "P")
+    final_token_rank: np.ndarray = _arr("L", "P", dtype="int")
+    final_token_prob: np.ndarray = _arr("L", "P")
+
+
+@dataclass(frozen=True)
+class AttributionTable:
+    """Direct logit attribution of every position's own prediction (:mod:`mechviz.attribution`).
+
+    Row ``t = 0`` splits the logit of ``token[p]``, the model's top-1 next token
+    at ``p``; with ``versus`` row ``t = 1`` splits ``logit(token[p]) -
+    logit(versus)``. ``parts[t, p]`` follows the boundaries (dimension ``B``):
+    ``embed``, then ``{l}_attn`` and ``{l}_mlp`` for each layer, each what that
+    part wrote into the stream, read through the final norm with its scale
+    frozen at the real final residual at ``p`` and dotted with ``W_U``. So
+
+        parts[t, p].sum() + bias[t, p] == logit[t, p]
+        heads[t, p, l].sum() + attn_bias[t, p, l] == parts[t, p, 1 + 2 l]
+
+    ``logit`` is before any final soft cap; ``output`` is the model's own
+    (after the cap). All in logits.
+    """
+
+    versus: int | None  # token id of the second token, or None
+    token: np.ndarray = _arr("P", dtype="int")  # each position's top-1 (output.top_ids[:, 0])
+    parts: np.ndarray = _arr("T", "P", "B")
+    heads: np.ndarray = _arr("T", "P", "L", "H")
+    attn_bias: np.ndarray = _arr("T", "P", "L")  # W_O's bias; 0 where it has none
+    bias: np.ndarray = _arr("T", "P")  # the final norm's bias read by W_U, plus W_U's bias
+    logit: np.ndarray = _arr("T", "P")  # the real logit (difference) before any soft cap
+    output: np.ndarray = _arr("T", "P")  # the model's output logit (difference)
+
+
+@dataclass(frozen=True)
+class Dictionaries:
+    """The stream at every layer boundary read with the model's own token dictionaries.
+
+    For the state ``v`` at boundary ``y`` (``lens.labels``) and position ``p``
+    and every row ``w`` of a dictionary, the normalised amplitude is ``A =
+    <v|w> / sqrt(<v|v><w|w>)`` (a cosine); the ``E`` largest are kept with
+    their token ids, largest first. ``input`` is ``W_E``, ``output`` is
+    ``W_U`` (the same matrix when ``model.tied_embeddings``). ``middle`` is the
+    seed's approximate middle dictionary: each unique token of the prompt run
+    alone (after the beginning-of-text token when the model adds one) through
+    the first ``middle_layers`` layers, its ``resid_post`` there as its entry.
+    """
+
+    middle_layers: int
+    input_ids: np.ndarray = _arr("Y", "P", "E", dtype="int")
+    input_amp: np.ndarray = _arr("Y", "P", "E")
+    output_ids: np.ndarray = _arr("Y", "P", "E", dtype="int")
+    output_amp: np.ndarray = _arr("Y", "P", "E")
+    middle_ids: np.ndarray = _arr("Y", "P", "U", dtype="int")
+    middle_amp: np.ndarray = _arr("Y", "P", "U")
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """How the input dictionary ``W_E`` relates words (seed 004, section 2.A).
+
+    ``cosine[i, j]`` is the cosine of ``W_E`` rows ``ids[i]`` and ``ids[j]``.
+    ``positive_share`` is the share of positive inner products ``<W_E[a]|W_E[b]>``
+    over all pairs ``a < b`` of ``sample`` token ids drawn without replacement
+    with ``numpy.random.default_rng(seed)`` (81% for Llama-2 in the seed).
+    """
+
+    words: list[str]  # [W] as given, each one token
+    sample: int
+    seed: int
+    positive_share: float
+    ids: np.ndarray = _arr("W", dtype="int")
+    cosine: np.ndarray = _arr("W", "W")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Statistics of the weights (seed 004, sections 1, 3 and 4).
+
+    ``ratio_model[l, m]`` is sigma / mean(|w|) of matrix ``m`` of
+    ``ratio_names`` (W_Q, W_K, W_V, W_O) of layer ``l``, averaged over its
+    vectors that run along the model dimension (length ``d_model``);
+    ``ratio_heads`` over its vectors that cut across the heads (length
+    ``n_heads * d_head``). A zero-centred Gaussian gives sqrt(pi / 2) = 1.2533.
+
+    ``tally_counts`` counts the parameters of each component of
+    ``tally_names``; they add up to ``total``, the model's parameter count
+    (a tied W_E/W_U counted once).
+
+    ``query_ids[h]``: the tokens whose embeddings, through layer 0's input
+    norm, give head ``h`` of layer 0 its largest queries (``|W_Q[h]^T n(e)|``,
+    position encoding left out), largest first; ``key_ids`` likewise with
+    the head's W_K (shared within a group under grouped-query attention).
+    """
+
+    ratio_names: list[str]  # [4] 'W_Q', 'W_K', 'W_V', 'W_O'
+    tally_names: list[str]  # [G]
+    total: int
+    ratio_model: np.ndarray = _arr("L", "4")
+    ratio_heads: np.ndarray = _arr("L", "4")
+    tally_counts: np.ndarray = _arr("G", dtype="int")
+    query_ids: np.ndarray = _arr("H", "Z", dtype="int")
+    query_score: np.ndarray = _arr("H", "Z")
+    key_ids: np.ndarray = _arr("H", "Z", dtype="int")
+    key_score: np.ndarray = _arr("H", "Z")
+
+
 SECTIONS: dict[str, type] = {
     "tokens": Tokens,
     "resid": Resid,
@@ -228,6 +366,11 @@ SECTIONS: dict[str, type] = {
     "heads": HeadEffects,
     "whole": Whole,
     "neurons": Neurons,
+    "lens_mid": MidLens,
+    "attribution": AttributionTable,
+    "dictionaries": Dictionaries,
+    "similarity": Similarity,
+    "weights": Weights,
 }
 OPTIONAL_SECTIONS = frozenset(SECTION_SINCE)  # absent from older traces (or left out)
 
@@ -252,6 +395,11 @@ class Trace:
     heads: HeadEffects | None = None
     whole: Whole | None = None
     neurons: Neurons | None = None
+    lens_mid: MidLens | None = None
+    attribution: AttributionTable | None = None
+    dictionaries: Dictionaries | None = None
+    similarity: Similarity | None = None
+    weights: Weights | None = None
 
     def __post_init__(self) -> None:
         from mechviz.validate import check_meaning, check_shapes
@@ -335,7 +483,7 @@ class Trace:
 
     @classmethod
     def from_dict(cls, data: Any) -> Trace:
-        """Validate JSON data (schema version 1 to 4) and build the trace.
+        """Validate JSON data (schema version 1 to 5) and build the trace.
 
         The structure and exact types are checked against :func:`json_schema`
         (with ``jsonschema``), the arrays by :mod:`mechviz.encoding`, and their

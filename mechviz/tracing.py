@@ -34,6 +34,7 @@ from mechviz.schema import (
     Embedding,
     HeadEffects,
     Lens,
+    MidLens,
     Mlp,
     ModelInfo,
     Neurons,
@@ -183,17 +184,20 @@ def trace_prompt(loaded: LoadedModel, prompt: str, options: TraceOptions = Trace
 def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: TraceOptions) -> Trace:
     adapter = loaded.adapter
     resid = rec.boundaries()  # [B, P, D]
-    # The lens reads the layer boundaries (embed, then each resid_post), as
-    # TransformerLens' accumulated_resid does; resid_mid would double its cost.
+    # One lens pass over every boundary; ``lens`` keeps the layer boundaries
+    # (embed, then each resid_post, as TransformerLens' accumulated_resid) and
+    # ``lens_mid`` the half-steps after each attention block.
     labels = boundary_labels(adapter.n_layers)
-    stats = lens_statistics(adapter, resid[0::2], rec.logits, options.top_k)
-    lens = Lens(labels=labels[0::2], **{k: _np(v) for k, v in stats.items()})
+    stats = {
+        k: _np(v) for k, v in lens_statistics(adapter, resid, rec.logits, options.top_k).items()
+    }
+    lens = Lens(labels=labels[0::2], **{k: v[0::2] for k, v in stats.items()})
+    lens_mid = MidLens(labels=labels[1::2], **{k: v[1::2] for k, v in stats.items()})
     output = _output(rec.logits, options.top_k)
     mlp = _mlp(rec.mlp_act)
     ids = rec.input_ids.tolist()
-    used = (
-        set(ids) | set(np.unique(lens.top_ids).tolist()) | set(np.unique(output.top_ids).tolist())
-    )
+    used = set(ids) | set(np.unique(stats["top_ids"]).tolist())
+    used |= set(np.unique(output.top_ids).tolist())
     tokenizer = loaded.tokenizer
     return Trace(
         schema_version=SCHEMA_VERSION,
@@ -226,6 +230,7 @@ def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: Trace
         heads=head_effects(adapter, rec, answer=int(output.top_ids[-1, 0])),
         whole=_whole(resid[0::2], rec.mlp_act, options.width),
         neurons=_neurons(rec.mlp_act, options),
+        lens_mid=lens_mid,
     )
 
 

@@ -44,6 +44,7 @@ _TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,9}")
 _SECTION_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "list[str]": {"type": "array", "items": {"type": "string"}},
     "int": {"type": "integer", "minimum": 0},
+    "int | None": {"type": ["integer", "null"], "minimum": 0},
     "float": {"type": "number"},
     "bool": {"type": "boolean"},
 }
@@ -237,6 +238,21 @@ def dimension_sizes(trace: Trace) -> dict[str, int]:
         "F": m.d_mlp,
         **_whole_sizes(trace),
         "J": _last_size(trace.neurons.ids, 2) if trace.neurons is not None else -1,
+        "4": 4,
+        **_analysis_sizes(trace),
+    }
+
+
+def _analysis_sizes(trace: Trace) -> dict[str, int]:
+    """T, E, U, W, G, Z: sizes the analysis sections choose, read from their own arrays."""
+    a, d, s, w = trace.attribution, trace.dictionaries, trace.similarity, trace.weights
+    return {
+        "T": 1 if a is None or a.versus is None else 2,
+        "E": _last_size(d.input_ids, 3) if d is not None else -1,
+        "U": _last_size(d.middle_ids, 3) if d is not None else -1,
+        "W": len(s.words) if s is not None else -1,
+        "G": len(w.tally_names) if w is not None else -1,
+        "Z": _last_size(w.query_ids, 2) if w is not None else -1,
     }
 
 
@@ -307,6 +323,13 @@ def check_shapes(trace: Trace) -> None:
         raise MechvizError("Field 'resid.labels' must be 'embed', then '{l}_mid', '{l}_post'.")
     if trace.lens.labels != boundary[0::2]:
         raise MechvizError("Field 'lens.labels' must be 'embed' then '{l}_post' for each layer.")
+    if trace.lens_mid is not None and trace.lens_mid.labels != boundary[1::2]:
+        raise MechvizError("Field 'lens_mid.labels' must be '{l}_mid' for each layer.")
+    for symbol, field, least in [("E", "dictionaries.input_ids", 1), ("Z", "weights.query_ids", 1)]:
+        if sizes[symbol] != -1 and sizes[symbol] < least:
+            raise MechvizError(f"Field '{field}' has {symbol} = 0; it must keep at least 1.")
+    if trace.weights is not None and len(trace.weights.ratio_names) != 4:
+        raise MechvizError("Field 'weights.ratio_names' must name 4 matrices (W_Q, W_K, W_V, W_O).")
 
 
 # --- 3. meaning -----------------------------------------------------------------------------
@@ -392,6 +415,162 @@ def check_meaning(trace: Trace) -> None:
             _finite(field, _get(trace, field), "pooled activations are finite")
     if trace.neurons is not None:
         _check_neurons(trace)
+    if trace.lens_mid is not None:
+        _check_lens_mid(trace)
+    if trace.attribution is not None:
+        _check_attribution(trace)
+    if trace.dictionaries is not None:
+        _check_dictionaries(trace)
+    if trace.similarity is not None:
+        _check_similarity(trace)
+    if trace.weights is not None:
+        _check_weights(trace)
+
+
+def _check_lens_mid(trace: Trace) -> None:
+    V = trace.model.d_vocab
+    _in_range("lens_mid.top_ids", trace.lens_mid.top_ids, 0, V - 1, f"token ids lie in [0, {V})")
+    _in_range(
+        "lens_mid.final_token_rank",
+        trace.lens_mid.final_token_rank,
+        0,
+        V - 1,
+        f"ranks lie in [0, d_vocab) = [0, {V})",
+    )
+    _distinct("lens_mid.top_ids", trace.lens_mid.top_ids)
+    for field in ("lens_mid.top_probs", "lens_mid.final_token_prob"):
+        _in_range(field, _get(trace, field), 0.0, 1.0, "probabilities lie in [0, 1]")
+    _sorted("lens_mid.top_probs", trace.lens_mid.top_probs)
+    top = math.log(V) + STAT_TOL
+    _in_range(
+        "lens_mid.entropy",
+        trace.lens_mid.entropy,
+        -STAT_TOL,
+        top,
+        f"entropies lie in [0, ln d_vocab] = [0, {top - STAT_TOL:.3f}] nats",
+    )
+    _in_range(
+        "lens_mid.kl_to_final",
+        trace.lens_mid.kl_to_final,
+        -STAT_TOL,
+        math.inf,
+        "a KL divergence is never negative",
+    )
+
+
+# Stored floats are float32 (mechviz.encoding), so a sum of 2L + 1 parts
+# re-adds to its total within a few float32 roundings of the largest part.
+ATTRIBUTION_TOL = 1e-4
+
+
+def _check_attribution(trace: Trace) -> None:
+    """Each position's own top-1; the parts add up to the logit; the heads to their layer."""
+    a, V = trace.attribution, trace.model.d_vocab
+    if a.versus is not None and not 0 <= a.versus < V:
+        raise MechvizError(
+            f"Field 'attribution.versus' holds token id {a.versus}; token ids lie in [0, {V})."
+        )
+    top = trace.output.top_ids[:, 0]
+    if (a.token != top).any():
+        p = int(np.argmax(a.token != top))
+        raise MechvizError(
+            f"Field 'attribution.token' holds {int(a.token[p])} at position {p}, but the model's "
+            f"top-1 there ('output.top_ids') is {int(top[p])}."
+        )
+    for field in ("parts", "heads", "attn_bias", "bias", "logit", "output"):
+        _finite(f"attribution.{field}", getattr(a, field), "contributions are finite logits")
+    scale = np.abs(a.parts).max(-1) + np.abs(a.bias) + 1.0
+    miss = np.abs(a.parts.sum(-1, dtype=np.float64) + a.bias - a.logit)
+    if (miss > ATTRIBUTION_TOL * scale).any():
+        t, p = _first_bad(miss > ATTRIBUTION_TOL * scale)
+        raise MechvizError(
+            f"Fields 'attribution.parts' and 'attribution.bias' add up to "
+            f"{float(a.parts[t, p].sum() + a.bias[t, p]):.6g} at target {t}, position {p}, but "
+            f"'attribution.logit' holds {float(a.logit[t, p]):.6g}; the parts must sum to the "
+            "logit."
+        )
+    attn = a.parts[..., 1::2]
+    miss = np.abs(a.heads.sum(-1, dtype=np.float64) + a.attn_bias - attn)
+    scale = np.abs(a.heads).max(-1) + np.abs(a.attn_bias) + 1.0
+    if (miss > ATTRIBUTION_TOL * scale).any():
+        t, p, layer = _first_bad(miss > ATTRIBUTION_TOL * scale)
+        raise MechvizError(
+            f"Field 'attribution.heads' of layer {layer} (target {t}, position {p}) does not add "
+            "up, with 'attribution.attn_bias', to that layer's attention part."
+        )
+
+
+def _check_dictionaries(trace: Trace) -> None:
+    d, V = trace.dictionaries, trace.model.d_vocab
+    if not 1 <= d.middle_layers <= trace.model.n_layers:
+        raise MechvizError(
+            f"Field 'dictionaries.middle_layers' holds {d.middle_layers}; it must be between 1 "
+            f"and n_layers = {trace.model.n_layers}."
+        )
+    for name in ("input", "output", "middle"):
+        ids, amp = getattr(d, f"{name}_ids"), getattr(d, f"{name}_amp")
+        _in_range(f"dictionaries.{name}_ids", ids, 0, V - 1, f"token ids lie in [0, {V})")
+        _distinct(f"dictionaries.{name}_ids", ids)
+        _in_range(
+            f"dictionaries.{name}_amp",
+            amp,
+            -1 - COSINE_TOL,
+            1 + COSINE_TOL,
+            "normalised amplitudes lie in [-1, 1]",
+        )
+        _sorted(f"dictionaries.{name}_amp", amp)
+    stray = set(np.unique(d.middle_ids).tolist()) - set(trace.tokens.ids.tolist())
+    if stray:
+        raise MechvizError(
+            f"Field 'dictionaries.middle_ids' holds token id {min(stray)}, which is not in the "
+            "prompt; the middle dictionary holds the prompt's own tokens."
+        )
+
+
+def _check_similarity(trace: Trace) -> None:
+    s, V = trace.similarity, trace.model.d_vocab
+    _in_range("similarity.ids", s.ids, 0, V - 1, f"token ids lie in [0, {V})")
+    _in_range(
+        "similarity.cosine",
+        s.cosine,
+        -1 - COSINE_TOL,
+        1 + COSINE_TOL,
+        "cosine similarities lie in [-1, 1]",
+    )
+    if not 0.0 <= s.positive_share <= 1.0:
+        raise MechvizError(
+            f"Field 'similarity.positive_share' holds {s.positive_share}; a share lies in [0, 1]."
+        )
+    if not 2 <= s.sample <= V:
+        raise MechvizError(
+            f"Field 'similarity.sample' holds {s.sample}; it must be between 2 and d_vocab = {V}."
+        )
+
+
+def _check_weights(trace: Trace) -> None:
+    w, V = trace.weights, trace.model.d_vocab
+    for field in ("ratio_model", "ratio_heads"):
+        values = getattr(w, field)
+        _finite(f"weights.{field}", values, "ratios are finite")
+        _in_range(
+            f"weights.{field}",
+            values,
+            1.0 - 1e-6,
+            math.inf,
+            "sigma / mean(|w|) is at least 1 (Cauchy-Schwarz)",
+        )
+    _in_range("weights.tally_counts", w.tally_counts, 0, math.inf, "a count is never negative")
+    if int(w.tally_counts.sum()) != w.total:
+        raise MechvizError(
+            f"Field 'weights.tally_counts' adds up to {int(w.tally_counts.sum())}, but "
+            f"'weights.total' holds {w.total}; the tally must add up to the parameter count."
+        )
+    for name in ("query", "key"):
+        _in_range(
+            f"weights.{name}_ids", getattr(w, f"{name}_ids"), 0, V - 1, f"token ids lie in [0, {V})"
+        )
+        _distinct(f"weights.{name}_ids", getattr(w, f"{name}_ids"))
+        _finite(f"weights.{name}_score", getattr(w, f"{name}_score"), "scores are finite")
 
 
 NEURON_VALUE_TOL = 2**-10  # relative: a float16 peak is within 2**-11 of the float32 values
@@ -500,11 +679,20 @@ def _get(trace: Trace, field: str) -> np.ndarray:
 
 
 def _mentioned_ids(trace: Trace) -> np.ndarray:
-    return np.unique(
-        np.concatenate(
-            [trace.tokens.ids.ravel(), trace.lens.top_ids.ravel(), trace.output.top_ids.ravel()]
-        )
-    )
+    """Every token id the trace names, so that ``vocab`` must give its text."""
+    arrays = [trace.tokens.ids, trace.lens.top_ids, trace.output.top_ids]
+    if trace.lens_mid is not None:
+        arrays.append(trace.lens_mid.top_ids)
+    if trace.attribution is not None and trace.attribution.versus is not None:
+        arrays.append(np.asarray([trace.attribution.versus]))
+    if trace.dictionaries is not None:
+        d = trace.dictionaries
+        arrays += [d.input_ids, d.output_ids, d.middle_ids]
+    if trace.similarity is not None:
+        arrays.append(trace.similarity.ids)
+    if trace.weights is not None:
+        arrays += [trace.weights.query_ids, trace.weights.key_ids]
+    return np.unique(np.concatenate([np.asarray(a).ravel() for a in arrays]))
 
 
 def _first_bad(mask: np.ndarray) -> list[int]:
