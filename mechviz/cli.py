@@ -379,7 +379,14 @@ SCENE_ONLY = {
     "cmap": ("WholeModel",),
 }
 # Trace sections a scene needs (schema 4): checked before any scene is rendered.
-SCENE_NEEDS = {"WholeModel": ("whole",), "Neurons": ("neurons",)}
+SCENE_NEEDS = {
+    "WholeModel": ("whole",),
+    "Neurons": ("neurons",),
+    "LogitAttribution": ("attribution", "lens_mid"),
+    "Dictionaries": ("dictionaries",),
+    "EmbeddingSimilarity": ("similarity",),
+    "WeightStats": ("weights",),
+}
 
 
 @main.command()

@@ -201,17 +201,25 @@ def activation_class(value: float, above: float, below: float, margin: float = M
 
 
 def require(trace: Trace, section: str):  # type: ignore[no-untyped-def]
-    """The trace's ``whole`` or ``neurons`` section, or one sentence saying it has none.
+    """A section of the trace, or one sentence saying how to get it.
 
     Raises:
-        MechvizError: The section is absent (a trace made before schema 4).
+        MechvizError: The section is absent: a trace made before the schema that
+            introduced it (trace again), or an analysis not yet run (``mechviz analyze``).
 
     """
     import shlex
 
     from mechviz import __version__
 
+    from mechviz.schema import ANALYSES
+
     value = getattr(trace, section, None)
+    if value is None and section in ANALYSES:
+        raise MechvizError(
+            f"This trace has no `{section}` section; add it with "
+            f"`mechviz analyze TRACE --{section}` (it loads the model that made the trace)."
+        )
     if value is None:
         raise MechvizError(
             f"This trace has no `{section}` section (schema version {trace.schema_version}); "
