@@ -282,6 +282,17 @@ def check_shapes(trace: Trace) -> None:
             f"Field 'resid.labels' has {len(trace.resid.labels)} entries, expected "
             f"B = 2 * n_layers + 1 = {sizes['B']}."
         )
+    for symbol, field, least, most in [
+        ("K", "lens.top_ids", 1, trace.model.d_vocab),
+        ("R", "resid.pooled", 1, None),
+        ("S", "resid.sample_dims", 1, trace.model.d_model),
+        ("N", "mlp.top_neurons", 1, trace.model.d_mlp),
+    ]:
+        if sizes[symbol] < least or (most is not None and sizes[symbol] > most):
+            bound = f"between {least} and {most}" if most is not None else f"at least {least}"
+            raise MechvizError(
+                f"Field '{field}' has {symbol} = {sizes[symbol]}; it must be {bound}."
+            )
     for name in schema.SECTIONS:
         section = getattr(trace, name)
         if section is None:
@@ -302,17 +313,6 @@ def check_shapes(trace: Trace) -> None:
                 raise MechvizError(
                     f"Field '{name}.{f.name}' has shape {tuple(value.shape)}, expected ({want})."
                 )
-    for symbol, field, least, most in [
-        ("K", "lens.top_ids", 1, trace.model.d_vocab),
-        ("R", "resid.pooled", 1, None),
-        ("S", "resid.sample_dims", 1, trace.model.d_model),
-        ("N", "mlp.top_neurons", 1, trace.model.d_mlp),
-    ]:
-        if sizes[symbol] < least or (most is not None and sizes[symbol] > most):
-            bound = f"between {least} and {most}" if most is not None else f"at least {least}"
-            raise MechvizError(
-                f"Field '{field}' has {symbol} = {sizes[symbol]}; it must be {bound}."
-            )
     if trace.neurons is not None and not 1 <= sizes["J"] <= trace.model.d_mlp:
         raise MechvizError(
             f"Field 'neurons.ids' has J = {sizes['J']}; it must be between 1 and "

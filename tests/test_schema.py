@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import make_tiny
+from conftest import Tiny, make_tiny
 
 import mechviz.io as mio
 from mechviz.errors import MechvizError
@@ -270,7 +270,7 @@ INVALID = {
     "nan_in_direct": (_nan_in_direct, ["'heads.direct'", "NaN"]),
     "direct_one_layer_short": (_one_layer_short, ["'heads.direct'", "shape", "L=3"]),
     "bias_missing": (_delete("heads.bias"), ["missing", "'heads.bias'"]),
-    "unknown_heads_key": (_set("heads.total", 1.0), ["'heads'", "'total'", "version 4"]),
+    "unknown_heads_key": (_set("heads.total", 1.0), ["'heads'", "'total'", "version 5"]),
     "heads_null": (_set("heads", None), ["'heads'", "object"]),
 }
 
@@ -431,8 +431,12 @@ def test_output_refused_by_the_os_is_a_clear_error(
 SMALL_V1 = Path(__file__).parent / "data" / "small_trace.json"
 
 
-def test_version_four_writes_heads(tiny_trace: Trace) -> None:
-    assert SCHEMA_VERSION == 4 and READABLE_VERSIONS == (1, 2, 3, 4)
+def test_version_five_writes_heads_and_lens_mid(tiny_trace: Trace) -> None:
+    assert SCHEMA_VERSION == 5 and READABLE_VERSIONS == (1, 2, 3, 4, 5)
+    data = tiny_trace.to_dict()
+    assert data["lens_mid"]["labels"] == [f"{layer}_mid" for layer in range(tiny_trace.n_layers)]
+    assert set(data["lens_mid"]) == set(data["lens"])
+    assert not {"attribution", "dictionaries", "similarity", "weights"} & set(data)
     data = tiny_trace.to_dict()
     assert set(data["heads"]) == {"answer", "position", "direct", "bias"}
     assert data["heads"]["answer"] == tiny_trace.prediction[0]
@@ -443,7 +447,7 @@ def test_version_one_and_two_load_without_heads(tiny_trace: Trace, tmp_path: Pat
     v1 = load_trace(SMALL_V1)
     assert v1.schema_version == 1 and v1.heads is None
     data = tiny_trace.to_dict()
-    for name in ("heads", "whole", "neurons"):
+    for name in ("heads", "whole", "neurons", "lens_mid"):
         del data[name]
     data["schema_version"] = 2
     path = tmp_path / "v2.json"
@@ -452,13 +456,20 @@ def test_version_one_and_two_load_without_heads(tiny_trace: Trace, tmp_path: Pat
     assert v2.schema_version == 2 and v2.heads is None
     assert "heads" not in v2.to_dict()  # written back as it came
     _assert_same(
-        dataclasses.replace(tiny_trace, schema_version=2, heads=None, whole=None, neurons=None),
+        dataclasses.replace(
+            tiny_trace, schema_version=2, heads=None, whole=None, neurons=None, lens_mid=None
+        ),
         v2,
     )
 
 
 def test_version_two_with_heads_is_refused(tiny_trace: Trace, tmp_path: Path) -> None:
-    path = _write_modified(tmp_path, tiny_trace, _set("schema_version", 2))
+    data = tiny_trace.to_dict()
+    for name in ("whole", "neurons", "lens_mid"):
+        del data[name]
+    data["schema_version"] = 2
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
     message = _load_error(path)
     assert "schema version 2" in message and "'heads'" in message and "version 3" in message
 
@@ -471,7 +482,7 @@ def test_version_three_without_heads_loads(tiny_trace: Trace, tmp_path: Path) ->
 
 def test_version_three_loads_without_whole_and_neurons(tiny_trace: Trace, tmp_path: Path) -> None:
     data = tiny_trace.to_dict()
-    del data["whole"], data["neurons"]
+    del data["whole"], data["neurons"], data["lens_mid"]
     data["schema_version"] = 3
     path = tmp_path / "v3.json"
     path.write_text(json.dumps(data), encoding="utf-8")
@@ -488,8 +499,36 @@ def test_version_three_with_a_version_four_section_is_refused(
     other = "neurons" if name == "whole" else "whole"
     path = tmp_path / "bad.json"
     data = tiny_trace.to_dict()
-    del data[other]
+    del data[other], data["lens_mid"]
     data["schema_version"] = 3
     path.write_text(json.dumps(data), encoding="utf-8")
     message = _load_error(path)
     assert "schema version 3" in message and f"'{name}'" in message and "version 4" in message
+
+
+def test_version_four_loads_without_lens_mid(tiny_trace: Trace, tmp_path: Path) -> None:
+    data = tiny_trace.to_dict()
+    del data["lens_mid"]
+    data["schema_version"] = 4
+    path = tmp_path / "v4.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    v4 = load_trace(path)
+    assert v4.schema_version == 4 and v4.lens_mid is None and v4.neurons is not None
+    assert "lens_mid" not in v4.to_dict()
+
+
+def test_version_four_with_lens_mid_is_refused(tiny_trace: Trace, tmp_path: Path) -> None:
+    path = _write_modified(tmp_path, tiny_trace, _set("schema_version", 4))
+    message = _load_error(path)
+    assert "schema version 4" in message and "'lens_mid'" in message and "version 5" in message
+
+
+def test_lens_mid_is_the_lens_between_rows(tiny: Tiny) -> None:
+    """``lens_mid`` reads resid_mid exactly as ``lens`` reads resid_post (one lens pass)."""
+    from mechviz.tracing import lens_statistics
+
+    rec, trace = tiny.rec, tiny.trace
+    stats = lens_statistics(tiny.loaded.adapter, rec.boundaries()[1::2], rec.logits, 5)
+    np.testing.assert_array_equal(trace.lens_mid.top_ids, stats["top_ids"].numpy())
+    np.testing.assert_allclose(trace.lens_mid.top_probs, stats["top_probs"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(trace.lens_mid.entropy, stats["entropy"].numpy(), atol=1e-5)
