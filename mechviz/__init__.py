@@ -5,6 +5,7 @@ every other module and name is internal and may change between versions.
 
 >>> import mechviz
 >>> t = mechviz.trace("The capital of France is")      # one forward pass -> Trace
+>>> t = mechviz.analyze(t, versus=" London")        # attribution, dictionaries, weights
 >>> t.save("france.json")
 >>> mechviz.render("ResidualFlow", t, format="gif")    # -> Path; shows inline in Jupyter
 """
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 # Names resolved on first use, so `import mechviz` stays light (no torch, no Manim).
 _LAZY = {
     "trace": "mechviz.api",
+    "analyze": "mechviz.api",
     "load": "mechviz.api",
     "render": "mechviz.api",
     "Rendered": "mechviz.api",
@@ -34,6 +36,7 @@ __all__ = [
     "SceneSettings",
     "Trace",
     "__version__",
+    "analyze",
     "load",
     "render",
     "trace",

@@ -134,7 +134,7 @@ def analyze(
     if attribution or dictionaries:
         from mechviz.tracing import record
 
-        rec = record(loaded, torch.as_tensor(trace.tokens.ids, dtype=torch.long))
+        rec = record(loaded, torch.tensor(trace.tokens.ids, dtype=torch.long))
     if attribution:
         from mechviz.attribution import attribution_table
 

@@ -153,6 +153,71 @@ def trace(
     return traces if many else traces[0]
 
 
+def analyze(
+    trace: Trace | str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    attribution: bool = True,
+    versus: str | None = None,
+    dictionaries: bool = True,
+    middle_layers: int = 3,
+    similarity: bool = True,
+    words: Sequence[str] | None = None,
+    weights: bool = True,
+    progress: bool = True,
+) -> Trace:
+    """Add the analyses that read the model again to a trace (``mechviz analyze``).
+
+    The sections it adds (``attribution``, ``dictionaries``, ``similarity``,
+    ``weights``) are described in docs/trace-format.md; the scenes
+    LogitAttribution, Dictionaries, EmbeddingSimilarity and WeightStats draw them.
+
+    Args:
+        trace: A :class:`Trace` or the path of a trace file.
+        model: The model that made the trace, when the trace cannot name it
+            (a ``.gguf`` file); default: the one the trace records.
+        device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        dtype: Default: the trace's, so that its weights hash matches.
+        attribution: Direct logit attribution of every position's own top-1.
+        versus: Also split ``logit(top-1) - logit(versus)`` (one token, e.g. ``" London"``).
+        dictionaries: Every layer boundary decoded with W_E, W_U and the middle dictionary.
+        middle_layers: Layers each prompt token runs through to make the middle dictionary.
+        similarity: Cosines of W_E rows for ``words``, and the share of positive products.
+        words: Words for ``similarity`` (each one token); default the seed's ten words.
+        weights: sigma / mean(|w|) of W_Q, W_K, W_V, W_O per layer, the parameter
+            tally, and layer 0's head tokens.
+        progress: Show progress on the first model load.
+
+    Returns:
+        The trace with the chosen sections added (the others kept).
+
+    Raises:
+        MechvizError: One sentence when the model's weights differ from the
+            trace's, or a word or option is bad.
+
+    """
+    from mechviz.analysis import analyze as run_analyses
+    from mechviz.analysis import model_spec
+
+    if not isinstance(trace, Trace):
+        trace = load(trace)
+    spec = model if model is not None else model_spec(trace)
+    loaded = loaded_model(spec, device=device, dtype=dtype or trace.model.dtype, progress=progress)
+    return run_analyses(
+        trace,
+        loaded,
+        attribution=attribution,
+        versus=versus,
+        dictionaries=dictionaries,
+        middle_layers=middle_layers,
+        similarity=similarity,
+        words=words,
+        weights=weights,
+    )
+
+
 def load(path: str | os.PathLike[str]) -> Trace:
     """Load and validate a trace file (every problem is one sentence naming the field)."""
     from mechviz.io import load_trace

@@ -503,6 +503,18 @@ def scene(
         width = max(look["width"] or 1000, 1000)
         made = make_trace(prompt, width=width, **kwargs)  # type: ignore[arg-type]
         _check_layer_head(made, look["layer"], look["head"])
+        from mechviz.schema import ANALYSES
+
+        wanted = {s for n in names for s in SCENE_NEEDS.get(n, ()) if s in ANALYSES}
+        if wanted:  # the analyses these scenes draw, from the model just loaded
+            from mechviz.api import analyze as run_analyses
+
+            made = run_analyses(
+                made,
+                model=kwargs.get("model"),  # type: ignore[arg-type]
+                device=str(kwargs.get("device", "cpu")),
+                **{s: s in wanted for s in ANALYSES},
+            )
         trace_file.parent.mkdir(exist_ok=True)
         save_trace(made, trace_file)
     trace = load_trace(trace_file)
@@ -524,7 +536,8 @@ def scene(
         if lacking:
             say(
                 f"Skipping {', '.join(lacking)}: this trace (schema {trace.schema_version}) "
-                "lacks what they draw; trace it again to draw them."
+                "lacks what they draw; trace it again, and add the analyses with "
+                "`mechviz analyze`, to draw them."
             )
             outputs = [o for n, o in zip(names, outputs) if n not in lacking]
             names = [n for n in names if n not in lacking]
@@ -650,12 +663,111 @@ def _check_layer_head(trace: object, layer: int | None, head: int | None) -> Non
 
 @main.command()
 @click.argument("trace_file", type=click.Path(path_type=Path))
-def inspect(trace_file: Path) -> None:
-    """Print the logit lens of a trace as a layer-by-position table."""
+@click.option("--attribution", is_flag=True, help="Direct logit attribution of every position.")
+@click.option(
+    "--versus",
+    default=None,
+    metavar="TOKEN",
+    help='With --attribution: also split logit(top-1) - logit(TOKEN), e.g. " London".',
+)
+@click.option("--dictionaries", is_flag=True, help="Decode every layer with W_E, W_U, middle.")
+@click.option(
+    "--middle-layers",
+    default=3,
+    show_default=True,
+    type=int,
+    help="Layers each prompt token runs through to make the middle dictionary.",
+)
+@click.option("--similarity", is_flag=True, help="Cosines of W_E rows for --words.")
+@click.option(
+    "--words",
+    default=None,
+    metavar="W1,W2,...",
+    help="Comma-separated words for --similarity, each one token [default: the seed's ten].",
+)
+@click.option("--weights", is_flag=True, help="sigma/mean of W_Q..W_O, parameter tally, heads.")
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    metavar="MODEL",
+    help="The model that made the trace [default: the one it records].",
+)
+@click.option(
+    "--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "mps"])
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the analysed trace here [default: over TRACE_FILE].",
+)
+def analyze(
+    trace_file: Path,
+    attribution: bool,
+    versus: str | None,
+    dictionaries: bool,
+    middle_layers: int,
+    similarity: bool,
+    words: str | None,
+    weights: bool,
+    model: str | None,
+    device: str,
+    output: Path | None,
+) -> None:
+    """Add analyses that read the model again to a trace; no flag means all of them.
+
+    Loads the model the trace names and refuses when its weights differ from
+    the ones recorded. `mechviz inspect` prints the results; the scenes
+    LogitAttribution, Dictionaries, EmbeddingSimilarity and WeightStats draw them.
+    """
+    from mechviz.api import analyze as run
+    from mechviz.io import load_trace, save_trace
+
+    if versus is not None and not attribution and (dictionaries or similarity or weights):
+        raise MechvizError("--versus needs --attribution (or no analysis flag, for all).")
+    chosen = {"attribution": attribution, "dictionaries": dictionaries}
+    chosen |= {"similarity": similarity, "weights": weights}
+    if not any(chosen.values()):
+        chosen = dict.fromkeys(chosen, True)
+    word_list = None
+    if words is not None:
+        word_list = [w for w in words.split(",") if w != ""]
+        if not word_list:
+            raise MechvizError("--words is empty; give comma-separated words.")
+    trace = load_trace(trace_file)
+    done = run(
+        trace,
+        model=model,
+        device=device,
+        versus=versus,
+        middle_layers=middle_layers,
+        words=word_list,
+        **chosen,
+    )
+    target = output or trace_file
+    save_trace(done, target)
+    added = ", ".join(name for name, on in chosen.items() if on)
+    say(f"Added {added} to {target}; print them with `mechviz inspect {target}`.")
+
+
+@main.command()
+@click.argument("trace_file", type=click.Path(path_type=Path))
+@click.option(
+    "--position",
+    "-p",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Position read by the attribution and dictionary tables (-1: the last).",
+)
+def inspect(trace_file: Path, position: int) -> None:
+    """Print the logit lens of a trace, and every analysis it holds, as tables."""
     from mechviz.io import load_trace
     from mechviz.report import print_report
 
-    print_report(load_trace(trace_file), Console())
+    print_report(load_trace(trace_file), Console(), position=position)
 
 
 @main.command()
