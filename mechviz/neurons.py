@@ -211,7 +211,6 @@ def require(trace: Trace, section: str):  # type: ignore[no-untyped-def]
     import shlex
 
     from mechviz import __version__
-
     from mechviz.schema import ANALYSES
 
     value = getattr(trace, section, None)
