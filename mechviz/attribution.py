@@ -24,12 +24,11 @@ into heads, ``z_h @ W_O[h]`` (as :func:`mechviz.tracing.head_effects` reads
 them), plus W_O's bias: ``heads[l].sum() + attn_bias[l] == attn[l]``. With
 ``versus``, every number is for the logit difference ``token - versus``.
 
-Status (issue 10): the library functions :func:`attribute` and
-:func:`attribute_all` are done and tested (tests/test_attribution.py). Still to
-do: storing the attribution in the trace (or a companion JSON), the
-``mechviz analyze --attribution [--versus WORD]`` CLI and its ``inspect``
-table, and the ``LogitAttribution`` scene. Like :mod:`mechviz.tracing`, this
-module touches torch; scenes must read its results from the trace.
+:func:`attribution_table` splits every position's own top-1 (and, with
+``versus``, its difference from a second token) from one recorded pass: the
+trace's ``attribution`` section, which ``mechviz analyze --attribution``
+adds and the LogitAttribution scene draws. Like :mod:`mechviz.tracing`, this
+module touches torch; scenes read its results from the trace.
 """
 
 from __future__ import annotations
