@@ -195,3 +195,16 @@ def test_cli_refuses_a_trace_of_other_weights(example: Path, tmp_path: Path) -> 
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "has other weights than the trace records" in result.stderr
     assert path.read_bytes() == before
+
+
+def test_python_analyze_takes_a_path(example: Path, default_model) -> None:  # type: ignore[no-untyped-def]
+    import mechviz
+
+    done = mechviz.analyze(
+        example, versus=" London", dictionaries=False, similarity=False, weights=False
+    )
+    assert isinstance(done, mechviz.Trace) and done.schema_version == 5
+    assert done.token_text(done.attribution.versus) == " London"
+    assert _identity_error(done) <= IDENTITY_RTOL
+    with pytest.raises(MechvizError, match="' roundabouts' is not a single token"):
+        mechviz.analyze(example, versus=" roundabouts", dictionaries=False)
