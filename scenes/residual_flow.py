@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from manim import FadeIn, VGroup
+from manim import UP, Animation, FadeIn, Line, VGroup, config
 
-from mechviz.readouts import answer_row
 from mechviz.tokens import shown
 from mechviz.visual.base import Box, TraceScene
-from mechviz.visual.readout import LensReadout
+from mechviz.visual.readout import LensReadout, answer_step, lens_steps
 from mechviz.visual.residual import ResidualStreams
 
 
@@ -16,12 +15,12 @@ class ResidualFlow(TraceScene):
 
     beats = {
         "streams": "one residual stream per token, max-pooled, with its attention and MLP writes",
-        "rise": "layer by layer: the streams fill in, the logit lens at the last token follows",
+        "rise": "layer by layer (attention, then MLP): the streams fill in, the lens follows",
         "prediction": "where the answer appears, and where the blocks write most",
     }
     n_bars = 4  # tokens in the readout
     slow_layers = 3  # layers at each end shown one at a time; the middle fast-forwards
-    slow_time = 0.6
+    slow_time = 0.6  # seconds per layer (shared by its two half-steps when the trace has lens_mid)
     fast_time = 0.12
     min_column = 0.42  # narrowest stream column: room for a turned token label
 
@@ -67,11 +66,18 @@ class ResidualFlow(TraceScene):
         self.wait(0.6)
 
     def rise(self) -> None:
-        """Reveal the streams layer by layer; the readout follows the last position."""
+        """Reveal the streams layer by layer; the readout follows the last position.
+
+        With ``lens_mid`` each layer is two half-steps (after attention, after the
+        MLP) in the time of one, so a viewer sees which sub-block moved the answer.
+        """
         trace, streams, box = self.trace, self.streams, self.readout_box
         L = trace.n_layers
+        steps = lens_steps(trace)[1:]  # the embedding is shown first
+        half = len(steps) > L
+        how = "after each attention and MLP" if half else "layer by layer"
         self.caption(
-            f"The logit lens at {shown(self.token_texts[-1])}, layer by layer: the top "
+            f"The logit lens at {shown(self.token_texts[-1])}, {how}: the top "
             f"{self.n_bars} next tokens and the final answer's rank."
         )
         readout = LensReadout.from_trace(
@@ -82,16 +88,20 @@ class ResidualFlow(TraceScene):
         self.play(FadeIn(readout), *streams.reveal_to(None), run_time=0.5)
         self.add(streams.get_marker())
         self.answer_mark = None
-        for layer in range(L):
+        first = answer_step(trace)
+        share = len(steps) / L  # half-steps share their layer's time
+        frame = 1 / config.frame_rate
+        for layer, mid in steps:
             slow = layer < self.slow_layers or layer >= L - self.slow_layers
             self.play(
-                *streams.reveal_to(layer),
-                *readout.step_to(layer),
-                run_time=self.slow_time if slow else self.fast_time,
+                *self.reveal_to(layer, mid),
+                *readout.step_to(layer, mid),
+                # At least one frame: a shorter play is stretched to it anyway, with a warning.
+                run_time=max((self.slow_time if slow else self.fast_time) / share, frame),
             )
-            if self.answer_mark is None and trace.lens_row(layer) == answer_row(trace):
-                line = streams.layer_line(layer, self.theme.highlight, stroke_width=4)
-                tick = readout.answer_tick(layer)
+            if self.answer_mark is None and (layer, mid) == first:
+                tick = readout.answer_tick(layer, mid)
+                line = self.boundary_line(layer, mid)
                 self.answer_mark = VGroup(line, *([tick] if tick is not None else []))
                 self.play(FadeIn(self.answer_mark), run_time=0.5)
         self.remove(streams.cover)
@@ -99,8 +109,13 @@ class ResidualFlow(TraceScene):
     def show_prediction(self) -> None:
         trace = self.trace
         token, prob = trace.prediction
-        row = answer_row(trace)
-        where = "the embedding" if row == 0 else f"layer {row - 1}"
+        layer, mid = answer_step(trace)
+        if layer is None:
+            where = "the embedding"
+        elif len(lens_steps(trace)) > trace.n_layers + 1:  # half-steps: name the sub-block
+            where = f"layer {layer}'s {'attention' if mid else 'MLP'}"
+        else:
+            where = f"layer {layer}"
         marks = self.streams.get_write_marks()
         after = " after the first token" if self.streams.positions[0] == 0 else ""
         note = f"Framed: the largest attention and MLP writes{after}." if len(marks) else ""
@@ -108,6 +123,34 @@ class ResidualFlow(TraceScene):
             f"{shown(self.vocab_text(token))} ({prob:.2f}) is top-1 from {where} on. {note}"
         )
         self.play(FadeIn(marks), run_time=0.6)
+
+    # --- the streams by half-layers -------------------------------------------------
+    def boundary_y(self, layer: int | None, mid: bool) -> float:
+        """Scene y of the top of the stream row after ``layer`` (``mid``: its ``{l}_mid``)."""
+        if not mid:
+            return self.streams.y_of(layer)
+        _, _, y0, y1 = self.streams.box
+        B = len(self.trace.resid.labels)
+        return y0 + (y1 - y0) * (self.trace.resid_mid(layer) + 1) / B
+
+    def reveal_to(self, layer: int | None, mid: bool) -> list[Animation]:
+        """The streams uncovered up to ``layer``, or up to its ``{l}_mid`` row (``mid``)."""
+        streams = self.streams
+        if not mid:
+            return streams.reveal_to(layer)
+        y = self.boundary_y(layer, mid)
+        anims: list[Animation] = []
+        if streams.cover is not None:
+            height = max(streams.box[3] - y, 0.001)
+            anims.append(streams.cover.animate.stretch_to_fit_height(height, about_edge=UP).build())
+        if streams.marker is not None:
+            anims.append(streams.marker.animate.set_y(y).build())
+        return anims
+
+    def boundary_line(self, layer: int | None, mid: bool) -> Line:
+        """The answer's mark across the streams, at the top of that step's row."""
+        line = self.streams.layer_line(layer, self.theme.highlight, stroke_width=4)
+        return line.set_y(self.boundary_y(layer, mid))
 
     # --- layout -----------------------------------------------------------------------
     @property

@@ -208,7 +208,7 @@ def test_readout_ends_on_the_models_prediction(size: tuple[float, float]) -> Non
     token, prob = TRACE.prediction
     for layer in range(L):
         run(readout.step_to(layer))
-    assert readout.heading.text == f"after layer {L - 1}"
+    assert readout.heading.text == f"layer {L - 1} · after MLP"  # the trace has lens_mid
     bars = readout.bars
     answer = readout.view.vocab_text(token)
     assert bars.texts[0] == answer and says(bars.rows[0][0], shown(answer))

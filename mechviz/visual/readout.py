@@ -1,4 +1,4 @@
-"""The logit-lens readout at one position, stepping layer by layer.
+"""The logit-lens readout at one position, stepping layer by layer (or half a layer).
 
 :class:`LensReadout` shows what the logit lens reads from the residual stream
 at one position after a given layer: a heading ("embedding", "after layer N"),
@@ -6,7 +6,10 @@ the top-k next tokens as :class:`~mechviz.visual.mobjects.ProbBars`, counters
 (the final answer's rank, the lens entropy in bits, the stream's norm) and the
 answer's probability by layer as a small chart. ``step_to(layer)`` returns the
 animations to the next layer: the bars morph, the counters and heading change,
-the chart's line grows. Every number is read from the trace (``trace.lens``,
+the chart's line grows. A trace with ``lens_mid`` also reads each layer halfway,
+after its attention and before its MLP: ``step_to(layer, mid=True)``, headed
+"layer N · after attention" (and "layer N · after MLP" for the layer's end).
+Every number is read from the trace (``trace.lens``, ``trace.lens_mid``,
 ``trace.resid.norm``).
 """
 
@@ -17,20 +20,91 @@ from pathlib import Path
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Animation, Line, Rectangle, VGroup, VMobject
 
-from mechviz.schema import Trace
+from mechviz.errors import MechvizError
+from mechviz.schema import Lens, MidLens, Trace
 from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.mobjects import MorphBars, ProbBars
 from mechviz.visual.style import Theme
-from mechviz.visual.text import Number, label, number, numbered
+from mechviz.visual.text import Number, baseline, label, number, numbered
 
-__all__ = ["LensReadout"]
+__all__ = ["LensReadout", "answer_step", "lens_steps", "step_name"]
 
 LN2 = float(np.log(2.0))
 BESIDE_WIDTH = 6.6  # a room at least this wide puts the counters and chart beside the bars
 MIN_BAR = 0.8  # ...if the bars are at least this long there (scene units)
 NAME_WIDTH = 1.7  # the token names' column of the bars
+
+Step = tuple[int | None, bool]  # (layer, mid): (None, False) is the embedding
+
+
+def lens_steps(trace: Trace, half: bool | None = None) -> list[Step]:
+    """The lens readings in stream order: the embedding, then each layer's (mid,) post.
+
+    Args:
+        trace: The trace.
+        half: Read each layer after its attention too (default: when the trace
+            has ``lens_mid``).
+
+    Returns:
+        ``(layer, mid)`` pairs: ``(None, False)`` is the embedding, ``(l, True)``
+        layer ``l`` after attention (``{l}_mid``), ``(l, False)`` after its MLP.
+
+    """
+    half = trace.lens_mid is not None if half is None else half
+    if half and trace.lens_mid is None:
+        raise MechvizError("This trace has no lens_mid: trace it again to read half-layers.")
+    steps: list[Step] = [(None, False)]
+    for layer in range(trace.n_layers):
+        steps += [(layer, True), (layer, False)] if half else [(layer, False)]
+    return steps
+
+
+def answer_step(trace: Trace, position: int = -1, half: bool | None = None) -> Step:
+    """The first lens step from which the final answer is top-1 at every later step.
+
+    Like :func:`mechviz.readouts.answer_row`, at the finer grain of
+    :func:`lens_steps` when the trace has ``lens_mid``: a layer whose attention
+    made the answer top-1 gives ``(layer, True)``.
+    """
+    steps = lens_steps(trace, half)
+    top1 = [_rank(trace, layer, mid, position) == 0 for layer, mid in steps]
+    i = len(steps) - 1  # the last layer's lens is the model's output: always top-1
+    while i > 0 and top1[i - 1]:
+        i -= 1
+    return steps[i]
+
+
+def step_name(layer: int | None, mid: bool, half: bool = True) -> str:
+    """A step's name: "layer N · after attention" or "· after MLP", or "embedding".
+
+    With ``half=False`` a layer's end is "after layer N".
+    """
+    if layer is None:
+        return "embedding"
+    if not half:
+        return f"after layer {layer}"
+    return f"layer {layer} · after {'attention' if mid else 'MLP'}"
+
+
+def _lens(trace: Trace, mid: bool) -> Lens | MidLens:
+    if not mid:
+        return trace.lens
+    if trace.lens_mid is None:
+        raise MechvizError("This trace has no lens_mid: trace it again to read half-layers.")
+    return trace.lens_mid
+
+
+def _row(trace: Trace, layer: int | None, mid: bool) -> int:
+    """Row of ``lens_mid`` (``mid``) or ``lens`` for the step."""
+    if mid and layer is None:
+        raise ValueError("the embedding has no mid step")
+    return int(layer) if mid else trace.lens_row(layer)
+
+
+def _rank(trace: Trace, layer: int | None, mid: bool, position: int) -> int:
+    return int(_lens(trace, mid).final_token_rank[_row(trace, layer, mid), position])
 
 
 class LensReadout(VGroup):
@@ -38,14 +112,18 @@ class LensReadout(VGroup):
 
     The answer is the model's own top-1 next token at the position
     (``trace.output.top_ids[position, 0]``; at the last position, ``trace.prediction``).
-    Built showing the embedding; :meth:`step_to` moves it to a layer.
+    Built showing the embedding; :meth:`step_to` moves it to a layer, or with
+    ``mid=True`` to a layer's middle (after its attention, from ``trace.lens_mid``).
 
     Attributes:
         position: The prompt position read (non-negative).
         answer_id: Vocabulary id of the answer.
         answer_text: The answer's readable text.
         layer: The layer shown now (``None``: the embedding).
-        heading: "embedding" or "after layer N" (replaced on every step).
+        mid: Whether it is shown after its attention only (``lens_mid``).
+        half: Whether the readout steps by half-layers (the heading says which half).
+        heading: "embedding", "after layer N" or, by half-layers, "layer N · after
+            attention" / "layer N · after MLP" (replaced on every step).
         bars: The top-k tokens and their lens probabilities (:class:`ProbBars`).
         counter_rows: The counters' names (``VGroup`` of labels).
         counter_values: Their values (``VGroup`` of numbers, replaced on every step).
@@ -67,6 +145,7 @@ class LensReadout(VGroup):
         k: int = 4,
         chart: bool = True,
         beside: bool | None = None,
+        half: bool | None = None,
     ) -> None:
         super().__init__()
         self.view, self.trace, self.theme = view, view.trace, view.theme
@@ -75,6 +154,8 @@ class LensReadout(VGroup):
         self.answer_id = int(trace.output.top_ids[self.position, 0])
         self.answer_text = view.vocab_text(self.answer_id)
         self.layer: int | None = None
+        self.mid = False
+        self.half = len(lens_steps(trace, half)) > trace.n_layers + 1
         self.room_width = width
         k = min(k, trace.lens.top_ids.shape[-1])
         self.counters = self._counters()
@@ -118,6 +199,7 @@ class LensReadout(VGroup):
         k: int = 4,
         chart: bool = True,
         beside: bool | None = None,
+        half: bool | None = None,
     ) -> LensReadout:
         """The readout at ``position``, showing the embedding, sized for the room.
 
@@ -131,6 +213,8 @@ class LensReadout(VGroup):
             chart: Draw p(answer) by layer when it fits.
             beside: Counters and chart right of the bars (default: when the room is
                 at least 6.6 units wide and the bars keep 0.8 units there), else below them.
+            half: Step by half-layers, headed "layer N · after attention" / "after MLP"
+                (default: when the trace has ``lens_mid``).
 
         Returns:
             The block, centred on the origin. A short room drops the chart, then
@@ -139,7 +223,7 @@ class LensReadout(VGroup):
         """
         w, h = room(width, height)
         view = TraceView.of(trace, theme)
-        return cls(view, position, w, h, k=k, chart=chart, beside=beside)
+        return cls(view, position, w, h, k=k, chart=chart, beside=beside, half=half)
 
     # --- layout ----------------------------------------------------------------------
     def _lay_out_beside(self, height: float) -> None:
@@ -177,33 +261,44 @@ class LensReadout(VGroup):
         return label("0.00", style.MIN_TEXT, font=style.MONO).width + 0.12
 
     # --- readings --------------------------------------------------------------------
-    def top(self, layer: int | None, k: int) -> tuple[list[str], np.ndarray, list]:
+    def top(
+        self, layer: int | None, k: int, mid: bool = False
+    ) -> tuple[list[str], np.ndarray, list]:
         """The lens's top ``k`` after ``layer`` (``None``: embedding) at this position.
 
+        Args:
+            layer: The layer (``None``: the embedding).
+            k: How many tokens.
+            mid: Read ``layer`` after its attention (``trace.lens_mid``).
+
         Returns:
-            Token texts ``[k]``, probabilities ``[k]`` (``trace.lens.top_probs``) and
-            text colours ``[k]``.
+            Token texts ``[k]``, probabilities ``[k]`` (``top_probs`` of ``trace.lens``
+            or ``trace.lens_mid``) and text colours ``[k]``.
 
         """
-        row = self.trace.lens_row(layer)
-        ids = self.trace.lens.top_ids[row, self.position, :k]
+        lens, row = _lens(self.trace, mid), _row(self.trace, layer, mid)
+        ids = lens.top_ids[row, self.position, :k]
         texts = [self.view.vocab_text(i) for i in ids]
         colors = [self.theme.foreground] * k
-        return texts, self.trace.lens.top_probs[row, self.position, :k], colors
+        return texts, lens.top_probs[row, self.position, :k], colors
 
-    def counter_values_at(self, layer: int | None) -> tuple[int, float, float]:
-        """The counters after ``layer`` (``None``: embedding).
+    def counter_values_at(self, layer: int | None, mid: bool = False) -> tuple[int, float, float]:
+        """The counters after ``layer`` (``None``: embedding; ``mid``: after its attention).
 
         Returns:
             The answer's rank (1 = top), the lens entropy in bits and the residual
-            stream's norm (at ``{layer}_post``, or ``embed``).
+            stream's norm (at ``{layer}_post``, ``{layer}_mid`` or ``embed``).
 
         """
         trace, p = self.trace, self.position
-        row = trace.lens_row(layer)
-        rank = int(trace.lens.final_token_rank[row, p]) + 1
-        bits = float(trace.lens.entropy[row, p]) / LN2
-        norm = float(trace.resid.norm[0 if layer is None else trace.resid_post(layer), p])
+        lens, row = _lens(trace, mid), _row(trace, layer, mid)
+        rank = int(lens.final_token_rank[row, p]) + 1
+        bits = float(lens.entropy[row, p]) / LN2
+        if layer is None:
+            boundary = 0
+        else:
+            boundary = trace.resid_mid(layer) if mid else trace.resid_post(layer)
+        norm = float(trace.resid.norm[boundary, p])
         return rank, bits, norm
 
     # --- parts -----------------------------------------------------------------------
@@ -219,8 +314,8 @@ class LensReadout(VGroup):
         self.set_counters(None)
         return group
 
-    def set_counters(self, layer: int | None) -> LensReadout:
-        """Show the counters after ``layer`` (``None``: embedding), at once.
+    def set_counters(self, layer: int | None, mid: bool = False) -> LensReadout:
+        """Show the counters after ``layer`` (``None``: embedding; ``mid``: its attention).
 
         The values are cached glyph numbers (:func:`mechviz.visual.text.number`),
         cheap to swap on every step.
@@ -230,7 +325,7 @@ class LensReadout(VGroup):
 
         """
         theme = self.theme
-        rank, bits, norm = self.counter_values_at(layer)
+        rank, bits, norm = self.counter_values_at(layer, mid)
         texts = [f"{rank:,}", f"{bits:.1f}", f"{norm:.0f}"]
         colors = [theme.highlight if rank == 1 else theme.foreground] + [theme.foreground] * 2
         right = self.counter_rows.get_right()[0]
@@ -255,41 +350,46 @@ class LensReadout(VGroup):
         self.chart_line.set_points_as_corners([self.chart_point(None)] * 2)
         return VGroup(title, self.chart_box, self.chart_line)
 
-    def chart_point(self, layer: int | None) -> np.ndarray:
-        """Scene point of p(answer) after ``layer`` on the chart (``None``: embedding), ``[3]``."""
+    def chart_point(self, layer: int | None, mid: bool = False) -> np.ndarray:
+        """Scene point of p(answer) after ``layer`` on the chart, ``[3]``.
+
+        ``None`` is the embedding (the left edge); ``mid`` reads the layer after
+        its attention, half a layer left of its end.
+        """
         trace, box = self.trace, self.chart_box
-        row = trace.lens_row(layer)
-        x = box.get_left()[0] + box.width * row / trace.n_layers
-        prob = float(trace.lens.final_token_prob[row, self.position])
+        lens, row = _lens(trace, mid), _row(trace, layer, mid)
+        depth = 0.0 if layer is None else layer + (0.5 if mid else 1.0)
+        x = box.get_left()[0] + box.width * depth / trace.n_layers
+        prob = float(lens.final_token_prob[row, self.position])
         return np.array([x, box.get_bottom()[1] + box.height * prob, 0.0])
 
     # --- animation -------------------------------------------------------------------
-    def step_to(self, layer: int | None) -> list[Animation]:
+    def step_to(self, layer: int | None, mid: bool = False) -> list[Animation]:
         """Move the readout to ``layer`` (``None``: embedding); play what it returns.
 
         The heading and counters change at once; the bars morph
         (:class:`MorphBars`) and the chart's line grows to ``layer`` during the
-        animations.
+        animations. ``mid`` stops halfway through the layer, after its attention
+        (``trace.lens_mid``; the readout must step by half-layers).
 
         Returns:
             The animations to play together.
 
         """
+        if mid and not self.half:
+            raise MechvizError("This readout steps by whole layers; build it with half=True.")
         k = len(self.bars.rows)
-        texts, probs, colors = self.top(layer, k)
-        if layer is None:
-            heading = label("embedding", style.BODY_TEXT, self.theme.foreground)
-        else:
-            heading = numbered("after layer", str(layer), style.BODY_TEXT, self.theme.foreground)
+        texts, probs, colors = self.top(layer, k, mid)
+        heading = self._heading(layer, mid)
         heading.move_to(self.heading, aligned_edge=LEFT)
         self.submobjects[self.submobjects.index(self.heading)] = heading
         self.heading = heading
-        self.layer = layer
-        self.set_counters(layer)
+        self.layer, self.mid = layer, mid
+        self.set_counters(layer, mid)
         anims: list[Animation] = [MorphBars(self.bars, texts, probs, colors)]
         if self.has_chart:
-            last = -1 if layer is None else layer
-            points = [self.chart_point(None)] + [self.chart_point(i) for i in range(last + 1)]
+            steps = lens_steps(self.trace, self.half)
+            points = [self.chart_point(*s) for s in steps[: steps.index((layer, mid)) + 1]]
             if len(points) == 1:
                 points = points * 2
             line = VMobject(stroke_color=self.theme.highlight, stroke_width=4)
@@ -297,20 +397,39 @@ class LensReadout(VGroup):
             anims.append(self.chart_line.animate.become(line).build())
         return anims
 
-    def answer_tick(self, layer: int) -> Line | None:
+    def answer_tick(self, layer: int | None, mid: bool = False) -> Line | None:
         """A tick on the chart at ``layer`` (where the answer becomes top-1), or ``None``.
 
         Returns:
             A highlight-coloured line from the chart's bottom to just above the
-            point of p(answer) after ``layer``; ``None`` without a chart.
+            point of p(answer) after ``layer`` (``mid``: after its attention);
+            ``None`` without a chart.
 
         """
         if not self.has_chart:
             return None
-        point = self.chart_point(layer)
+        point = self.chart_point(layer, mid)
         return Line(
             point + DOWN * (point[1] - self.chart_box.get_bottom()[1]),
             point + UP * 0.12,
             stroke_width=3,
             color=self.theme.highlight,
         )
+
+    def _heading(self, layer: int | None, mid: bool) -> VGroup:
+        """The heading for a step: digits from glyphs, the words cached (cheap per step)."""
+        color = self.theme.foreground
+        if layer is None:
+            return label("embedding", style.BODY_TEXT, color)
+        if not self.half:
+            return numbered("after layer", str(layer), style.BODY_TEXT, color)
+        head = numbered("layer", str(layer), style.BODY_TEXT, color)
+        room = self.room_width - head.width - 0.2
+        rest = label(
+            f"· after {'attention' if mid else 'MLP'}", style.BODY_TEXT, color, max_width=room
+        )
+        rest.next_to(head, RIGHT, buff=0.2)
+        rest.shift(np.array([0.0, baseline(head[0]) - baseline(rest), 0.0]))
+        group = VGroup(head, rest)
+        group.text = step_name(layer, mid)
+        return group
