@@ -16,4 +16,10 @@ SCENES: dict[str, tuple[str, str]] = {
     "Story": ("story", "The four scenes above as one explainer, with transitions."),
     "WholeModel": ("whole_model", "Every block's attention, residual and MLP rows in one picture."),
     "Neurons": ("neurons", "Which MLP neurons fire on which tokens, from early to late layers."),
+    "LogitAttribution": ("logit_attribution", "What each layer's attention and MLP add to a logit."),
+    "EmbeddingSimilarity": (
+        "embedding_similarity",
+        "Which words W_E puts close, and how often token products are positive.",
+    ),
+    "WeightStats": ("weight_stats", "sigma/mean(|w|) by layer, the parameter tally, layer-0 heads."),
 }
