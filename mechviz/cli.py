@@ -382,7 +382,7 @@ SCENE_ONLY = {
 SCENE_NEEDS = {
     "WholeModel": ("whole",),
     "Neurons": ("neurons",),
-    "LogitAttribution": ("attribution", "lens_mid"),
+    "LogitAttribution": ("lens_mid", "attribution"),  # trace again first, then analyze
     "Dictionaries": ("dictionaries",),
     "EmbeddingSimilarity": ("similarity",),
     "WeightStats": ("weights",),
