@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from manim import DOWN, LEFT, RIGHT, Animation, FadeIn, FadeOut, Line, VGroup
+from manim import DOWN, LEFT, RIGHT, Animation, Line, Mobject, VGroup, smooth
 
 from mechviz.neurons import require
 from mechviz.tokens import readable, shown
@@ -19,7 +19,7 @@ from mechviz.visual.attribution import (
     signed,
 )
 from mechviz.visual.base import Box, TraceScene
-from mechviz.visual.text import block_height, label
+from mechviz.visual.text import block_height, label, measure
 
 
 class LogitAttribution(TraceScene):
@@ -36,7 +36,7 @@ class LogitAttribution(TraceScene):
         "versus": "the same split for the logit difference with the versus token",
         "heads": "the attention heads with the largest direct effect, by name",
     }
-    n_stops = 7  # half-steps the "stack" beat stops at (evenly spaced, plus the largest parts)
+    n_stops = 6  # half-steps the "stack" beat stops at (evenly spaced, plus the largest parts)
     stop_time = 0.9  # seconds per stop
 
     def construct(self) -> None:
@@ -44,7 +44,7 @@ class LogitAttribution(TraceScene):
         require(self.trace, "lens_mid")
         self.position = resolve_position(self.trace, self.settings.query)
         self.answer = self.token(int(self.table.token[self.position]))
-        self.show_title(f"What each layer adds to the logit of {self.answer}")
+        self.show_title(f"Who writes the {self.answer} logit")
         with self.beat("waterfall"):
             self.show_waterfall()
         with self.beat("stack"):
@@ -62,7 +62,10 @@ class LogitAttribution(TraceScene):
     def get_rooms(self) -> tuple[Box, Box]:
         """The header's room at the top (legend, readout) and the chart's below it."""
         box = self.content
-        header_h = block_height(1 if box.width >= 11 else 2, SIZE) + 0.1
+        if not hasattr(self, "_header_lines"):  # the legend's rows at this width, once
+            rows = [PartLegend(self.theme, box.width, t).rows for t in ("logit", "difference")]
+            self._header_lines = 2 if self.portrait else max(rows)
+        header_h = block_height(self._header_lines, SIZE) + 0.1
         return box.split("y", header_h / box.height, gap=0.3) if box.height > 0 else (box, box)
 
     def get_waterfall(self, versus: bool = False) -> LogitWaterfall:
@@ -111,14 +114,14 @@ class LogitAttribution(TraceScene):
         fall.bars.set_fill(opacity=0.25)
         self.track.dots.set_fill(opacity=0.0)
         self.track.path.set_stroke(opacity=0.0)
+        self.add(self.track)
         self.play(
-            FadeOut(fall.labels, fall.leaders, fall.unit, self.legend),
-            FadeIn(self.track.frame_box, self.track.axis, self.track.header),
+            Opacity.fade_out(fall.labels, fall.leaders, fall.unit, self.legend),
+            Opacity.fade_in(self.track.frame_box, self.track.axis, self.track.header),
             run_time=0.5,
         )
         self.remove(self.legend)
         fall.remove(fall.labels, fall.leaders, fall.unit)
-        self.add(self.track)
         self.readout = None
         self.marker = None
         self.stops = self.stack_stops(rows)
@@ -127,28 +130,36 @@ class LogitAttribution(TraceScene):
         for stop in self.stops:
             lit = range(shown_to + 1, stop + 1)
             marker, readout = self.get_marker(stop), self.get_readout(stop)
-            old = VGroup(*[m for m in (self.marker, self.readout) if m is not None])
+            old = [m for m in (self.marker, self.readout) if m is not None]
+            self.add(marker, readout)
+            # One play per stop: the change takes its first 60%, then the picture holds.
             self.play(
                 self.light(lit),
-                FadeOut(old),
-                FadeIn(marker, readout),
-                run_time=self.stop_time * 0.6,
+                Opacity.fade_out(*old),
+                Opacity.fade_in(marker, readout),
+                run_time=self.stop_time,
+                rate_func=lambda t: smooth(min(t / 0.6, 1.0)),
             )
-            self.remove(old)
+            self.remove(*old)
             self.marker, self.readout = marker, readout
             self.readouts.append(readout)
             shown_to = stop
-            self.wait(self.stop_time * 0.4)
         self.play(self.light(range(shown_to + 1, len(fall.bars))), run_time=0.4)
         self.wait(1.0)
 
-    def light(self, rows: range) -> Light:
+    def light(self, rows: range) -> Opacity:
         """Bars (and the track's dots and path) of ``rows`` go from dim to full."""
         fall, track = self.fall, self.track
         n = len(track.dots)
         fills = [fall.bars[i] for i in rows] + [track.dots[i] for i in rows if i < n]
         strokes = [track.path[i - 1] for i in rows if 0 < i < n]
-        return Light(fills, strokes, stroke_opacity=0.6)
+        return Opacity(
+            [
+                (m, m.get_fill_opacity(), 1.0, m.get_stroke_opacity(), m.get_stroke_opacity())
+                for m in fills
+            ]
+            + [(m, 0.0, 0.0, m.get_stroke_opacity(), 0.6) for m in strokes]
+        )
 
     def show_versus(self) -> None:
         a, p = self.table, self.position
@@ -219,47 +230,71 @@ class LogitAttribution(TraceScene):
         rank, prob, top = lens_rows(self.trace, self.position)
         header, _ = self.get_rooms()
         name = "the embedding" if row == 0 else fall.names[row]
-        first = f"after {name}: running sum {fall.running[row + 1]:.2f}"
-        second = (
-            f"lens: {self.answer} rank {int(rank[row]) + 1:,} ({prob[row]:.0%}), "
-            f"top {self.token(int(top[row]))}"
-        )
+        total, r, pr = fall.running[row + 1], int(rank[row]) + 1, float(prob[row])
+        first = f"after {name}: running sum {total:.2f}"
+        second = f"lens: {self.answer} rank {r:,} ({pr:.0%}), top {self.token(int(top[row]))}"
+        if not self.portrait and measure(first, SIZE) + measure(second, SIZE) + 0.5 > header.width:
+            first = f"after {name}: sum {total:.2f}"  # one line: the short form
+            second = f"lens rank {r:,} ({pr:.0%})"
         lines = [
             label(first, SIZE, self.theme.foreground, max_width=header.width),
             label(second, SIZE, self.theme.prob, max_width=header.width),
         ]
-        if lines[0].width + lines[1].width + 0.5 <= header.width:  # one line on wide frames
-            group = VGroup(*lines).arrange(RIGHT, buff=0.5)
-        else:
+        if self.portrait:
             group = VGroup(*lines).arrange(DOWN, buff=0.14, aligned_edge=LEFT)
+        else:
+            group = VGroup(*lines).arrange(RIGHT, buff=0.5)
         group.move_to([header.x0 + group.width / 2, header.y1 - group.height / 2, 0])
         group.row = row
         group.texts = (first, second)
         return group
 
 
-class Light(Animation):
-    """Mobjects go from their fill (and stroke) opacity now to full; no copies are made."""
+class Opacity(Animation):
+    """Pieces go from one fill and stroke opacity to another, in place (no copies, unlike Fade).
 
-    def __init__(
-        self, fills: list, strokes: list, fill_opacity: float = 1.0, stroke_opacity: float = 1.0
-    ) -> None:
-        self.fills, self.strokes = fills, strokes
-        self.fill_from = [m.get_fill_opacity() for m in fills]
-        self.stroke_from = [m.get_stroke_opacity() for m in strokes]
-        self.fill_to, self.stroke_to = fill_opacity, stroke_opacity
-        super().__init__(VGroup(*fills, *strokes))
+    ``steps`` holds ``(mobject, fill_from, fill_to, stroke_from, stroke_to)``
+    for each piece with points.
+    """
+
+    def __init__(self, steps: list[tuple[Mobject, float, float, float, float]]) -> None:
+        self.steps = steps
+        super().__init__(VGroup(*[s[0] for s in steps]))
+
+    @classmethod
+    def fade_out(cls, *mobjects: Mobject) -> Opacity:
+        """Every piece of ``mobjects`` to fully transparent."""
+        return cls([(m, *_opacities(m, 0.0)) for m in _leaves(mobjects)])
+
+    @classmethod
+    def fade_in(cls, *mobjects: Mobject) -> Opacity:
+        """Every piece of ``mobjects`` from transparent to its opacity now."""
+        steps = [(m, *_opacities(m, 0.0)) for m in _leaves(mobjects)]
+        steps = [(m, f1, f0, s1, s0) for m, f0, f1, s0, s1 in steps]
+        for m, f0, _, s0, _ in steps:
+            m.set_fill(opacity=f0).set_stroke(opacity=s0)
+        return cls(steps)
 
     def create_starting_mobject(self) -> VGroup:
-        """An empty group: the start is the stored opacities."""
+        """An empty group: the start is in ``steps``."""
         return VGroup()
 
     def interpolate_mobject(self, alpha: float) -> None:
         a = self.rate_func(alpha)
-        for mob, start in zip(self.fills, self.fill_from):
-            mob.set_fill(opacity=(1 - a) * start + a * self.fill_to)
-        for mob, start in zip(self.strokes, self.stroke_from):
-            mob.set_stroke(opacity=(1 - a) * start + a * self.stroke_to)
+        for mob, f0, f1, s0, s1 in self.steps:
+            if f0 != f1:
+                mob.set_fill(opacity=(1 - a) * f0 + a * f1)
+            if s0 != s1:
+                mob.set_stroke(opacity=(1 - a) * s0 + a * s1)
 
 
-__all__ = ["Light", "LogitAttribution"]
+def _leaves(mobjects: tuple[Mobject, ...]) -> list[Mobject]:
+    return [m for mob in mobjects for m in mob.family_members_with_points()]
+
+
+def _opacities(mob: Mobject, to: float) -> tuple[float, float, float, float]:
+    fill, stroke = mob.get_fill_opacity(), mob.get_stroke_opacity()
+    return fill, to * fill, stroke, to * stroke
+
+
+__all__ = ["LogitAttribution", "Opacity"]

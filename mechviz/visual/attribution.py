@@ -146,12 +146,9 @@ class PartLegend(VGroup):
     def __init__(self, theme: Theme, width: float, total: str = "logit") -> None:
         super().__init__()
         colors = kind_colors(theme)
-        entries = [
-            ("attn", "attention"),
-            ("mlp", "MLP"),
-            ("embed", "embed, bias"),
-            ("total", total),
-        ]
+        long = [("attn", "attention"), ("mlp", "MLP"), ("embed", "embed, bias"), ("total", total)]
+        short = [("attn", "attn"), *long[1:]]
+        entries = short if self._width(long) > width >= self._width(short) else long
         side = style.cap_height(SIZE) * 1.6
         self.swatches, self.labels = VGroup(), VGroup()
         items = []
@@ -170,12 +167,21 @@ class PartLegend(VGroup):
             self.labels.add(text)
             items.append(VGroup(swatch, text))
         row = VGroup(*items).arrange(RIGHT, buff=0.35)
+        self.rows = 1
         if row.width > width:
+            self.rows = 2
             top = VGroup(*items[:2]).arrange(RIGHT, buff=0.35)
             low = VGroup(*items[2:]).arrange(RIGHT, buff=0.35)
             VGroup(top, low).arrange(DOWN, buff=0.16, aligned_edge=LEFT)
         self.add(*items)
         self.move_to([0.0, 0.0, 0.0])
+
+    @staticmethod
+    def _width(entries: list[tuple[str, str]]) -> float:
+        """The legend's width on one row."""
+        side = style.cap_height(SIZE) * 1.6
+        texts = sum(measure(name, SIZE) for _, name in entries)
+        return texts + len(entries) * (side + 0.12) + (len(entries) - 1) * 0.35 + 0.1
 
     @classmethod
     def from_trace(
@@ -261,10 +267,14 @@ class LogitWaterfall(VGroup):
         cap = style.cap_height(SIZE)
         self.pitch_text = cap * LINE
         # --- the footer: axis numbers, the sum, the note (built first: they set the chart's height)
-        footer_h = 3 * self.pitch_text + 0.25
+        self.room_width = width
+        probe = self._note_forms(len(parts), float(np.abs(self.values).max()))[1]
+        self.one_line = measure(self._sum_forms()[0], SIZE) + measure(probe, SIZE) + 0.8 <= width
+        footer_h = (2 if self.one_line else 3) * self.pitch_text + 0.25
         self.n_rows = len(self.values) + 2  # the parts, a gap, the bias, the total
-        chart_h = max(height - footer_h, 1.0)
-        named_room = int(chart_h // self.pitch_text)
+        self.top_room = self.pitch_text + 0.1  # above the chart: room for a track's header
+        chart_h = max(height - footer_h - self.top_room, 1.0)
+        named_room = int((chart_h + self.top_room) // self.pitch_text)
         fixed = [0, len(parts), len(parts) + 1]  # the embedding, the bias, the total
         n = min(10, max(named_room - len(fixed), 1)) if n_named is None else n_named
         order = (
@@ -287,6 +297,15 @@ class LogitWaterfall(VGroup):
         self._footer(chart_w)
         self.add(self.area, self.grid, self.bars, self.leaders, self.labels, self.ticks)
         self.add(self.axis, self.unit, self.sum_text, self.note)
+        # The block's bounds are its room's height (top slot, chart, footer), whatever it holds.
+        left, right = self.get_left()[0], self.get_right()[0]
+        self.room = Rectangle(
+            width=right - left, height=chart_h + footer_h + self.top_room, stroke_width=0
+        ).set_fill(opacity=0.0)
+        self.room.move_to(
+            [(left + right) / 2, self.area.get_top()[1] + self.top_room - self.room.height / 2, 0]
+        )
+        self.add(self.room)
         self.move_to([0.0, 0.0, 0.0])
 
     # --- geometry -------------------------------------------------------------------------
@@ -361,7 +380,8 @@ class LogitWaterfall(VGroup):
         x = self.area.get_right()[0] + LEADER_GAP
         desired = np.array([self.row_y(i) for i in self.named])
         bottom, top = self.area.get_bottom()[1], self.area.get_top()[1]
-        ys = spread(desired, self.pitch_text, bottom - self.pitch_text * 0.3, top)
+        # Labels may rise into the slot above the chart (a track's header takes it when they go).
+        ys = spread(desired, self.pitch_text, bottom - self.pitch_text * 0.3, top + self.top_room)
         self.labels, self.leaders = VGroup(), VGroup()
         for i, y in zip(self.named, ys):
             color = theme.highlight if i == len(self.values) else theme.foreground
@@ -416,8 +436,32 @@ class LogitWaterfall(VGroup):
         self.unit = label("logits", SIZE, theme.muted)
         center_on(self.unit, [self.area.get_right()[0] + LEADER_GAP + self.unit.width / 2, y, 0])
         left = self.ticks.get_left()[0] if len(self.ticks) else self.area.get_left()[0]
-        width = self.labels.get_right()[0] - left
+        width = max(self.labels.get_right()[0] - left, self.room_width - 0.05)
         y2 = y - self.pitch_text
+        forms = self._sum_forms()
+        fits = [f for f in forms if measure(f, SIZE) <= width]
+        self.sum_text = label(fits[0] if fits else forms[-1], SIZE, theme.foreground)
+        center_on(self.sum_text, [left + self.sum_text.width / 2, y2, 0])
+        self.sum_value = self.total
+        unnamed = [i for i in range(1, len(self.values) - 1) if i not in self.named]
+        largest = max((abs(float(self.values[i])) for i in unnamed), default=0.0)
+        forms = self._note_forms(len(unnamed), largest)
+        if self.one_line:
+            room = width - self.sum_text.width - 0.8
+            fits = [f for f in forms if measure(f, SIZE) <= room]
+            self.one_line = bool(fits)
+        if not self.one_line:
+            fits = [f for f in forms if measure(f, SIZE) <= width]
+        self.note = label(fits[0] if fits else forms[-1], SIZE, theme.muted, max_width=width)
+        if self.one_line:  # right of the sum, ending where the labels end
+            center_on(self.note, [left + width - self.note.width / 2, y2, 0])
+        else:
+            center_on(self.note, [left + self.note.width / 2, y2 - self.pitch_text, 0])
+        self.n_unnamed = len(unnamed)
+        self.unnamed_max = largest
+
+    def _sum_forms(self) -> list[str]:
+        """The sum line, longest first: "sum of parts 17.37 = logit ·Paris 17.37", ..."""
         forms = [
             f"sum of parts {self.total:.2f} = {self.what} {self.logit:.2f}",
             f"sum {self.total:.2f} = {self.what} {self.logit:.2f}",
@@ -426,23 +470,16 @@ class LogitWaterfall(VGroup):
         if not math.isclose(self.output, self.logit, rel_tol=1e-6, abs_tol=1e-6):
             capped = f" (after the soft cap: {self.output:.2f})"
             forms = [f + capped for f in forms] + forms[-1:]
-        fits = [f for f in forms if measure(f, SIZE) <= width]
-        self.sum_text = label(fits[0] if fits else forms[-1], SIZE, theme.foreground)
-        center_on(self.sum_text, [left + self.sum_text.width / 2, y2, 0])
-        self.sum_value = self.total
-        unnamed = [i for i in range(1, len(self.values) - 1) if i not in self.named]
-        largest = max((abs(float(self.values[i])) for i in unnamed), default=0.0)
+        return forms
+
+    def _note_forms(self, unnamed: int, largest: float) -> list[str]:
+        """The note on the unnamed parts, longest first."""
         n_parts = len(self.values) - 1
-        forms = [
-            f"{len(unnamed)} of {n_parts} parts unnamed, each within ±{largest:.2f}",
-            f"{len(unnamed)} parts unnamed, each within ±{largest:.2f}",
-            f"{len(unnamed)} unnamed, within ±{largest:.2f}",
+        return [
+            f"{unnamed} of {n_parts} parts unnamed, each within ±{largest:.2f}",
+            f"{unnamed} of {n_parts} unnamed, each within ±{largest:.2f}",
+            f"{unnamed} unnamed, within ±{largest:.2f}",
         ]
-        fits = [f for f in forms if measure(f, SIZE) <= width]
-        self.note = label(fits[0] if fits else forms[-1], SIZE, theme.muted, max_width=width)
-        center_on(self.note, [left + self.note.width / 2, y2 - self.pitch_text, 0])
-        self.n_unnamed = len(unnamed)
-        self.unnamed_max = largest
 
     @classmethod
     def from_trace(
@@ -577,9 +614,9 @@ class LensTrack(VGroup):
         self.frame_box = Rectangle(width=width, height=top - bottom, stroke_width=1.0)
         self.frame_box.set_stroke(theme.faint, opacity=1.0)
         self.frame_box.move_to([width / 2, (top + bottom) / 2, 0])
-        self._x0, self._w = 0.0, width
-        self.dots = VGroup()
         r = min(0.05, max((top - bottom) / len(rows) * 0.45, 0.025))
+        self._x0, self._w = r, width - 2 * r  # dots stay inside the frame
+        self.dots = VGroup()
         for k, y in enumerate(rows):
             dot = Rectangle(width=2 * r, height=2 * r, stroke_width=0, fill_opacity=1.0)
             dot.set_fill(theme.highlight if self.rank[k] == 0 else theme.prob)
@@ -608,7 +645,7 @@ class LensTrack(VGroup):
         forms = [f"lens rank of {answer}", f"rank of {answer}", "lens rank"]
         fits = [f for f in forms if measure(f, SIZE) <= width]
         self.header = label(fits[0] if fits else forms[-1], SIZE, theme.prob, max_width=width)
-        center_on(self.header, [self.header.width / 2, top + 0.12 + pitch / 2, 0])
+        center_on(self.header, [self.header.width / 2, top + 0.06 + pitch / 2, 0])
         self.add(self.frame_box, self.path, self.dots, self.axis, self.header)
 
     def x_of(self, rank: int) -> float:
