@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from manim import Create
 
 from mechviz.neurons import require
 from mechviz.tokens import readable, shown
@@ -44,7 +45,14 @@ class WeightStats(TraceScene):
         )
         self.panels.move_to(box.center)
         self.caption(self.ratio_caption())
+        curves = [(c, line) for c in self.panels.charts for line in (c.along_line, c.across_line)]
+        for chart, line in curves:  # axes first, then the curves drawn from layer 0 up
+            chart.remove(line)
         self.swap(None, self.panels, run_time=0.6)
+        self.play(*(Create(line) for _, line in curves), run_time=1.6)
+        for chart, line in curves:
+            self.remove(line)
+            chart.add(line)
         self.wait(self.hold_time)
 
     def show_tally(self) -> None:
