@@ -1,0 +1,404 @@
+"""Interventions on one forward pass: ablate or freeze attention heads, ablate MLPs, patch.
+
+Heads are changed where every architecture hands them over the same way:
+transformers' attention interface. While :func:`intervening` is active, the
+model's ``config._attn_implementation`` names :data:`ATTENTION`, a function
+that calls the family's own ``eager_attention_forward`` (so soft-capping,
+scaling and masks stay the model's) and then edits its result:
+
+- **ablate** (``zero``): a head's output ``z_h`` (its slice of the input of
+  ``W_O``, ``[P, d_head]``) is set to 0 at every position; ``mean``: to its mean
+  over the prompt's positions. What reaches the stream is ``W_O``'s bias alone.
+- **freeze**: a head's attention pattern is replaced by the one it has on
+  another prompt of the same length, and its output recomputed from this
+  run's values, ``z_h = pattern_other @ v_h``. The trace then records the
+  frozen pattern, as the model used it.
+
+An MLP is ablated at the module whose output joins the stream
+(:meth:`Adapter.mlp_out_module`): zero, or its mean over positions.
+
+:func:`patch` runs activation patching: the clean run's activations are
+written into the corrupt run one site at a time (the residual stream at each
+layer boundary and position; each head's output at every position; each
+MLP's output), the patched runs batched, and the logit difference ``answer -
+wrong`` at the last position is normalised to 1 for the clean run and 0 for
+the corrupt one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from mechviz.errors import MechvizError
+from mechviz.models import LoadedModel
+
+ATTENTION = "mechviz_interventions"  # the attention implementation registered for them
+MODES = ("zero", "mean")
+_HEAD_SPEC = re.compile(r"^\s*(\d+)\s*\.\s*(\d+|\*)\s*$")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to change in one forward pass; empty by default (then nothing changes, bitwise).
+
+    ``freeze_patterns`` maps each frozen ``(layer, head)`` to the ``[P, P]``
+    pattern it gets (from another prompt, :func:`patterns_of`).
+    """
+
+    ablate: tuple[tuple[int, int], ...] = ()
+    ablate_mlp: tuple[int, ...] = ()
+    mode: str = "zero"
+    freeze_patterns: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.ablate or self.ablate_mlp or self.freeze_patterns)
+
+    def heads_of(self, layer: int) -> tuple[list[int], dict[int, torch.Tensor]]:
+        """The ablated heads of ``layer`` and its frozen ones with their patterns."""
+        ablated = [h for at, h in self.ablate if at == layer]
+        frozen = {h: p for (at, h), p in self.freeze_patterns.items() if at == layer}
+        return ablated, frozen
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def parse_heads(
+    specs: Sequence[str], n_layers: int, n_heads: int, flag: str = "--ablate"
+) -> tuple[tuple[int, int], ...]:
+    """``["5.3", "7.*"]`` to sorted, distinct ``(layer, head)`` pairs; one sentence when bad."""
+    heads: set[tuple[int, int]] = set()
+    for spec in specs:
+        match = _HEAD_SPEC.match(str(spec))
+        if match is None:
+            raise MechvizError(
+                f"{flag} {spec!r} is not a head: write LAYER.HEAD, such as 5.3, or LAYER.* "
+                "for every head of a layer."
+            )
+        layer = int(match.group(1))
+        if not 0 <= layer < n_layers:
+            raise MechvizError(
+                f"{flag} {spec}: layer {layer} is out of range; this model has layers 0 to "
+                f"{n_layers - 1}."
+            )
+        if match.group(2) == "*":
+            heads |= {(layer, h) for h in range(n_heads)}
+            continue
+        head = int(match.group(2))
+        if not 0 <= head < n_heads:
+            raise MechvizError(
+                f"{flag} {spec}: head {head} is out of range; this model has heads 0 to "
+                f"{n_heads - 1} in each layer."
+            )
+        heads.add((layer, head))
+    return tuple(sorted(heads))
+
+
+def parse_layers(
+    specs: Sequence[int | str], n_layers: int, flag: str = "--ablate-mlp"
+) -> tuple[int, ...]:
+    """Layer numbers to sorted, distinct ints; one sentence when one is bad or out of range."""
+    layers: set[int] = set()
+    for spec in specs:
+        text = str(spec).strip()
+        if not text.isdigit():
+            raise MechvizError(f"{flag} {spec!r} is not a layer number.")
+        layer = int(text)
+        if not 0 <= layer < n_layers:
+            raise MechvizError(
+                f"{flag} {layer} is out of range; this model has layers 0 to {n_layers - 1}."
+            )
+        layers.add(layer)
+    return tuple(sorted(layers))
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise MechvizError(f"--ablate-mode must be zero or mean; got {mode!r}.")
+    return mode
+
+
+# --- running with a plan ---------------------------------------------------------------------
+
+_PLAN: contextvars.ContextVar[Plan | None] = contextvars.ContextVar("mechviz_plan", default=None)
+# Patching: per layer, (batch rows, [rows, P, H, d_head] clean z, head index per row).
+_PATCH_Z: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "mechviz_patch_z", default=None
+)
+
+
+def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):  # type: ignore[no-untyped-def]
+    """The family's eager attention, then the plan's edits to its heads (see the module doc)."""
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    out, weights = eager(
+        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+    )
+    layer = getattr(module, "layer_idx", None)
+    plan, patch_z = _PLAN.get(), _PATCH_Z.get()
+    if layer is None:
+        return out, weights
+    if plan is not None and not plan.empty:
+        ablated, frozen = plan.heads_of(layer)
+        if frozen:
+            weights = weights.clone()
+            heads = list(frozen)
+            for h, pattern in frozen.items():
+                weights[:, h] = pattern.to(weights.dtype)
+            n_rep = weights.shape[1] // value.shape[1]
+            v = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
+            recomputed = torch.matmul(weights[:, heads], v[:, heads]).transpose(1, 2)
+            out = out.clone()
+            out[:, :, heads] = recomputed.to(out.dtype)
+        if ablated:
+            out = out.clone()
+            if plan.mode == "zero":
+                out[:, :, ablated] = 0
+            else:
+                out[:, :, ablated] = out[:, :, ablated].mean(dim=1, keepdim=True)
+    if patch_z is not None and layer in patch_z:
+        rows, clean, heads = patch_z[layer]
+        out = out.clone()
+        out[rows, :, heads] = clean.to(out.dtype)
+    return out, weights
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(ATTENTION, _attention)
+    AttentionMaskInterface.register(ATTENTION, eager_mask)
+
+
+@contextmanager
+def intervening(loaded: LoadedModel, plan: Plan | None = None) -> Iterator[None]:
+    """Run the model under ``plan`` inside the block (heads through :data:`ATTENTION`)."""
+    _register()
+    config = loaded.model.config
+    before = config._attn_implementation
+    token = _PLAN.set(plan)
+    handles = []
+    if plan is not None:
+        for layer in plan.ablate_mlp:
+            handles.append(
+                loaded.adapter.mlp_out_module(layer).register_forward_hook(
+                    lambda m, a, o, mode=plan.mode: _ablate_output(o, mode)
+                )
+            )
+    config._attn_implementation = ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+        _PLAN.reset(token)
+        for handle in handles:
+            handle.remove()
+
+
+def _ablate_output(output, mode: str):  # type: ignore[no-untyped-def]
+    tensor = output[0] if isinstance(output, tuple) else output
+    new = (
+        torch.zeros_like(tensor)
+        if mode == "zero"
+        else tensor.mean(dim=1, keepdim=True).expand_as(tensor).clone()
+    )
+    return (new, *output[1:]) if isinstance(output, tuple) else new
+
+
+def patterns_of(
+    loaded: LoadedModel, input_ids: torch.Tensor, heads: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], torch.Tensor]:
+    """The attention patterns ``[P, P]`` of ``heads`` on ``input_ids`` (for freezing)."""
+    from mechviz.tracing import record
+
+    rec = record(loaded, input_ids)
+    return {(at, h): rec.attentions[at][h].clone() for at, h in heads}
+
+
+# --- activation patching ---------------------------------------------------------------------
+
+PATCH_BATCH = 64  # patched runs per forward pass
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """Normalised logit differences of every patched run: 1 = the clean run's, 0 = the corrupt's.
+
+    ``resid[y, p]``: the clean residual at layer boundary ``y`` (``embed``, then
+    each ``{l}_post``) and position ``p`` written into the corrupt run;
+    ``heads[l, h]``: head ``h`` of layer ``l``'s clean output ``z_h`` at every
+    position; ``mlp[l]``: layer ``l``'s clean MLP output at every position.
+    """
+
+    answer: int
+    wrong: int
+    clean_diff: float  # logit(answer) - logit(wrong) at the last position, clean run
+    corrupt_diff: float  # the same, corrupt run
+    resid: torch.Tensor  # [L + 1, P]
+    heads: torch.Tensor  # [L, H]
+    mlp: torch.Tensor  # [L]
+    runs: int  # patched runs made
+    passes: int  # batched forward passes they took
+
+
+@torch.no_grad()
+def patch(
+    loaded: LoadedModel,
+    clean_ids: torch.Tensor,
+    corrupt_ids: torch.Tensor,
+    *,
+    answer: int | None = None,
+    wrong: int | None = None,
+    batch: int = PATCH_BATCH,
+) -> PatchResult:
+    """Activation patching of ``clean_ids`` into ``corrupt_ids`` at every site (module doc).
+
+    ``answer`` defaults to the clean run's top-1 at the last position, ``wrong``
+    to the corrupt run's (its second when that is the answer too).
+    """
+    from mechviz.tracing import record
+
+    if len(clean_ids) != len(corrupt_ids):
+        raise MechvizError(
+            f"The clean prompt is {len(clean_ids)} tokens long and the corrupt prompt "
+            f"{len(corrupt_ids)}; patching needs the same number of tokens."
+        )
+    clean = record(loaded, clean_ids)
+    corrupt = record(loaded, corrupt_ids)
+    if answer is None:
+        answer = int(clean.logits[-1].argmax())
+    if wrong is None:
+        order = corrupt.logits[-1].argsort(descending=True)
+        wrong = int(order[0]) if int(order[0]) != answer else int(order[1])
+    if answer == wrong:
+        raise MechvizError("The answer and the wrong token are the same token; give two tokens.")
+
+    def diff(logits: torch.Tensor) -> torch.Tensor:
+        return logits[..., answer].double() - logits[..., wrong].double()
+
+    clean_diff, corrupt_diff = float(diff(clean.logits[-1])), float(diff(corrupt.logits[-1]))
+    if abs(clean_diff - corrupt_diff) < 1e-6:
+        raise MechvizError(
+            "The clean and corrupt prompts give the same logit difference between the answer and "
+            "the wrong token, so patching has nothing to restore; choose prompts or tokens that "
+            "differ."
+        )
+    L, P = loaded.adapter.n_layers, len(clean_ids)
+    H = clean.attentions[0].shape[0]
+    sites = [("resid", y, p) for y in range(L + 1) for p in range(P)]
+    sites += [("head", layer, h) for layer in range(L) for h in range(H)]
+    sites += [("mlp", layer, 0) for layer in range(L)]
+    clean_z = [z.view(P, H, -1) for z in clean.attn_z]
+    clean_rows = [clean.resid_pre[0]] + list(clean.resid_post)  # [L + 1] x [P, D]
+    out = torch.empty(len(sites), dtype=torch.float64)
+    passes = 0
+    device = loaded.adapter.embed.weight.device
+    for start in range(0, len(sites), batch):
+        chunk = sites[start : start + batch]
+        logits = _patched_run(
+            loaded, corrupt_ids.to(device), chunk, clean_rows, clean_z, clean.mlp_out
+        )
+        out[start : start + len(chunk)] = diff(logits)
+        passes += 1
+    norm = (out - corrupt_diff) / (clean_diff - corrupt_diff)
+    n_resid, n_heads = (L + 1) * P, L * H
+    return PatchResult(
+        answer=answer,
+        wrong=wrong,
+        clean_diff=clean_diff,
+        corrupt_diff=corrupt_diff,
+        resid=norm[:n_resid].view(L + 1, P).float(),
+        heads=norm[n_resid : n_resid + n_heads].view(L, H).float(),
+        mlp=norm[n_resid + n_heads :].float(),
+        runs=len(sites),
+        passes=passes,
+    )
+
+
+@torch.no_grad()
+def _patched_run(loaded, ids, sites, clean_rows, clean_z, clean_mlp) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """One batched forward pass of the corrupt prompt, row ``i`` patched at ``sites[i]``."""
+    adapter = loaded.adapter
+    n = len(sites)
+    handles = []
+    resid: dict[int, list[tuple[int, int]]] = {}
+    heads: dict[int, list[tuple[int, int]]] = {}
+    mlps: dict[int, list[int]] = {}
+    for row, (kind, a, b) in enumerate(sites):
+        if kind == "resid":
+            resid.setdefault(a, []).append((row, b))
+        elif kind == "head":
+            heads.setdefault(a, []).append((row, b))
+        else:
+            mlps.setdefault(a, []).append(row)
+
+    def set_rows(
+        tensor: torch.Tensor, pairs: list[tuple[int, int]], source: torch.Tensor
+    ) -> torch.Tensor:
+        tensor = tensor.clone()
+        rows = torch.tensor([r for r, _ in pairs])
+        pos = torch.tensor([p for _, p in pairs])
+        tensor[rows, pos] = source[pos].to(tensor)
+        return tensor
+
+    def replace(output, fn):  # type: ignore[no-untyped-def]
+        if isinstance(output, tuple):
+            return (fn(output[0]), *output[1:])
+        return fn(output)
+
+    if 0 in resid:  # the stream entering layer 0
+
+        def pre(module, args, kwargs, pairs=resid[0]):  # type: ignore[no-untyped-def]
+            if args:
+                return (set_rows(args[0], pairs, clean_rows[0]), *args[1:]), kwargs
+            kwargs["hidden_states"] = set_rows(kwargs["hidden_states"], pairs, clean_rows[0])
+            return args, kwargs
+
+        handles.append(adapter.layers[0].register_forward_pre_hook(pre, with_kwargs=True))
+    for y, pairs in resid.items():
+        if y == 0:
+            continue
+        handles.append(
+            adapter.layers[y - 1].register_forward_hook(
+                lambda m, a, o, pairs=pairs, src=clean_rows[y]: replace(
+                    o, lambda t: set_rows(t, pairs, src)
+                )
+            )
+        )
+    for layer, rows in mlps.items():
+        index = torch.tensor(rows)
+
+        def mlp_hook(m, a, o, index=index, src=clean_mlp[layer]):  # type: ignore[no-untyped-def]
+            def put(t: torch.Tensor) -> torch.Tensor:
+                t = t.clone()
+                t[index] = src.to(t)
+                return t
+
+            return replace(o, put)
+
+        handles.append(adapter.mlp_out_module(layer).register_forward_hook(mlp_hook))
+    patch_z = {
+        layer: (
+            torch.tensor([r for r, _ in pairs]),
+            torch.stack([clean_z[layer][:, h] for _, h in pairs]),
+            torch.tensor([h for _, h in pairs]),
+        )
+        for layer, pairs in heads.items()
+    }
+    token = _PATCH_Z.set(patch_z)
+    try:
+        with intervening(loaded, None):
+            out = loaded.model(ids[None].expand(n, -1), use_cache=False, logits_to_keep=1)
+    finally:
+        _PATCH_Z.reset(token)
+        for handle in handles:
+            handle.remove()
+    return out.logits[:, -1].float()
