@@ -77,6 +77,11 @@ def trace(
     neuron_below: float = 0.0,
     neuron_relative: bool = False,
     neuron_cap: int = 32,
+    ablate: Sequence[str] = (),
+    ablate_mlp: Sequence[int] = (),
+    ablate_mode: str = "zero",
+    freeze: Sequence[str] = (),
+    freeze_from: str | None = None,
     progress: bool = True,
 ) -> Trace | list[Trace]:
     """Run ``prompt`` through ``model`` once and record everything the scenes draw.
@@ -100,6 +105,14 @@ def trace(
             deviation of activations, instead of activation units.
         neuron_cap: Selected neurons whose activations are stored per layer
             (the counts cover all of them).
+        ablate: Heads whose output is removed, ``"layer.head"`` (``"7.*"``: every
+            head of layer 7); the trace records the changed run and, in its
+            ``interventions`` section, what changed and the run before.
+        ablate_mlp: Layers whose MLP output is removed.
+        ablate_mode: ``"zero"``, or ``"mean"`` (each output's mean over positions).
+        freeze: Heads whose attention pattern is fixed to the one they have on
+            ``freeze_from``, a prompt of the same length in tokens.
+        freeze_from: The prompt the frozen patterns come from.
         progress: Show progress on the first model load.
 
     Returns:
@@ -133,6 +146,12 @@ def trace(
         neuron_cap=neuron_cap,
     )
     options.check()
+    from mechviz.specs import check_mode
+
+    changes_given = bool(ablate or ablate_mlp or freeze or freeze_from is not None)
+    check_mode(ablate_mode)
+    if isinstance(ablate, str) or isinstance(freeze, str):
+        raise MechvizError('ablate and freeze take a list of heads, such as ["5.3", "7.*"].')
     for i, text in enumerate(prompts):
         if not isinstance(text, str):
             raise MechvizError(f"Prompt {i + 1} is a {type(text).__name__}, not a string.")
@@ -149,7 +168,20 @@ def trace(
                 tokenize(loaded, text, max_tokens)
             except MechvizError as exc:
                 raise MechvizError(f"Prompt {i + 1}: {exc}") from None
-    traces = [trace_prompt(loaded, text, options) for text in prompts]
+    if not changes_given:
+        traces = [trace_prompt(loaded, text, options) for text in prompts]
+        return traces if many else traces[0]
+    from mechviz.interventions import Changes, changed_trace
+
+    changes = Changes(
+        ablate=tuple(ablate),
+        ablate_mlp=tuple(ablate_mlp),
+        mode=ablate_mode,
+        freeze=tuple(freeze),
+        freeze_from=freeze_from,
+    )
+    changes.check()
+    traces = [changed_trace(loaded, text, options, changes) for text in prompts]
     return traces if many else traces[0]
 
 

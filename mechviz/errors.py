@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 
-class MechvizError(Exception):
+class MechvizError(ValueError):
     """A user-facing error: bad input, a missing model, an invalid trace.
 
     The message is one complete sentence that says what to do; the CLI prints it
-    without a traceback and exits with code 2.
+    without a traceback and exits with code 2. It is a ``ValueError``, so Python
+    code may catch either.
     """
 
 

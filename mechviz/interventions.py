@@ -28,7 +28,6 @@ the corrupt one.
 from __future__ import annotations
 
 import contextvars
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,10 +37,9 @@ import torch
 
 from mechviz.errors import MechvizError
 from mechviz.models import LoadedModel
+from mechviz.specs import MODES, check_mode, parse_heads, parse_layers  # noqa: F401 (re-exported)
 
 ATTENTION = "mechviz_interventions"  # the attention implementation registered for them
-MODES = ("zero", "mean")
-_HEAD_SPEC = re.compile(r"^\s*(\d+)\s*\.\s*(\d+|\*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -66,64 +64,6 @@ class Plan:
         ablated = [h for at, h in self.ablate if at == layer]
         frozen = {h: p for (at, h), p in self.freeze_patterns.items() if at == layer}
         return ablated, frozen
-
-
-# --- parsing ---------------------------------------------------------------------------------
-
-
-def parse_heads(
-    specs: Sequence[str], n_layers: int, n_heads: int, flag: str = "--ablate"
-) -> tuple[tuple[int, int], ...]:
-    """``["5.3", "7.*"]`` to sorted, distinct ``(layer, head)`` pairs; one sentence when bad."""
-    heads: set[tuple[int, int]] = set()
-    for spec in specs:
-        match = _HEAD_SPEC.match(str(spec))
-        if match is None:
-            raise MechvizError(
-                f"{flag} {spec!r} is not a head: write LAYER.HEAD, such as 5.3, or LAYER.* "
-                "for every head of a layer."
-            )
-        layer = int(match.group(1))
-        if not 0 <= layer < n_layers:
-            raise MechvizError(
-                f"{flag} {spec}: layer {layer} is out of range; this model has layers 0 to "
-                f"{n_layers - 1}."
-            )
-        if match.group(2) == "*":
-            heads |= {(layer, h) for h in range(n_heads)}
-            continue
-        head = int(match.group(2))
-        if not 0 <= head < n_heads:
-            raise MechvizError(
-                f"{flag} {spec}: head {head} is out of range; this model has heads 0 to "
-                f"{n_heads - 1} in each layer."
-            )
-        heads.add((layer, head))
-    return tuple(sorted(heads))
-
-
-def parse_layers(
-    specs: Sequence[int | str], n_layers: int, flag: str = "--ablate-mlp"
-) -> tuple[int, ...]:
-    """Layer numbers to sorted, distinct ints; one sentence when one is bad or out of range."""
-    layers: set[int] = set()
-    for spec in specs:
-        text = str(spec).strip()
-        if not text.isdigit():
-            raise MechvizError(f"{flag} {spec!r} is not a layer number.")
-        layer = int(text)
-        if not 0 <= layer < n_layers:
-            raise MechvizError(
-                f"{flag} {layer} is out of range; this model has layers 0 to {n_layers - 1}."
-            )
-        layers.add(layer)
-    return tuple(sorted(layers))
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise MechvizError(f"--ablate-mode must be zero or mean; got {mode!r}.")
-    return mode
 
 
 # --- running with a plan ---------------------------------------------------------------------
@@ -268,8 +208,8 @@ def patch(
 
     if len(clean_ids) != len(corrupt_ids):
         raise MechvizError(
-            f"The clean prompt is {len(clean_ids)} tokens long and the corrupt prompt "
-            f"{len(corrupt_ids)}; patching needs the same number of tokens."
+            f"The clean prompt is {_tokens(len(clean_ids))} long and the corrupt prompt "
+            f"{_tokens(len(corrupt_ids))}; patching needs the same number of tokens."
         )
     clean = record(loaded, clean_ids)
     corrupt = record(loaded, corrupt_ids)
@@ -402,3 +342,95 @@ def _patched_run(loaded, ids, sites, clean_rows, clean_z, clean_mlp) -> torch.Te
         for handle in handles:
             handle.remove()
     return out.logits[:, -1].float()
+
+
+# --- traces of changed runs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What the user asked to change, as written (``"5.3"``, ``"7.*"``), before parsing."""
+
+    ablate: tuple[str, ...] = ()
+    ablate_mlp: tuple[int | str, ...] = ()
+    mode: str = "zero"
+    freeze: tuple[str, ...] = ()
+    freeze_from: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.ablate or self.ablate_mlp or self.freeze)
+
+    def check(self) -> None:
+        """What can be checked without the model: the mode, and freeze with freeze_from."""
+        check_mode(self.mode)
+        if self.freeze and self.freeze_from is None:
+            raise MechvizError(
+                "--freeze needs --freeze-from: the prompt whose attention patterns the heads keep."
+            )
+        if self.freeze_from is not None and not self.freeze:
+            raise MechvizError("--freeze-from needs --freeze: the heads whose patterns to fix.")
+
+
+def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes):  # type: ignore[no-untyped-def]
+    """Trace ``prompt`` with ``changes`` applied; the ``interventions`` section says what they were.
+
+    With no changes this is :func:`mechviz.tracing.trace_prompt`, unchanged.
+    """
+    import dataclasses
+
+    from mechviz.schema import Interventions
+    from mechviz.tokens import display_text
+    from mechviz.tracing import _np, build_trace, lens_statistics, record, tokenize, trace_prompt
+
+    changes.check()
+    if changes.empty:
+        return trace_prompt(loaded, prompt, options)
+    options.check()
+    adapter = loaded.adapter
+    L = adapter.n_layers
+    H = loaded.model.config.num_attention_heads
+    ablate = parse_heads(changes.ablate, L, H, "--ablate")
+    freeze = parse_heads(changes.freeze, L, H, "--freeze")
+    mlps = parse_layers(changes.ablate_mlp, L)
+    ids = tokenize(loaded, prompt, options.max_tokens)
+    patterns: dict[tuple[int, int], torch.Tensor] = {}
+    if freeze:
+        other = tokenize(loaded, changes.freeze_from, options.max_tokens)
+        if len(other) != len(ids):
+            raise MechvizError(
+                f"--freeze-from has {_tokens(len(other))} but the prompt has {_tokens(len(ids))}; "
+                "a frozen "
+                "attention pattern needs prompts of the same length in tokens."
+            )
+        patterns = patterns_of(loaded, other, freeze)
+    before = record(loaded, ids)
+    with intervening(
+        loaded, Plan(ablate=ablate, ablate_mlp=mlps, mode=changes.mode, freeze_patterns=patterns)
+    ):
+        rec = record(loaded, ids)
+    trace = build_trace(loaded, prompt, rec, options)
+    k = options.top_k
+    stats = lens_statistics(adapter, before.boundaries()[0::2, -1:], before.logits[-1:], k)
+    top = before.logits[-1].float().softmax(-1).double().topk(k)
+    section = Interventions(
+        mode=changes.mode,
+        ablate=[f"{a}.{b}" for a, b in ablate],
+        ablate_mlp=list(mlps),
+        freeze=[f"{a}.{b}" for a, b in freeze],
+        freeze_from=changes.freeze_from if freeze else None,
+        before_lens_ids=_np(stats["top_ids"][:, 0]),
+        before_lens_probs=_np(stats["top_probs"][:, 0]),
+        before_output_ids=_np(top.indices),
+        before_output_probs=_np(top.values.float()),
+    )
+    vocab = dict(trace.vocab)
+    for i in set(section.before_lens_ids.ravel().tolist()) | set(
+        section.before_output_ids.tolist()
+    ):
+        vocab.setdefault(int(i), display_text(loaded.tokenizer, int(i)))
+    return dataclasses.replace(trace, vocab=dict(sorted(vocab.items())), interventions=section)
+
+
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"

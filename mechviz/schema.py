@@ -57,10 +57,11 @@ import numpy as np
 from mechviz.encoding import decode, encode, round_significant
 from mechviz.errors import MechvizError
 
-# 5: the optional ``lens_mid`` section (every trace) and the analyses that
-# ``mechviz analyze`` adds: ``attribution``, ``dictionaries``, ``similarity``,
-# ``weights``; 4: the optional ``whole`` and ``neurons`` sections; 3: the optional ``heads``
-# section; 2: large arrays packed (mechviz.encoding); 1: nested lists only.
+# 5: the optional ``lens_mid`` section (every trace), the analyses that
+# ``mechviz analyze`` adds (``attribution``, ``dictionaries``, ``similarity``,
+# ``weights``), ``interventions`` (a changed run) and ``patching`` (``mechviz
+# patch``); 4: the optional ``whole`` and ``neurons`` sections; 3: the optional
+# ``heads`` section; 2: large arrays packed (mechviz.encoding); 1: nested lists only.
 # Older versions load with the sections they lack set to ``None``.
 SCHEMA_VERSION = 5
 READABLE_VERSIONS = (1, 2, 3, 4, 5)
@@ -73,6 +74,8 @@ SECTION_SINCE = {  # the version that introduced each optional section
     "dictionaries": 5,
     "similarity": 5,
     "weights": 5,
+    "interventions": 5,
+    "patching": 5,
 }
 ANALYSES = ("attribution", "dictionaries", "similarity", "weights")  # added by `mechviz analyze`
 
@@ -354,6 +357,52 @@ class Weights:
     key_score: np.ndarray = _arr("H", "Z")
 
 
+@dataclass(frozen=True)
+class Interventions:
+    """What was changed in this forward pass (:mod:`mechviz.interventions`), and the run before.
+
+    Heads are ``"layer.head"``. Ablated heads write nothing (``mode`` zero) or
+    their mean over positions (mean); frozen heads use the attention pattern
+    they have on ``freeze_from``, a prompt of the same length in tokens; an
+    ablated MLP adds nothing (or its mean over positions). Every other
+    section of the trace is the changed run; ``before_*`` keep the last
+    position's logit lens and output of the same prompt without changes.
+    """
+
+    mode: str  # "zero" | "mean"
+    ablate: list[str]  # heads, "layer.head", sorted
+    ablate_mlp: list[int]  # layers
+    freeze: list[str]  # heads, "layer.head", sorted
+    freeze_from: str | None  # the prompt the frozen patterns come from
+    before_lens_ids: np.ndarray = _arr("Y", "K", dtype="int")
+    before_lens_probs: np.ndarray = _arr("Y", "K")
+    before_output_ids: np.ndarray = _arr("K", dtype="int")
+    before_output_probs: np.ndarray = _arr("K")
+
+
+@dataclass(frozen=True)
+class Patching:
+    """Activation patching of this trace's (clean) run into ``corrupt_prompt``'s run.
+
+    Each value is the logit difference ``answer - wrong`` at the last position
+    of a corrupt run with one site patched from the clean run, normalised so
+    that the clean run gives 1 and the corrupt run 0: ``(d - corrupt_diff) /
+    (clean_diff - corrupt_diff)``. Sites: ``resid[y, p]`` the residual at layer
+    boundary ``y`` (``lens.labels``) and position ``p``; ``heads[l, h]`` a head's
+    output at every position; ``mlp[l]`` an MLP's output at every position.
+    """
+
+    corrupt_prompt: str
+    answer: int
+    wrong: int
+    clean_diff: float
+    corrupt_diff: float
+    corrupt_ids: np.ndarray = _arr("P", dtype="int")
+    resid: np.ndarray = _arr("Y", "P")
+    heads: np.ndarray = _arr("L", "H")
+    mlp: np.ndarray = _arr("L")
+
+
 SECTIONS: dict[str, type] = {
     "tokens": Tokens,
     "resid": Resid,
@@ -371,6 +420,8 @@ SECTIONS: dict[str, type] = {
     "dictionaries": Dictionaries,
     "similarity": Similarity,
     "weights": Weights,
+    "interventions": Interventions,
+    "patching": Patching,
 }
 OPTIONAL_SECTIONS = frozenset(SECTION_SINCE)  # absent from older traces (or left out)
 
@@ -400,6 +451,8 @@ class Trace:
     dictionaries: Dictionaries | None = None
     similarity: Similarity | None = None
     weights: Weights | None = None
+    interventions: Interventions | None = None
+    patching: Patching | None = None
 
     def __post_init__(self) -> None:
         from mechviz.validate import check_meaning, check_shapes

@@ -45,6 +45,9 @@ _SECTION_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "list[str]": {"type": "array", "items": {"type": "string"}},
     "int": {"type": "integer", "minimum": 0},
     "int | None": {"type": ["integer", "null"], "minimum": 0},
+    "list[int]": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    "str": {"type": "string"},
+    "str | None": {"type": ["string", "null"]},
     "float": {"type": "number"},
     "bool": {"type": "boolean"},
 }
@@ -425,6 +428,96 @@ def check_meaning(trace: Trace) -> None:
         _check_similarity(trace)
     if trace.weights is not None:
         _check_weights(trace)
+    if trace.interventions is not None:
+        _check_interventions(trace)
+    if trace.patching is not None:
+        _check_patching(trace)
+
+
+def _check_interventions(trace: Trace) -> None:
+    """Heads and layers in range and sorted; a mode; the run before like ``lens``/``output``."""
+    from mechviz.specs import MODES, parse_heads
+
+    iv, m = trace.interventions, trace.model
+    if iv.mode not in MODES:
+        raise MechvizError(
+            f"Field 'interventions.mode' holds {iv.mode!r}; it is one of {', '.join(MODES)}."
+        )
+    for name in ("ablate", "freeze"):
+        specs = getattr(iv, name)
+        try:
+            heads = parse_heads(specs, m.n_layers, m.n_heads, flag=f"interventions.{name}")
+        except MechvizError as exc:
+            raise MechvizError(f"Field {exc}") from None
+        if [f"{layer}.{head}" for layer, head in heads] != list(specs):
+            raise MechvizError(
+                f"Field 'interventions.{name}' must list distinct heads as 'layer.head', sorted."
+            )
+    if any(not 0 <= layer < m.n_layers for layer in iv.ablate_mlp) or iv.ablate_mlp != sorted(
+        set(iv.ablate_mlp)
+    ):
+        raise MechvizError(
+            f"Field 'interventions.ablate_mlp' must list distinct layers in [0, {m.n_layers}), "
+            "sorted."
+        )
+    if bool(iv.freeze) != (iv.freeze_from is not None):
+        raise MechvizError(
+            "Fields 'interventions.freeze' and 'interventions.freeze_from' go together: frozen "
+            "heads need the prompt their patterns come from."
+        )
+    if not (iv.ablate or iv.ablate_mlp or iv.freeze):
+        raise MechvizError(
+            "Field 'interventions' names no head or MLP; a run without changes has no "
+            "'interventions' section."
+        )
+    V = m.d_vocab
+    for field in ("before_lens_ids", "before_output_ids"):
+        _in_range(
+            f"interventions.{field}", getattr(iv, field), 0, V - 1, f"token ids lie in [0, {V})"
+        )
+        _distinct(f"interventions.{field}", getattr(iv, field))
+    for field in ("before_lens_probs", "before_output_probs"):
+        values = getattr(iv, field)
+        _in_range(f"interventions.{field}", values, 0.0, 1.0, "probabilities lie in [0, 1]")
+        _sorted(f"interventions.{field}", values)
+
+
+PATCH_TOL = 1e-3  # the restoring sites give 1 (or 0) up to float32 rounding of the differences
+
+
+def _check_patching(trace: Trace) -> None:
+    """Answer and wrong token distinct; the clean run restored by its own final residual."""
+    pt, V = trace.patching, trace.model.d_vocab
+    for name in ("answer", "wrong"):
+        value = getattr(pt, name)
+        if not 0 <= value < V:
+            raise MechvizError(
+                f"Field 'patching.{name}' holds token id {value}; token ids lie in [0, {V})."
+            )
+    if pt.answer == pt.wrong:
+        raise MechvizError("Fields 'patching.answer' and 'patching.wrong' are the same token.")
+    _in_range("patching.corrupt_ids", pt.corrupt_ids, 0, V - 1, f"token ids lie in [0, {V})")
+    for name in ("clean_diff", "corrupt_diff"):
+        if not math.isfinite(getattr(pt, name)):
+            raise MechvizError(f"Field 'patching.{name}' must be a finite logit difference.")
+    if abs(pt.clean_diff - pt.corrupt_diff) < 1e-6:
+        raise MechvizError(
+            "Fields 'patching.clean_diff' and 'patching.corrupt_diff' are equal; patching "
+            "normalises by their difference."
+        )
+    for name in ("resid", "heads", "mlp"):
+        _finite(f"patching.{name}", getattr(pt, name), "normalised logit differences are finite")
+    if abs(float(pt.resid[-1, -1]) - 1.0) > PATCH_TOL:
+        raise MechvizError(
+            f"Field 'patching.resid' holds {float(pt.resid[-1, -1]):.4g} at the last layer and "
+            "position; patching the clean run's final residual there restores it (1)."
+        )
+    same = np.cumprod(pt.corrupt_ids == trace.tokens.ids).astype(bool)  # the shared prefix
+    if (np.abs(pt.resid[:, same]) > PATCH_TOL).any():
+        raise MechvizError(
+            "Field 'patching.resid' is not 0 before the first token where the prompts differ; "
+            "there the clean and corrupt runs are the same."
+        )
 
 
 def _check_lens_mid(trace: Trace) -> None:
@@ -692,6 +785,12 @@ def _mentioned_ids(trace: Trace) -> np.ndarray:
         arrays.append(trace.similarity.ids)
     if trace.weights is not None:
         arrays += [trace.weights.query_ids, trace.weights.key_ids]
+    if trace.interventions is not None:
+        iv = trace.interventions
+        arrays += [iv.before_lens_ids, iv.before_output_ids]
+    if trace.patching is not None:
+        pt = trace.patching
+        arrays += [pt.corrupt_ids, np.asarray([pt.answer, pt.wrong])]
     return np.unique(np.concatenate([np.asarray(a).ravel() for a in arrays]))
 
 

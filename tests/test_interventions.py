@@ -110,7 +110,7 @@ def test_patching_restores_the_clean_run(tiny: Tiny) -> None:
 
 def test_patching_refuses_prompts_of_other_lengths() -> None:
     tiny = make_tiny("llama")
-    with pytest.raises(MechvizError, match="is 26 tokens long and the corrupt prompt 25"):
+    with pytest.raises(MechvizError, match="is 26 tokens long and the corrupt prompt 25 tokens"):
         patch(tiny.loaded, tiny.ids, tiny.ids[:-1])
     with pytest.raises(MechvizError, match="nothing to restore"):
         patch(tiny.loaded, tiny.ids, tiny.ids.clone())
