@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "trace": "mechviz.api",
     "analyze": "mechviz.api",
+    "patch": "mechviz.api",
     "load": "mechviz.api",
     "render": "mechviz.api",
     "Rendered": "mechviz.api",
@@ -38,6 +39,7 @@ __all__ = [
     "__version__",
     "analyze",
     "load",
+    "patch",
     "render",
     "trace",
 ]

@@ -185,6 +185,60 @@ def trace(
     return traces if many else traces[0]
 
 
+def patch(
+    clean: str,
+    corrupt: str,
+    model: str | None = None,
+    *,
+    answer: str | None = None,
+    wrong: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    top_k: int = 10,
+    max_tokens: int = 64,
+    progress: bool = True,
+) -> Trace:
+    """Activation patching: the clean run's activations written into the corrupt run, site by site.
+
+    Each site (the residual stream at every layer boundary and position, each
+    head's output, each MLP's output) is patched in its own run, the runs
+    batched; the logit difference ``answer - wrong`` at the last position is
+    normalised to 1 for the clean run and 0 for the corrupt one.
+
+    Args:
+        clean: The prompt whose activations are patched in (its trace is returned).
+        corrupt: The prompt they are patched into; the same number of tokens.
+        model: As for :func:`trace`.
+        answer: One token (``" Paris"``); default the clean run's top-1.
+        wrong: One token (``" Rome"``); default the corrupt run's top-1.
+        device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        top_k: Tokens kept per distribution in the trace.
+        max_tokens: Refuse prompts longer than this many tokens.
+        progress: Show progress on the first model load.
+
+    Returns:
+        The clean prompt's trace with a ``patching`` section (docs/trace-format.md).
+
+    Raises:
+        MechvizError: One sentence (it is a ``ValueError``) for prompts of
+            different lengths, or an answer that is not one token.
+
+    """
+    from mechviz.interventions import patching_trace
+    from mechviz.tokens import check_prompt
+    from mechviz.tracing import TraceOptions
+
+    for name, text in (("clean", clean), ("corrupt", corrupt)):
+        try:
+            check_prompt(text)
+        except MechvizError as exc:
+            raise MechvizError(f"The {name} prompt: {exc}") from None
+    options = TraceOptions(top_k=top_k, max_tokens=max_tokens)
+    loaded = loaded_model(model, device=device, dtype=dtype, progress=progress)
+    return patching_trace(loaded, clean, corrupt, options, answer=answer, wrong=wrong)
+
+
 def analyze(
     trace: Trace | str | os.PathLike[str],
     *,

@@ -216,15 +216,52 @@ def trace_file_names(prompts: list[str]) -> list[str]:
     is_flag=True,
     help="Neuron thresholds in units of each layer's standard deviation.",
 )
+@click.option(
+    "--ablate",
+    multiple=True,
+    metavar="L.H",
+    help="Remove a head's output (5.3; 7.* for every head of layer 7); repeatable.",
+)
+@click.option(
+    "--ablate-mlp", multiple=True, type=int, metavar="L", help="Remove layer L's MLP output."
+)
+@click.option(
+    "--ablate-mode",
+    default="zero",
+    show_default=True,
+    type=click.Choice(["zero", "mean"]),
+    help="Ablate to zero, or to the output's mean over positions.",
+)
+@click.option(
+    "--freeze",
+    multiple=True,
+    metavar="L.H",
+    help="Fix a head's attention pattern to the one it has on --freeze-from; repeatable.",
+)
+@click.option(
+    "--freeze-from",
+    default=None,
+    metavar="PROMPT",
+    help="The prompt (same length in tokens) the frozen patterns come from.",
+)
 def trace(
     prompt: tuple[str, ...], prompt_file: Path | None, output: Path | None, **kwargs: object
 ) -> None:
     """Trace PROMPT through the model and write a JSON trace.
 
     Several prompts (as arguments, or one per line with -f) load the model once
-    and write one trace each into the -o folder, numbered in order.
+    and write one trace each into the -o folder, numbered in order. With
+    --ablate, --ablate-mlp or --freeze the trace records the changed run, and
+    what changed with the run before it.
     """
     from mechviz.io import check_writable, save_trace
+
+    if kwargs["freeze"] and kwargs["freeze_from"] is None:
+        raise MechvizError(
+            "--freeze needs --freeze-from: the prompt whose attention patterns the heads keep."
+        )
+    if kwargs["freeze_from"] is not None and not kwargs["freeze"]:
+        raise MechvizError("--freeze-from needs --freeze: the heads whose patterns to fix.")
 
     prompts = list(prompt) + (read_prompts(prompt_file) if prompt_file is not None else [])
     if not prompts:
@@ -659,6 +696,74 @@ def _check_layer_head(trace: object, layer: int | None, head: int | None) -> Non
         raise MechvizError(f"--layer {layer} is out of range; this model has layers 0 to {L - 1}.")
     if head is not None and not 0 <= head < H:
         raise MechvizError(f"--head {head} is out of range; this model has heads 0 to {H - 1}.")
+
+
+@main.command()
+@click.option("--clean", required=True, metavar="PROMPT", help="The run patched from.")
+@click.option(
+    "--corrupt",
+    required=True,
+    metavar="PROMPT",
+    help="The run patched into; the same number of tokens.",
+)
+@click.option("--answer", default=None, metavar="TOKEN", help="Default: the clean top-1.")
+@click.option("--wrong", default=None, metavar="TOKEN", help="Default: the corrupt top-1.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("patch.json"),
+    show_default=True,
+    help="Where to write the patching trace.",
+)
+@model_options
+def patch(
+    clean: str,
+    corrupt: str,
+    answer: str | None,
+    wrong: str | None,
+    output: Path,
+    model: str | None,
+    **kwargs: object,
+) -> None:
+    """Activation patching: restore the clean run, one site at a time, inside the corrupt run.
+
+    Patches the residual stream at every layer and position, every head and
+    every MLP, and records the logit difference ANSWER - WRONG at the last
+    position, normalised: 1 = the clean run's, 0 = the corrupt run's. Draw it
+    with `mechviz scene Patching --trace patch.json`.
+    """
+    from mechviz.api import patch as run_patch
+    from mechviz.io import check_writable, save_trace
+
+    for name in ("max_tokens", "top_k"):
+        if int(kwargs[name]) < 1:  # type: ignore[call-overload]
+            raise MechvizError(
+                f"--{name.replace('_', '-')} must be at least 1; got {kwargs[name]}."
+            )
+    if output.is_dir():
+        raise MechvizError(f"{output} is a folder; give a file name for the patching trace.")
+    check_writable(output)
+    start = time.perf_counter()
+    result = run_patch(
+        clean,
+        corrupt,
+        model,
+        answer=answer,
+        wrong=wrong,
+        device=str(kwargs["device"]),
+        dtype=str(kwargs["dtype"]),
+        top_k=int(kwargs["top_k"]),  # type: ignore[call-overload]
+        max_tokens=int(kwargs["max_tokens"]),  # type: ignore[call-overload]
+    )
+    save_trace(result, output)
+    pt = result.patching
+    say(
+        f"Wrote {output} ({time.perf_counter() - start:.1f} s): "
+        f"{result.token_text(pt.answer)!r} - {result.token_text(pt.wrong)!r} is "
+        f"{pt.clean_diff:.2f} clean, {pt.corrupt_diff:.2f} corrupt; draw it with "
+        f"`mechviz scene Patching --trace {output}`."
+    )
 
 
 @main.command()

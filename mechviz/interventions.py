@@ -434,3 +434,49 @@ def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes): 
 
 def _tokens(n: int) -> str:
     return f"{n} token" if n == 1 else f"{n} tokens"
+
+
+def patching_trace(  # type: ignore[no-untyped-def]
+    loaded: LoadedModel,
+    clean: str,
+    corrupt: str,
+    options,
+    *,
+    answer: str | None = None,
+    wrong: str | None = None,
+):
+    """The trace of ``clean`` with a ``patching`` section: :func:`patch` into ``corrupt``."""
+    import dataclasses
+
+    from mechviz.analysis import single_token
+    from mechviz.schema import Patching
+    from mechviz.tokens import display_text
+    from mechviz.tracing import _np, tokenize, trace_prompt
+
+    options.check()
+    clean_ids = tokenize(loaded, clean, options.max_tokens)
+    corrupt_ids = tokenize(loaded, corrupt, options.max_tokens)
+    if len(clean_ids) != len(corrupt_ids):
+        raise MechvizError(
+            f"The clean prompt is {_tokens(len(clean_ids))} long and the corrupt prompt "
+            f"{_tokens(len(corrupt_ids))}; patching needs the same number of tokens."
+        )
+    answer_id = None if answer is None else single_token(loaded, answer, "--answer token")
+    wrong_id = None if wrong is None else single_token(loaded, wrong, "--wrong token")
+    result = patch(loaded, clean_ids, corrupt_ids, answer=answer_id, wrong=wrong_id)
+    trace = trace_prompt(loaded, clean, options)
+    section = Patching(
+        corrupt_prompt=corrupt,
+        answer=result.answer,
+        wrong=result.wrong,
+        clean_diff=result.clean_diff,
+        corrupt_diff=result.corrupt_diff,
+        corrupt_ids=_np(corrupt_ids),
+        resid=_np(result.resid),
+        heads=_np(result.heads),
+        mlp=_np(result.mlp),
+    )
+    vocab = dict(trace.vocab)
+    for i in set(corrupt_ids.tolist()) | {result.answer, result.wrong}:
+        vocab.setdefault(int(i), display_text(loaded.tokenizer, int(i)))
+    return dataclasses.replace(trace, vocab=dict(sorted(vocab.items())), patching=section)
