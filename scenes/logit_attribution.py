@@ -44,6 +44,7 @@ class LogitAttribution(TraceScene):
         require(self.trace, "lens_mid")
         self.position = resolve_position(self.trace, self.settings.query)
         self.answer = self.token(int(self.table.token[self.position]))
+        self.marker = self.readout = None  # the stack's marker line and readout, once drawn
         self.show_title(f"Who writes the {self.answer} logit")
         with self.beat("waterfall"):
             self.show_waterfall()
@@ -122,8 +123,6 @@ class LogitAttribution(TraceScene):
         )
         self.remove(self.legend)
         fall.remove(fall.labels, fall.leaders, fall.unit)
-        self.readout = None
-        self.marker = None
         self.stops = self.stack_stops(rows)
         self.readouts: list[VGroup] = []  # every readout shown, in order (tests read them)
         shown_to = -1
@@ -163,7 +162,7 @@ class LogitAttribution(TraceScene):
 
     def show_versus(self) -> None:
         a, p = self.table, self.position
-        old = VGroup(*[m for m in (self.fall, self.track, self.marker, self.readout) if m])
+        old = VGroup(*self.stack_pieces())
         if a.versus is None:
             self.caption(
                 "No versus token was recorded; add one with "
@@ -196,11 +195,16 @@ class LogitAttribution(TraceScene):
         self.caption(
             f"Each head writes through its slice of W_O. Largest for {self.answer}: {named}."
         )
-        old = self.figure if self.table.versus is not None else VGroup(self.fall, self.track)
+        old = self.figure if self.table.versus is not None else VGroup(*self.stack_pieces())
         self.swap(old, self.heads, run_time=0.8)
         self.wait(1.5)
 
     # --- builders ---------------------------------------------------------------------
+    def stack_pieces(self) -> list[Mobject]:
+        """What the "stack" beat leaves on screen: the waterfall, the track, marker, readout."""
+        pieces = (self.fall, getattr(self, "track", None), self.marker, self.readout)
+        return [m for m in pieces if m is not None]
+
     def get_track(self, fall: LogitWaterfall) -> LensTrack:
         """The lens's rank of the answer at the waterfall's rows, where its labels stood."""
         x0 = fall.area.get_right()[0] + LEADER_GAP

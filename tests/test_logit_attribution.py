@@ -10,12 +10,13 @@ checked against the recorded logit, the lens readouts against ``lens_mid`` and
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from manim import tempconfig
 from test_publishable import check_legible, run_scene
 from test_scenes import check_control, near
 
@@ -125,15 +126,8 @@ def check_sum(fall: LogitWaterfall, parts: np.ndarray, bias: float, logit: float
 
 
 def test_last_frame(tmp_path: Path) -> None:
-    out = render_scene(
-        LogitAttribution,
-        SceneSettings(trace=example_trace()),
-        "low",
-        "png",
-        tmp_path / "a.png",
-        progress=False,
-    )
-    frame = np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
+    scene = scene_at(tmp_path)  # the legibility test's 16:9 dark run: its last frame as drawn
+    frame = np.asarray(scene.renderer.get_frame())[..., :3].astype(np.int16)
     assert frame.shape == (480, 854, 3)
     dark = style.DARK
     assert (~near(frame, dark.background, 12)).mean() > 0.04, "the frame is almost empty"
@@ -166,7 +160,8 @@ def test_bars_labels_and_sum_are_the_trace_s(trace, tmp_path: Path) -> None:  # 
     assert largest in [text.row for text in scene.fall.labels]
     assert scene.fall.n_named >= 8
     assert "London" in scene.versus_fall.sum_text.text and "Paris" in scene.fall.sum_text.text
-    assert "London" in scene.cues[2].text and f"{a.logit[1, p]:.2f}" in scene.cues[2].text
+    said = next(c.text for c in scene.cues if c.beat == "versus")
+    assert "London" in said and f"{a.logit[1, p]:.2f}" in said
 
 
 def test_stack_reads_the_lens_at_every_half_step(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -233,6 +228,31 @@ def test_another_position(trace, tmp_path: Path) -> None:  # type: ignore[no-unt
     check_legible(scene)
 
 
+def test_without_versus_says_how_to_add_it(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    a = trace.attribution
+    one = dataclasses.replace(
+        a,
+        versus=None,
+        **{
+            f: getattr(a, f)[:1] for f in ("parts", "heads", "attn_bias", "bias", "logit", "output")
+        },
+    )
+    scene = run_scene(
+        LogitAttribution,
+        tmp_path,
+        trace=dataclasses.replace(trace, attribution=one),
+        aspect="4:5",
+        beats=("versus", "heads"),
+    )
+    check_legible(scene)
+    said = next(c.text for c in scene.cues if c.beat == "versus")
+    assert "No versus token" in said and "--versus" in said
+    assert not hasattr(scene, "versus_fall")
+    on_screen = {id(m) for m in scene.mobjects}
+    assert id(scene.heads) in on_screen
+    assert not on_screen & {id(scene.fall), id(scene.track), id(scene.marker), id(scene.readout)}
+
+
 def test_bad_position_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(MechvizError, match="Position 9 is out of range; the prompt has positions"):
         run_scene(LogitAttribution, tmp_path, query=9)
@@ -251,7 +271,14 @@ def test_trace_without_attribution_is_one_sentence(tmp_path: Path) -> None:
 # --- the blocks ----------------------------------------------------------------------
 
 
-def test_blocks_from_trace_fit_their_room(trace) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def own_media(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Texts rendered into this test's own folder: other test runs share the default one."""
+    with tempconfig({"media_dir": str(tmp_path)}):
+        yield
+
+
+def test_blocks_from_trace_fit_their_room(trace, own_media) -> None:  # type: ignore[no-untyped-def]
     a, p = trace.attribution, 2
     for w, h in ((13.6, 6.0), (7.4, 11.0)):
         fall = LogitWaterfall.from_trace(trace, p, width=w, height=h, theme="light")
@@ -269,7 +296,7 @@ def test_blocks_from_trace_fit_their_room(trace) -> None:  # type: ignore[no-unt
         LogitWaterfall.from_trace(trace, -9)
 
 
-def test_soft_cap_output_is_shown_beside_the_logit() -> None:
+def test_soft_cap_output_is_shown_beside_the_logit(own_media) -> None:  # type: ignore[no-untyped-def]
     parts = np.array([0.5, 1.0, 2.0, -0.5, 3.0])
     fall = LogitWaterfall(parts, 0.25, 6.25, 5.9, style.DARK, 13.6, 6.0)
     assert numbers(fall.sum_text.text) == [6.25, 6.25, 5.9]

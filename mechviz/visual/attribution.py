@@ -570,7 +570,8 @@ class LensTrack(VGroup):
     """The logit lens's rank of the answer at each row of a :class:`LogitWaterfall`.
 
     One dot per part, on the part's row, at the rank the answer has under the
-    lens right after that part wrote (log scale, rank 1 at the right). The lens
+    lens right after that part wrote (log scale, rank 1 at the right), in the
+    part's colour (attention, MLP), or the highlight where the answer is top-1. The lens
     normalises each state with its own norm scale, so this is not the running
     sum of the waterfall: it is drawn apart, with its own axis.
 
@@ -619,7 +620,8 @@ class LensTrack(VGroup):
         self.dots = VGroup()
         for k, y in enumerate(rows):
             dot = Rectangle(width=2 * r, height=2 * r, stroke_width=0, fill_opacity=1.0)
-            dot.set_fill(theme.highlight if self.rank[k] == 0 else theme.prob)
+            kind = "embed" if k == 0 else ("attn" if k % 2 else "mlp")  # who wrote just before
+            dot.set_fill(theme.highlight if self.rank[k] == 0 else kind_colors(theme)[kind])
             dot.move_to([self.x_of(int(self.rank[k])), y, 0])
             self.dots.add(dot)
         self.path = VGroup(
