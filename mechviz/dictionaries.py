@@ -243,11 +243,16 @@ def similarity(
     ids = [single_token(loaded, w) for w in words]
     for j, i in enumerate(ids):
         first = ids.index(i)
-        if first != j:
-            same = "twice" if words[first] == words[j] else f"and {words[j]!r} are one token"
+        if first == j:
+            continue
+        if words[first] == words[j]:
             raise MechvizError(
-                f"The word {words[first]!r} {same} in the word list; give each word once."
+                f"The word {words[j]!r} is in the word list twice; give each word once."
             )
+        raise MechvizError(
+            f"The words {words[first]!r} and {words[j]!r} are the same token ({i}); "
+            "give each word once."
+        )
     W_E = loaded.adapter.W_E
     rows = _unit(W_E[torch.as_tensor(ids, device=W_E.device)])
     cosine = (rows @ rows.T).clamp(-1.0, 1.0)

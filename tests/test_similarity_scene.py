@@ -7,6 +7,7 @@ products over 2,000 random tokens).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +81,13 @@ def test_legible_at_every_aspect(aspect: str, tmp_path: Path) -> None:
 
 def test_legible_light(tmp_path: Path) -> None:
     check_legible(run_scene(EmbeddingSimilarity, tmp_path, aspect="9:16", theme="light"))
-    check_legible(run_scene(EmbeddingSimilarity, tmp_path, aspect="16:9", theme="light"))
+    # 16:9 light: test_numbers_on_screen_are_the_trace_s
 
 
 def test_numbers_on_screen_are_the_trace_s(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     s = trace.similarity
     scene = run_scene(EmbeddingSimilarity, tmp_path, aspect="16:9", theme="light")
+    check_legible(scene)
     np.testing.assert_array_equal(scene.matrix.values, s.cosine)
     assert [_text(t) for t in scene.matrix.row_labels] == [
         word_text(w).replace(" ", "") for w in s.words
@@ -150,17 +152,12 @@ def test_ranked_pairs_against_a_sort() -> None:
     ]
 
 
-ROOMS = [
-    (13.6, 5.4),
-    (4.2, 5.4),
-    (7.4, 2.8),
-    (7.4, 10.3),
-    (7.4, 4.8),
-]  # ShareBars: 2.7 high at least
+ROOMS = [(13.6, 5.4), (4.2, 5.4), (7.4, 2.8), (7.4, 10.3)]  # ShareBars: 2.7 high at least
 
 
-@pytest.mark.parametrize(("width", "height"), ROOMS)
-@pytest.mark.parametrize("theme", ["dark", "light"])
+@pytest.mark.parametrize(
+    ("width", "height", "theme"), [(w, h, "dark") for w, h in ROOMS] + [(7.4, 4.8, "light")]
+)
 def test_blocks_fit_their_room(trace, width: float, height: float, theme: str) -> None:  # type: ignore[no-untyped-def]
     for block in (
         PairList.from_trace(trace, 4, width=width, height=height, theme=theme),
@@ -180,9 +177,49 @@ def test_word_matrix_fits_ten_words_below_a_title(trace) -> None:  # type: ignor
         assert m.n == len(trace.similarity.words)
         assert m.width <= width + 1e-6 and m.height <= height + 1e-6
     m = WordMatrix.from_trace(trace, width=7.4, height=2.0, theme="dark")
-    assert m.n < len(trace.similarity.words) and m.note is not None  # says what it leaves out
+    assert m.n < len(trace.similarity.words)  # and says what it leaves out:
+    assert _text(m.note) == f"first{m.n}of{len(trace.similarity.words)}words"
+    assert m.note in m.labels and abs(m.note.get_bottom()[1] - m.grid.get_top()[1]) < 2.5
 
 
 def test_share_bars_without_a_reference(trace) -> None:  # type: ignore[no-untyped-def]
     bars = ShareBars.from_trace(trace, width=7.4, height=5, theme="dark", reference=None)
     assert len(bars.bars) == 1 and bars.values == [trace.similarity.positive_share]
+
+
+# --- other word lists ----------------------------------------------------------------------
+
+
+def _with_words(trace, keep: list[int]):  # type: ignore[no-untyped-def]
+    """The trace with its similarity cut to the words ``keep`` (their recorded cosines)."""
+    s = trace.similarity
+    cut = dataclasses.replace(
+        s,
+        words=[s.words[i] for i in keep],
+        ids=s.ids[keep],
+        cosine=s.cosine[np.ix_(keep, keep)],
+    )
+    return dataclasses.replace(trace, similarity=cut)
+
+
+def test_three_words(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    small = _with_words(trace, [4, 5, 8])  # male, female, girl
+    scene = run_scene(EmbeddingSimilarity, tmp_path, trace=small, aspect="9:16")
+    check_legible(scene)
+    assert scene.matrix.n == 3 and len(scene.matrix.numbers) == 9  # room for every value
+    assert len(scene.pairs.most) == 2 if scene.pairs is not None else True
+
+
+@pytest.mark.slow
+def test_many_words(default_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from mechviz.analysis import with_sections
+    from mechviz.dictionaries import similarity
+
+    words = " cat, dog, horse, cow, red, blue, green, one, two, three, Paris, London, run, walk"
+    sim = similarity(default_model, words.split(","), sample=300)
+    big = with_sections(load_trace(example_trace()), default_model, similarity=sim)
+    for aspect in ("16:9", "1:1"):
+        scene = run_scene(EmbeddingSimilarity, tmp_path, trace=big, aspect=aspect)
+        check_legible(scene)
+        assert scene.matrix.n < 14 and scene.matrix.note is not None  # says what it leaves out
+        assert "(" in scene.cues[1].text  # the pairs are named even when not in view

@@ -106,7 +106,7 @@ class WordMatrix(CosineMatrix):
         """
         view = TraceView.of(trace, theme)
         s = _similarity(view.trace)
-        return cls.from_matrix(
+        block = cls.from_matrix(
             s.cosine,
             [readable(w) for w in s.words],
             width=width,
@@ -114,6 +114,13 @@ class WordMatrix(CosineMatrix):
             theme=view.theme,
             numbers=numbers,
         )
+        if block.note is not None:  # it says "tokens"; these are words
+            note = label(f"first {block.n} of {len(s.words)} words", style.MIN_TEXT)
+            note.set_color(view.theme.muted).move_to(block.note, aligned_edge=LEFT)
+            block.labels.remove(block.note)
+            block.labels.add(note)
+            block.note = note
+        return block
 
 
 class PairList(VGroup):
