@@ -525,7 +525,7 @@ def scene(
         )
     if prompt is not None:
         trace_file = Path("renders") / f"{_slug(prompt)}.json"
-    trace_file = trace_file or example_trace()
+    trace_file = trace_file or example_trace(None if name == "all" else name)
     make_parents = output is None  # renders/<stem>/ is made; a folder the user names must exist
     if name == "all":
         folder = output or default_output(trace_file, names[0], fmt).parent

@@ -157,6 +157,8 @@ class TraceScene(Scene):
         if self.settings.transparent:
             self.camera.background_opacity = 0.0
         trace = self.settings.trace
+        if not isinstance(trace, Trace) and Path(trace) == scene_settings.example_trace():
+            trace = scene_settings.example_trace(type(self).__name__)  # its own, if it has one
         self.trace: Trace = trace if isinstance(trace, Trace) else load_trace(trace)
         self.token_colors = style.TokenColors(self.trace.tokens.ids, self.theme)
         # Byte fragments (<0xD0>) read as what they are; see mechviz.tokens.readable_tokens.

@@ -114,9 +114,21 @@ ENVIRONMENT = {
 _current: SceneSettings | None = None
 
 
-def example_trace() -> Path:
-    """The real example trace shipped with mechviz (default model, default prompt)."""
-    return Path(str(resources.files("mechviz.assets").joinpath("traces", EXAMPLE_TRACE)))
+# Scenes whose subject the default example lacks draw their own example.
+SCENE_EXAMPLES = {
+    "Ablation": "france_ablated.json",  # heads 23.4 and 29.1 ablated
+    "Patching": "france_italy_patch.json",  # "The capital of France/Italy is"
+}
+
+
+def example_trace(scene: str | None = None) -> Path:
+    """The real example trace shipped with mechviz (default model, default prompt).
+
+    ``scene``: a scene with an example of its own (``SCENE_EXAMPLES``, such as
+    an ablated run for ``Ablation``) gets that one.
+    """
+    name = SCENE_EXAMPLES.get(scene or "", EXAMPLE_TRACE)
+    return Path(str(resources.files("mechviz.assets").joinpath("traces", name)))
 
 
 def _parse(name: str, field_name: str, value: str) -> object:
