@@ -363,7 +363,8 @@ def render(
         hold: Seconds to hold the last picture (default 1.5).
         progress: Show Manim's progress bar.
         **scene_options: The scene's own settings: ``layer``, ``head``, ``query``
-            (Attention), ``layers`` (Unembedding).
+            (Attention), ``layers`` (Unembedding), ``other`` (Compare: the second
+            trace, a :class:`Trace` or a path).
 
     Returns:
         The path written, a :class:`Rendered` (a ``pathlib.Path`` that Jupyter
@@ -416,4 +417,4 @@ def render(
     return Rendered(path)
 
 
-__all__ = ["Rendered", "load", "loaded_model", "render", "trace"]
+__all__ = ["Rendered", "analyze", "load", "loaded_model", "patch", "render", "trace"]

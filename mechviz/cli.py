@@ -432,8 +432,8 @@ SCENE_NEEDS = {
     "--trace",
     "trace_file",
     type=click.Path(path_type=Path),
-    default=None,
-    help="Trace to draw [default: the example trace of the default model].",
+    multiple=True,
+    help="Trace to draw [default: the example trace of the default model]; Compare takes two.",
 )
 @click.option("--prompt", default=None, help="Trace this prompt first (with --model) and draw it.")
 @click.option(
@@ -464,7 +464,7 @@ SCENE_NEEDS = {
 @model_options
 def scene(
     name: str,
-    trace_file: Path | None,
+    trace_file: tuple[Path, ...],
     prompt: str | None,
     quality: str,
     fmt: str | None,
@@ -491,6 +491,12 @@ def scene(
         return
     if prompt is not None:
         check_prompt(prompt)
+    other = trace_file[1] if len(trace_file) > 1 else None
+    if len(trace_file) > 2 or (other is not None and name != "Compare"):
+        raise MechvizError(
+            f"Give one --trace (Compare takes two); got {len(trace_file)} for {name}."
+        )
+    trace_file = trace_file[0] if trace_file else None
     if trace_file is not None and prompt is not None:
         raise MechvizError("Give either --trace or --prompt, not both.")
     for key, owners in SCENE_ONLY.items():
@@ -583,8 +589,11 @@ def scene(
 
         for section in SCENE_NEEDS.get(name, ()):
             require(trace, section)
+    if other is not None:
+        load_trace(other)  # a bad file: one sentence before rendering
     settings = SceneSettings(
         trace=trace_file,
+        other=other,
         layer=look["layer"],
         head=look["head"],
         query=query,

@@ -32,6 +32,8 @@ class SceneSettings:
 
     Attributes:
         trace: The trace to draw: a file, or a :class:`mechviz.schema.Trace` in memory.
+        other: Compare: the second trace, of a prompt with as many tokens (default:
+            the example of an ablated run).
         layer, head: Attention: the head to show (default: chosen by the scene's rule).
         query: Attention: the query position whose arcs are drawn (default: the last).
         layers: Unembedding: the layers of the lens table (default: chosen, always
@@ -52,6 +54,7 @@ class SceneSettings:
     """
 
     trace: Path | Trace
+    other: Path | Trace | None = None
     layer: int | None = None
     head: int | None = None
     query: int | None = None
@@ -94,6 +97,7 @@ class SceneSettings:
 # Environment variables for plain `manim` runs: variable -> (field, meaning).
 ENVIRONMENT = {
     "MECHVIZ_TRACE": ("trace", "trace file to draw"),
+    "MECHVIZ_OTHER": ("other", "Compare: the second trace file"),
     "MECHVIZ_LAYER": ("layer", "Attention: layer"),
     "MECHVIZ_HEAD": ("head", "Attention: head"),
     "MECHVIZ_QUERY": ("query", "Attention: query position"),
@@ -134,7 +138,7 @@ def example_trace(scene: str | None = None) -> Path:
 def _parse(name: str, field_name: str, value: str) -> object:
     kind = {f.name: str(f.type) for f in fields(SceneSettings)}[field_name]
     try:
-        if field_name in ("trace", "captions"):
+        if field_name in ("trace", "other", "captions"):
             return Path(value)
         if field_name in ("transparent", "fade"):
             if value.lower() not in ("0", "1", "true", "false", "yes", "no"):
