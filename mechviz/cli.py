@@ -423,6 +423,8 @@ SCENE_NEEDS = {
     "Dictionaries": ("dictionaries",),
     "EmbeddingSimilarity": ("similarity",),
     "WeightStats": ("weights",),
+    "Ablation": ("interventions",),
+    "Patching": ("patching",),
 }
 
 

@@ -200,6 +200,13 @@ def activation_class(value: float, above: float, below: float, margin: float = M
     return "low"
 
 
+MADE_BY = {  # sections made by their own commands, not by `mechviz trace` or `analyze`
+    "interventions": "make one with `mechviz trace PROMPT --ablate 5.3` (or --freeze, "
+    "--ablate-mlp).",
+    "patching": "make one with `mechviz patch --clean PROMPT --corrupt PROMPT`.",
+}
+
+
 def require(trace: Trace, section: str):  # type: ignore[no-untyped-def]
     """A section of the trace, or one sentence saying how to get it.
 
@@ -214,6 +221,8 @@ def require(trace: Trace, section: str):  # type: ignore[no-untyped-def]
     from mechviz.schema import ANALYSES
 
     value = getattr(trace, section, None)
+    if value is None and section in MADE_BY:
+        raise MechvizError(f"This trace has no `{section}` section; {MADE_BY[section]}")
     if value is None and section in ANALYSES:
         raise MechvizError(
             f"This trace has no `{section}` section; add it with "
