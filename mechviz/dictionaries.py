@@ -60,7 +60,9 @@ def _select(amp: torch.Tensor, k: int) -> torch.Tensor:
     above = amp > kth
     tied = amp == kth
     room = k - above.sum(-1, keepdim=True)
-    return above | (tied & (tied.cumsum(-1) <= room))
+    if bool((tied.sum(-1, keepdim=True) <= room).all()):  # no tie at the cut (the usual case)
+        return above | tied
+    return above | (tied & (tied.cumsum(-1, dtype=torch.int32) <= room))
 
 
 def top_matches(states: torch.Tensor, rows: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
