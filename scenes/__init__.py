@@ -22,4 +22,5 @@ SCENES: dict[str, tuple[str, str]] = {
         "Which words W_E puts close, and how often token products are positive.",
     ),
     "WeightStats": ("weight_stats", "sigma/mean(|w|) by layer, the parameter tally, layer-0 heads."),
+    "Dictionaries": ("dictionaries", "Each layer's stream read with the model's own token tables."),
 }
