@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from manim import FadeIn, VGroup
+from manim import DOWN, LEFT, FadeIn, SurroundingRectangle, VGroup
 
 from mechviz.errors import MechvizError
 from mechviz.neurons import require
@@ -32,6 +32,7 @@ class Dictionaries(TraceScene):
     def construct(self) -> None:
         self.section = require(self.trace, "dictionaries")  # one sentence without it
         self.position = self.get_position()
+        self.middle_layer = self.get_middle_layer()
         self.show_title("The model's own dictionaries")
         with self.beat("input"):
             self.show_input()
@@ -95,14 +96,53 @@ class Dictionaries(TraceScene):
         )
         w = self.whole
         box = Box(w.x0, w.x1, self.content.y0, w.y1)  # the note's room, above the caption
-        table = MiddleTable.from_trace(
-            self.trace, self.settings.layer, width=box.width, height=box.height, theme=self.theme
+        layer = self.middle_layer
+        if d.middle_ids.shape[-1] == 0:  # a prompt of the beginning-of-text token alone
+            self.swap(VGroup(self.note, self.left, self.right), None)
+            self.caption("This prompt has no tokens for a middle dictionary (BOS is left out).")
+            return
+        self.depth_note = paragraph(
+            self.depth_text(layer), style.MIN_TEXT, self.theme.muted, max_width=box.width
         )
-        table.move_to(box.center)
+        room = box.height - self.depth_note.height - 0.35
+        table = MiddleTable.from_trace(
+            self.trace, layer, width=box.width, height=room, theme=self.theme
+        )
+        group = VGroup(table, self.depth_note).arrange(DOWN, buff=0.35, aligned_edge=LEFT)
+        group.move_to(box.center)
+        if self.position in table.positions:  # the position the tables read, framed
+            row = table.positions.index(self.position)
+            frame = SurroundingRectangle(
+                VGroup(table.row_labels[row], *table.cells[row], table.numbers[row]),
+                color=self.theme.highlight,
+                buff=0.04,
+                stroke_width=3,
+            )
+            group.add(frame)
         self.middle = table
         old = VGroup(self.note, self.left, self.right)  # (the left may be gone already)
-        self.swap(old, table, run_time=0.6)
+        self.swap(old, group, run_time=0.6)
         self.wait(1.5)
+
+    def get_middle_layer(self) -> int:
+        """The layer the middle dictionary is read after: the settings' ``layer``, else L // 2."""
+        L, layer = self.trace.n_layers, self.settings.layer
+        layer = L // 2 if layer is None else layer
+        if not 0 <= layer < L:
+            raise MechvizError(
+                f"Layer {layer} is out of range; this model has layers 0 to {L - 1}."
+            )
+        return layer
+
+    def depth_text(self, layer: int) -> str:
+        """The closest entry's A at the position: at the embedding, after ``layer``, at the end."""
+        amp = self.section.middle_amp[:, self.position, 0]
+        L = self.trace.n_layers
+        return (
+            f"At {shown(self.token_texts[self.position])}, the closest entry's A: "
+            f"{amp[0]:.2f} at the embedding, {amp[layer + 1]:.2f} after layer {layer}, "
+            f"{amp[L]:.2f} after layer {L - 1}."
+        )
 
     # --- builders ---------------------------------------------------------------------
     def get_position(self) -> int:

@@ -80,6 +80,7 @@ def test_dictionaries_last_frame(tmp_path: Path) -> None:
     dark = style.DARK
     assert (~near(frame, dark.background, 12)).mean() > 0.05, "the frame is almost empty"
     assert near(frame, dark.mlp, 20).sum() > 1500  # the middle dictionary's bars
+    assert near(frame, dark.highlight, 30).sum() > 300  # the frame on the position read
     check_control("Dictionaries", frame)
 
 
@@ -120,6 +121,10 @@ def test_numbers_on_screen_are_the_trace_s(trace, tmp_path: Path) -> None:  # ty
     caption = scene.cues[-1].text
     assert f"{basis} unique tokens" in caption and f"through {d.middle_layers} layers" in caption
     assert f"after layer {middle.layer}" in said(middle.title)
+    amp = d.middle_amp[:, p, 0]
+    depth = said(scene.depth_note).replace("\n", " ")
+    assert f"{amp[0]:.2f} at the embedding, {amp[middle.layer + 1]:.2f} after layer" in depth
+    assert f"{amp[-1]:.2f} after layer {trace.n_layers - 1}." in depth
 
 
 def test_settings_choose_position_layers_and_middle_layer_untied(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -150,7 +155,9 @@ def test_bad_input_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(MechvizError, match="Position 9 is out of range"):
         run_scene(Dictionaries, tmp_path, query=9)  # refused before anything is drawn
     with pytest.raises(MechvizError, match="Layer 99 is out of range"):
-        MiddleTable.from_trace(example_trace(), 99)
+        run_scene(Dictionaries, tmp_path, layer=99)  # refused before anything is drawn
+    with pytest.raises(MechvizError, match="Layer 30 is out of range"):
+        MiddleTable.from_trace(example_trace(), 30)
     with pytest.raises(MechvizError, match="Position -6 is out of range"):
         DictionaryTable.from_trace(example_trace(), "input", -6)
 
