@@ -214,11 +214,17 @@ class LogitAttribution(TraceScene):
         return track
 
     def stack_stops(self, rows: int) -> list[int]:
-        """The half-steps the stack stops at: evenly spaced, and the parts that moved most."""
+        """The half-steps the stack stops at.
+
+        Evenly spaced ones, the three parts that wrote most, and the half-step
+        after which the lens's rank of the answer improved most (in log rank).
+        """
         values = self.fall.values[:rows]
         even = np.linspace(0, rows - 1, max(self.n_stops - 3, 2)).round().astype(int)
         largest = np.argsort(-np.abs(values[1:]), kind="stable")[:3] + 1
-        return sorted({int(i) for i in even} | {int(i) for i in largest})
+        rank = self.track.rank.astype(np.float64)
+        moved = int(np.argmax(np.diff(-np.log10(rank + 1)))) + 1 if rows > 1 else 0
+        return sorted({int(i) for i in even} | {int(i) for i in largest} | {moved})
 
     def get_marker(self, row: int) -> Line:
         """A line across the chart and the track at ``row``."""

@@ -190,6 +190,8 @@ def test_stack_reads_the_lens_at_every_half_step(trace, tmp_path: Path) -> None:
     assert ys == pytest.approx([scene.fall.bars[i].get_center()[1] for i in range(len(rank))])
     running = np.cumsum(a.parts[0, p])
     assert scene.stops[-1] == len(rank) - 1
+    gain = -np.diff(np.log10(np.asarray(rank, dtype=np.float64) + 1))
+    assert int(np.argmax(gain)) + 1 in scene.stops  # the half-step that moved the lens most
     assert len(scene.readouts) == len(scene.stops) >= 4
     for readout in scene.readouts:
         row = readout.row
