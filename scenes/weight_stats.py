@@ -6,9 +6,14 @@ import numpy as np
 from manim import Create
 
 from mechviz.neurons import require
-from mechviz.tokens import readable, shown
 from mechviz.visual.base import TraceScene
-from mechviz.visual.weights import GAUSSIAN, HeadTokens, ParameterTally, RatioPanels
+from mechviz.visual.weights import (
+    GAUSSIAN,
+    HeadTokens,
+    ParameterTally,
+    RatioPanels,
+    token_label,
+)
 
 KINDS = ("along d_model", "across heads")
 
@@ -102,11 +107,11 @@ class WeightStats(TraceScene):
         w, h = self.weights, self.heads.shown_heads[0]
 
         def tok(token_id: int) -> str:
-            return shown(readable(self.trace.token_text(int(token_id))))
+            return token_label(self.trace.token_text(int(token_id)))
 
         text = (
-            f"Head {h}: top query token {tok(w.query_ids[h, 0])!r}, top key token "
-            f"{tok(w.key_ids[h, 0])!r} (no position, no bias)."
+            f"Head {h}: top query token “{tok(w.query_ids[h, 0])}”, top key token "
+            f"“{tok(w.key_ids[h, 0])}” (no position, no bias)."
         )
         group = self.key_group()
         if group > 1:

@@ -159,7 +159,7 @@ def test_numbers_on_screen_are_the_trace_s(trace, tmp_path: Path) -> None:  # ty
     mlp = w.tally_counts[w.tally_names.index("MLP")] / w.total
     assert tally.startswith(f"{w.total:,} parameters: MLP {mlp:.0%}") and "tied" in tally
     q, key = (token_label(trace.token_text(int(ids[0, 0]))) for ids in (w.query_ids, w.key_ids))
-    assert f"top query token {q!r}, top key token {key!r}" in heads
+    assert f"top query token “{q}”, top key token “{key}”" in heads
     assert "Each key list serves 3 heads" in heads  # SmolLM2: 9 heads, 3 KV heads
 
 
