@@ -89,6 +89,7 @@ def with_sections(trace: Trace, loaded: LoadedModel, **sections: Any) -> Trace:
         versus = getattr(section, "versus", None)
         if versus is not None:
             ids.add(int(versus))
+        ids |= set(getattr(section, "middle_prefix", []))
     vocab = dict(trace.vocab)
     vocab.update({i: display_text(loaded.tokenizer, i) for i in sorted(ids - set(vocab))})
     return dataclasses.replace(

@@ -293,12 +293,15 @@ class Dictionaries:
     <v|w> / sqrt(<v|v><w|w>)`` (a cosine); the ``E`` largest are kept with
     their token ids, largest first. ``input`` is ``W_E``, ``output`` is
     ``W_U`` (the same matrix when ``model.tied_embeddings``). ``middle`` is the
-    seed's approximate middle dictionary: each unique token of the prompt run
-    alone (after the beginning-of-text token when the model adds one) through
-    the first ``middle_layers`` layers, its ``resid_post`` there as its entry.
+    seed's approximate middle dictionary: each unique token of the prompt (but
+    a beginning-of-text token) run alone after ``middle_prefix``, a dummy start
+    token as the seed's ``<s>`` (:func:`mechviz.dictionaries.start_prefix`),
+    through the first ``middle_layers`` layers, its ``resid_post`` there as
+    its entry.
     """
 
     middle_layers: int
+    middle_prefix: list[int]  # the start token(s) each middle-dictionary prompt begins with
     input_ids: np.ndarray = _arr("Y", "P", "E", dtype="int")
     input_amp: np.ndarray = _arr("Y", "P", "E")
     output_ids: np.ndarray = _arr("Y", "P", "E", dtype="int")

@@ -612,6 +612,8 @@ def _check_dictionaries(trace: Trace) -> None:
             "normalised amplitudes lie in [-1, 1]",
         )
         _sorted(f"dictionaries.{name}_amp", amp)
+    if any(i >= V for i in d.middle_prefix):
+        raise MechvizError(f"Field 'dictionaries.middle_prefix' holds a token id outside [0, {V}).")
     stray = set(np.unique(d.middle_ids).tolist()) - set(trace.tokens.ids.tolist())
     if stray:
         raise MechvizError(
@@ -780,7 +782,7 @@ def _mentioned_ids(trace: Trace) -> np.ndarray:
         arrays.append(np.asarray([trace.attribution.versus]))
     if trace.dictionaries is not None:
         d = trace.dictionaries
-        arrays += [d.input_ids, d.output_ids, d.middle_ids]
+        arrays += [d.input_ids, d.output_ids, d.middle_ids, np.asarray(d.middle_prefix, int)]
     if trace.similarity is not None:
         arrays.append(trace.similarity.ids)
     if trace.weights is not None:

@@ -179,9 +179,13 @@ def test_middle_dictionary_without_bos() -> None:
     ids = tokenize(loaded, TINY_PROMPT, 64)
     assert int(ids[0]) == char("H")
     d = dictionaries(loaded, record(loaded, ids), top=3, middle_layers=2)
-    assert d.middle_ids[2, 0, 0] == char("H")  # position 0: the context [H] itself
-    assert d.middle_amp[2, 0, 0] == pytest.approx(1.0, abs=1e-5)
+    bos = loaded.tokenizer.bos_token_id
+    assert d.middle_prefix == [bos]  # no <|endoftext|> here: the tokenizer's bos_token
     assert d.middle_ids.shape[-1] == 3
+    bare = dictionaries(loaded, record(loaded, ids), top=3, middle_layers=2, prefix=[])
+    assert bare.middle_prefix == []
+    assert bare.middle_ids[2, 0, 0] == char("H")  # position 0: the context [H] itself
+    assert bare.middle_amp[2, 0, 0] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_dictionaries_refuse_bad_settings(hand: tuple[str, Any, Any]) -> None:
@@ -285,6 +289,9 @@ def test_default_model_sections(default_model, paris) -> None:  # noqa: ANN001
     trace = with_sections(example, default_model, dictionaries=d, similarity=s)
     again = mechviz.Trace.from_dict(trace.to_dict())
     assert again.dictionaries.middle_layers == 3
+    assert again.dictionaries.middle_prefix == [0] and again.vocab[0] == "<|endoftext|>"
+    own = d.middle_ids[3, 1:, 0] == ids[1:]  # after 3 layers, positions but the sink read their own
+    assert own.mean() >= 0.75, d.middle_ids[3, :, 0]
     for i in np.unique(d.middle_ids):
         assert again.vocab[int(i)] in again.tokens.text
     last = d.output_ids[-1, -1]  # the raw last state, before the final norm: 'Paris' first
