@@ -214,3 +214,21 @@ def test_bad_heads_are_refused(trace) -> None:  # type: ignore[no-untyped-def]
         HeadTokens.from_trace(trace, [0, 9], width=13.6, height=5.0)
     block = HeadTokens.from_trace(trace, [4], width=13.6, height=5.0)
     assert block.shown_heads == [4] and "head4" in block.header.text
+
+
+def test_a_tiny_untied_model_draws_legibly(tmp_path: Path) -> None:
+    """Another model: a tiny Mistral, untied, 3 layers, 4 heads in 2 KV groups."""
+    from conftest import make_tiny
+
+    from mechviz.analysis import with_sections
+    from mechviz.weights import weight_stats
+
+    tiny = make_tiny("mistral", full=False)
+    trace = with_sections(tiny.trace, tiny.loaded, weights=weight_stats(tiny.loaded))
+    scene = run_scene(WeightStats, tmp_path, trace=trace, aspect="16:9")
+    check_legible(scene)
+    check_charts(trace, scene.panels)
+    check_tally(trace, scene.tally)
+    check_heads(trace, scene.heads)
+    assert "unembedding W_U" in trace.weights.tally_names and "tied" not in scene.cues[1].text
+    assert "Each key list serves 2 heads" in scene.cues[2].text
