@@ -740,10 +740,14 @@ class TopHeads(VGroup):
         self.names = [f"L{l_}.H{h_}" for l_, h_ in self.order]
         name_w = max(measure(t, SIZE) for t in self.names) + 0.2
         num_w = max(measure(signed(v), SIZE) for v in self.values) + 0.2
-        bar_w = max(width - name_w - 2 * num_w, 1.0)
-        bar_w = min(bar_w, 8.0)
-        scale = bar_w / (2 * max(float(np.abs(self.values).max()), 1e-9))
-        zero = name_w + num_w + bar_w / 2
+        # Zero sits where the largest negative bar ends: each side as long as its largest bar.
+        low = max(float(-self.values.min()), 0.0)
+        high = max(float(self.values.max()), 0.0)
+        left_w = num_w if low > 0 else 0.0  # numbers of negative bars go left of them
+        right_w = num_w if high > 0 else 0.0
+        bar_w = min(max(width - name_w - left_w - right_w, 1.0), 8.0)
+        scale = bar_w / max(low + high, 1e-9)
+        zero = name_w + left_w + low * scale
         self.bars, self.name_labels, self.numbers = VGroup(), VGroup(), VGroup()
         for k, (name, value) in enumerate(zip(self.names, self.values)):
             y = -k * pitch
@@ -768,7 +772,7 @@ class TopHeads(VGroup):
         bottom = -(len(self.values) - 0.5) * pitch
         self.zero_line = Line([zero, bottom, 0], [zero, top, 0], stroke_width=1.5)
         self.zero_line.set_stroke(theme.muted, opacity=0.8)
-        total_w = name_w + 2 * num_w + bar_w
+        total_w = name_w + left_w + bar_w + right_w
         forms = [
             f"the {n} largest of {L * H} heads, by |direct effect|",
             f"{n} largest of {L * H} heads",
