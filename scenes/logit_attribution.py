@@ -36,7 +36,8 @@ class LogitAttribution(TraceScene):
         "versus": "the same split for the logit difference with the versus token",
         "heads": "the attention heads with the largest direct effect, by name",
     }
-    n_stops = 6  # half-steps the "stack" beat stops at (evenly spaced, plus the largest parts)
+    n_stops = 6  # stops of the "stack" beat: n_stops - 3 evenly spaced, the 3 largest parts
+    # (and where the lens moved most); fewer when they coincide
     stop_time = 0.9  # seconds per stop
 
     def construct(self) -> None:
@@ -90,8 +91,7 @@ class LogitAttribution(TraceScene):
 
     # --- beats ------------------------------------------------------------------------
     def show_waterfall(self) -> None:
-        a, p = self.table, self.position
-        after = shown(self.token_texts[p])
+        after = shown(self.token_texts[self.position])
         self.caption(
             f"Each bar: what one part wrote into the logit of {self.answer}, next after {after} "
             "(final norm's scale frozen). The bars add up."
@@ -102,7 +102,6 @@ class LogitAttribution(TraceScene):
         self.swap(None, group, run_time=0.8)
         self.wait(1.5)
         self.figure = group
-        del a
 
     def show_stack(self) -> None:
         fall = self.fall
