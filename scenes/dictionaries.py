@@ -9,7 +9,7 @@ from mechviz.neurons import require
 from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
-from mechviz.visual.dictionaries import ROW_HEIGHT, DictionaryTable, MiddleTable
+from mechviz.visual.dictionaries import ROW_HEIGHT, DictionaryTable, MiddleTable, value_text
 from mechviz.visual.text import paragraph
 
 
@@ -89,18 +89,14 @@ class Dictionaries(TraceScene):
         self.wait(1.0)
 
     def show_middle(self) -> None:
-        d = self.section
-        self.caption(
-            f"A middle dictionary: the prompt's {self.middle_basis()} unique tokens, each run "
-            f"alone through {d.middle_layers} layers."
-        )
-        w = self.whole
-        box = Box(w.x0, w.x1, self.content.y0, w.y1)  # the note's room, above the caption
-        layer = self.middle_layer
-        if d.middle_ids.shape[-1] == 0:  # a prompt of the beginning-of-text token alone
+        if self.section.middle_ids.shape[-1] == 0:  # a prompt of the beginning-of-text token
             self.swap(VGroup(self.note, self.left, self.right), None)
             self.caption("This prompt has no tokens for a middle dictionary (BOS is left out).")
             return
+        self.caption(self.middle_caption())
+        w = self.whole
+        box = Box(w.x0, w.x1, self.content.y0, w.y1)  # the note's room, above the caption
+        layer = self.middle_layer
         self.depth_note = paragraph(
             self.depth_text(layer), style.MIN_TEXT, self.theme.muted, max_width=box.width
         )
@@ -124,6 +120,24 @@ class Dictionaries(TraceScene):
         self.swap(old, group, run_time=0.6)
         self.wait(1.5)
 
+    def middle_caption(self) -> str:
+        """What the middle dictionary is, naming its start token when the caption has room."""
+        d = self.section
+        start = "".join(shown(self.vocab_text(i)) for i in d.middle_prefix)
+        head = f"A middle dictionary: the prompt's {self.middle_basis()} unique tokens, each run"
+        tail = f"through {d.middle_layers} layers."
+        texts = [f"{head} alone after {start} {tail}"] if start else []
+        for text in [*texts, f"{head} alone {tail}"]:
+            fits = paragraph(
+                text,
+                style.BODY_TEXT,
+                max_width=self.frame.width - 2 * style.BUFF,
+                max_lines=self.caption_lines,
+            )
+            if not fits._mv_cut:
+                return text
+        return text
+
     def get_middle_layer(self) -> int:
         """The layer the middle dictionary is read after: the settings' ``layer``, else L // 2."""
         L, layer = self.trace.n_layers, self.settings.layer
@@ -140,8 +154,8 @@ class Dictionaries(TraceScene):
         L = self.trace.n_layers
         return (
             f"At {shown(self.token_texts[self.position])}, the closest entry's A: "
-            f"{amp[0]:.2f} at the embedding, {amp[layer + 1]:.2f} after layer {layer}, "
-            f"{amp[L]:.2f} after layer {L - 1}."
+            f"{value_text(amp[0])} at the embedding, {value_text(amp[layer + 1])} after layer "
+            f"{layer}, {value_text(amp[L])} after layer {L - 1}."
         )
 
     # --- builders ---------------------------------------------------------------------

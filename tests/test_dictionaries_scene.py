@@ -9,7 +9,6 @@ theme, and the tables' tokens, numbers and bars against the trace.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,9 @@ from mechviz.readouts import answer_row
 from mechviz.rendering import render_scene
 from mechviz.scenes.dictionaries import Dictionaries
 from mechviz.tokens import drawable, shown
-from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView
-from mechviz.visual.dictionaries import DictionaryTable, MiddleTable
+from mechviz.visual.dictionaries import DictionaryTable, MiddleTable, value_text
 from mechviz.visual.settings import SceneSettings, example_trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +57,8 @@ def check_table(trace, table, ids: np.ndarray, values: np.ndarray) -> None:  # t
     view = TraceView.of(trace, "dark")
     assert table.k >= 1 and len(table.cells) == len(ids)
     for r, row in enumerate(table.cell_texts):
-        assert table.numbers[r].text == f"{float(values[r, 0]):.2f}"
+        assert table.numbers[r].text == value_text(values[r, 0])
+        assert float(table.numbers[r].text) == pytest.approx(float(values[r, 0]), abs=0.005)
         for c, text in enumerate(row):
             assert says(text, shown(view.vocab_text(int(ids[r, c])))), (r, c, text.text)
             bar, track = table.bars[r][c], table.cells[r][c][0]
@@ -84,13 +83,9 @@ def test_dictionaries_last_frame(tmp_path: Path) -> None:
     check_control("Dictionaries", frame)
 
 
-@pytest.mark.parametrize(
-    "aspect, theme",
-    [(aspect, "dark") for aspect in scene_settings.ASPECTS if aspect != "16:9"]
-    + [("9:16", "light")],
-)
-def test_dictionaries_legible_at_every_aspect(aspect: str, theme: str, tmp_path: Path) -> None:
-    check_legible(run_scene(Dictionaries, tmp_path, aspect=aspect, theme=theme))
+@pytest.mark.parametrize("aspect", ["1:1", "9:16"])  # 16:9, 4:5 and light: in tests below
+def test_dictionaries_legible_at_every_aspect(aspect: str, tmp_path: Path) -> None:
+    check_legible(run_scene(Dictionaries, tmp_path, aspect=aspect))
 
 
 def test_numbers_on_screen_are_the_trace_s(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -120,29 +115,54 @@ def test_numbers_on_screen_are_the_trace_s(trace, tmp_path: Path) -> None:  # ty
     basis = len(set(trace.tokens.ids.tolist()))  # SmolLM2 adds no BOS
     caption = scene.cues[-1].text
     assert f"{basis} unique tokens" in caption and f"through {d.middle_layers} layers" in caption
+    view = TraceView.of(trace, "dark")
+    start = "".join(shown(view.vocab_text(i)) for i in d.middle_prefix)
+    assert d.middle_prefix and f"alone after {start} through" in caption  # 16:9 has the room
     assert f"after layer {middle.layer}" in said(middle.title)
     amp = d.middle_amp[:, p, 0]
     depth = said(scene.depth_note).replace("\n", " ")
-    assert f"{amp[0]:.2f} at the embedding, {amp[middle.layer + 1]:.2f} after layer" in depth
-    assert f"{amp[-1]:.2f} after layer {trace.n_layers - 1}." in depth
+    first, mid = value_text(amp[0]), value_text(amp[middle.layer + 1])
+    assert f"{first} at the embedding, {mid} after layer {middle.layer}," in depth
+    assert f"{value_text(amp[-1])} after layer {trace.n_layers - 1}." in depth
 
 
-def test_settings_choose_position_layers_and_middle_layer_untied(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    untied = dataclasses.replace(
-        trace, model=dataclasses.replace(trace.model, tied_embeddings=False)
-    )
-    scene = run_scene(
-        Dictionaries, tmp_path, trace=untied, query=1, layers=(3, 11), layer=5, beats=("middle",)
-    )
+def test_settings_choose_position_layers_and_middle_layer(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    scene = run_scene(Dictionaries, tmp_path, aspect="4:5", query=1, layers=(3, 11), layer=5)
+    check_legible(scene)
     d, rows = trace.dictionaries, [0, 4, 12, 30]
     assert scene.left.position == 1 and scene.left.lens_rows == rows
     check_table(trace, scene.left, d.input_ids[rows, 1], d.input_amp[rows, 1])
     assert scene.middle.layer == 5
-    # Untied: W_U beside W_E, said so, and no logit lens.
+
+
+def test_untied_tiny_model_shows_w_u_beside_w_e(tmp_path: Path) -> None:
+    from conftest import make_tiny
+
+    from mechviz.analysis import with_sections
+    from mechviz.dictionaries import dictionaries
+
+    tiny = make_tiny("gpt_neox", full=False)  # W_E and W_U apart; one token per character
+    untied = with_sections(
+        tiny.trace, tiny.loaded, dictionaries=dictionaries(tiny.loaded, tiny.rec)
+    )
+    assert not untied.model.tied_embeddings
+    scene = run_scene(Dictionaries, tmp_path, trace=untied, aspect="9:16", theme="light")
+    check_legible(scene)
     assert "untied" in said(scene.note) and scene.right.source == "output"
     assert said(scene.right.title).startswith("output W_U")
-    assert scene.right.lens_rows == rows
-    check_table(trace, scene.right, d.output_ids[rows, 1], d.output_amp[rows, 1])
+    d, rows, p = untied.dictionaries, scene.right.lens_rows, untied.n_positions - 1
+    assert rows == scene.left.lens_rows
+    check_table(untied, scene.left, d.input_ids[rows, p], d.input_amp[rows, p])
+    check_table(untied, scene.right, d.output_ids[rows, p], d.output_amp[rows, p])
+    shown_rows = scene.middle.positions
+    assert len(shown_rows) <= 12 and shown_rows[-1] == p
+    layer = scene.middle.layer
+    check_table(
+        untied,
+        scene.middle,
+        d.middle_ids[layer + 1, shown_rows],
+        d.middle_amp[layer + 1, shown_rows],
+    )
 
 
 def test_bad_input_is_one_sentence(tmp_path: Path) -> None:
@@ -193,3 +213,7 @@ def check_tables(trace, size: tuple[float, float], theme: str) -> None:  # type:
 def test_unknown_source_is_refused(trace) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(MechvizError, match="Unknown dictionary 'mid'"):
         DictionaryTable.from_trace(trace, "mid")
+
+
+def test_values_read_as_recorded_without_a_negative_zero() -> None:
+    assert [value_text(v) for v in (-0.001, -0.02, 0.126, 1.0)] == ["0.00", "-0.02", "0.13", "1.00"]

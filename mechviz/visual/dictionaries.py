@@ -29,7 +29,7 @@ from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.style import Theme
 from mechviz.visual.text import center_on, label, measure, number
 
-__all__ = ["DictionaryTable", "MiddleTable", "dictionary_title"]
+__all__ = ["DictionaryTable", "MiddleTable", "dictionary_title", "value_text"]
 
 ROW_HEIGHT = 0.46  # a table row: MIN_TEXT with room for the bar under it (scene units)
 MIN_CELL = 1.1  # a match's cell: a short token at MIN_TEXT (scene units)
@@ -47,6 +47,12 @@ def dictionary_title(trace: Trace, source: str) -> str:
     if trace.model.tied_embeddings:
         return "W_E = W_U (tied) · cosine A"
     return f"{'input W_E' if source == 'input' else 'output W_U'} · cosine A"
+
+
+def value_text(value: float) -> str:
+    """An amplitude or probability as shown: two decimals, never "-0.00"."""
+    text = f"{float(value):.2f}"
+    return "0.00" if text == "-0.00" else text
 
 
 def _value_width() -> float:
@@ -183,7 +189,7 @@ class _MatchTable(VGroup):
             cells.append(cell)
             texts.append(word)
             bars.append(bar)
-        value = number(f"{float(self.values[r, 0]):.2f}", style.MIN_TEXT, theme.foreground)
+        value = number(value_text(self.values[r, 0]), style.MIN_TEXT, theme.foreground)
         group.add(center_on(value, [self.x_value, y + 0.05, 0]))
         self.numbers.append(value)
         self.cells.append(cells)
@@ -324,12 +330,21 @@ class MiddleTable(_MatchTable):
         width: float | None = None,
         height: float | None = None,
         theme: Theme | str | None = None,
+        max_rows: int = 12,
     ) -> MiddleTable:
         """The middle dictionary's matches of every position after ``layer`` (default: L // 2).
 
+        Args:
+            trace: A Trace with ``dictionaries``, or its path.
+            layer: The layer read after (default: the middle one, ``L // 2``).
+            width: Room's width in scene units (default: the frame less margins).
+            height: Room's height in scene units (default: the frame less margins).
+            theme: A Theme or its name (default: the current render's).
+            max_rows: Positions shown at most (the last ones).
+
         Returns:
-            The table, centred on the origin. A short room keeps the last positions
-            and says "last N of P positions".
+            The table, centred on the origin. A long prompt or a short room keeps
+            the last positions and says "last N of P positions".
 
         """
         view = TraceView.of(trace, theme)
@@ -343,7 +358,7 @@ class MiddleTable(_MatchTable):
             )
         w, h = room(width, height)
         P = trace.n_positions
-        fit = max(1, int(h // ROW_HEIGHT) - 2)
+        fit = max(1, min(max_rows, int(h // ROW_HEIGHT) - 2))
         positions = list(range(P))[-fit:]
         note = f"last {len(positions)} of {P} positions" if len(positions) < P else ""
         texts = [shown(view.token_texts[p]) for p in positions]
