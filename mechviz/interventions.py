@@ -165,7 +165,7 @@ def patterns_of(
 
 # --- activation patching ---------------------------------------------------------------------
 
-PATCH_BATCH = 64  # patched runs per forward pass
+KINDS = ("resid", "heads", "mlp")
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,7 @@ class PatchResult:
     each ``{l}_post``) and position ``p`` written into the corrupt run;
     ``heads[l, h]``: head ``h`` of layer ``l``'s clean output ``z_h`` at every
     position; ``mlp[l]``: layer ``l``'s clean MLP output at every position.
+    Kinds not asked for are NaN.
     """
 
     answer: int
@@ -197,12 +198,19 @@ def patch(
     *,
     answer: int | None = None,
     wrong: int | None = None,
-    batch: int = PATCH_BATCH,
+    kinds: Sequence[str] = KINDS,
 ) -> PatchResult:
     """Activation patching of ``clean_ids`` into ``corrupt_ids`` at every site (module doc).
 
     ``answer`` defaults to the clean run's top-1 at the last position, ``wrong``
     to the corrupt run's (its second when that is the answer too).
+
+    The runs are batched by the layer where their patch enters: every site of
+    layer ``l`` (the residual entering it at each position, its heads, its MLP)
+    is one row of one forward pass, whose layers before ``l`` are not run but
+    return the corrupt run's recorded outputs (they would compute exactly
+    those). So the whole of patching costs ``L + 1`` passes of a few rows, each
+    over fewer layers than the last.
     """
     from mechviz.tracing import record
 
@@ -211,8 +219,11 @@ def patch(
             f"The clean prompt is {_tokens(len(clean_ids))} long and the corrupt prompt "
             f"{_tokens(len(corrupt_ids))}; patching needs the same number of tokens."
         )
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be some of {KINDS}; got {tuple(kinds)}")
     clean = record(loaded, clean_ids)
-    corrupt = record(loaded, corrupt_ids)
+    corrupt, cached = _record_layers(loaded, corrupt_ids)
     if answer is None:
         answer = int(clean.logits[-1].argmax())
     if wrong is None:
@@ -233,106 +244,126 @@ def patch(
         )
     L, P = loaded.adapter.n_layers, len(clean_ids)
     H = clean.attentions[0].shape[0]
-    sites = [("resid", y, p) for y in range(L + 1) for p in range(P)]
-    sites += [("head", layer, h) for layer in range(L) for h in range(H)]
-    sites += [("mlp", layer, 0) for layer in range(L)]
+    resid = torch.full((L + 1, P), float("nan"), dtype=torch.float64)
+    heads = torch.full((L, H), float("nan"), dtype=torch.float64)
+    mlp = torch.full((L,), float("nan"), dtype=torch.float64)
     clean_z = [z.view(P, H, -1) for z in clean.attn_z]
     clean_rows = [clean.resid_pre[0]] + list(clean.resid_post)  # [L + 1] x [P, D]
-    out = torch.empty(len(sites), dtype=torch.float64)
-    passes = 0
     device = loaded.adapter.embed.weight.device
-    for start in range(0, len(sites), batch):
-        chunk = sites[start : start + batch]
-        logits = _patched_run(
-            loaded, corrupt_ids.to(device), chunk, clean_rows, clean_z, clean.mlp_out
+    ids = corrupt_ids.to(device)
+    runs = passes = 0
+    for layer in range(L + 1):  # the patch enters layer `layer` (L: the final residual)
+        sites = [("resid", layer, p) for p in range(P)] if "resid" in kinds else []
+        if layer < L:
+            sites += [("head", layer, h) for h in range(H)] if "heads" in kinds else []
+            sites += [("mlp", layer, 0)] if "mlp" in kinds else []
+        if not sites:
+            continue
+        out = diff(
+            _patched_run(loaded, ids, sites, clean_rows, clean_z, clean.mlp_out, layer, cached)
         )
-        out[start : start + len(chunk)] = diff(logits)
+        for (kind, _, i), value in zip(sites, out):
+            if kind == "resid":
+                resid[layer, i] = value
+            elif kind == "head":
+                heads[layer, i] = value
+            else:
+                mlp[layer] = value
+        runs += len(sites)
         passes += 1
-    norm = (out - corrupt_diff) / (clean_diff - corrupt_diff)
-    n_resid, n_heads = (L + 1) * P, L * H
+
+    def norm(values: torch.Tensor) -> torch.Tensor:
+        return ((values - corrupt_diff) / (clean_diff - corrupt_diff)).float()
+
     return PatchResult(
         answer=answer,
         wrong=wrong,
         clean_diff=clean_diff,
         corrupt_diff=corrupt_diff,
-        resid=norm[:n_resid].view(L + 1, P).float(),
-        heads=norm[n_resid : n_resid + n_heads].view(L, H).float(),
-        mlp=norm[n_resid + n_heads :].float(),
-        runs=len(sites),
+        resid=norm(resid),
+        heads=norm(heads),
+        mlp=norm(mlp),
+        runs=runs,
         passes=passes,
     )
 
 
+def _record_layers(loaded: LoadedModel, ids: torch.Tensor):  # type: ignore[no-untyped-def]
+    """:func:`mechviz.tracing.record` of ``ids``, and each layer's output as the model made it."""
+    from mechviz.tracing import record
+
+    outputs: list[torch.Tensor] = []
+    handles = [
+        block.register_forward_hook(lambda m, a, o: outputs.append(o))
+        for block in loaded.adapter.layers
+    ]
+    try:
+        rec = record(loaded, ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return rec, outputs
+
+
 @torch.no_grad()
-def _patched_run(loaded, ids, sites, clean_rows, clean_z, clean_mlp) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """One batched forward pass of the corrupt prompt, row ``i`` patched at ``sites[i]``."""
+def _patched_run(loaded, ids, sites, clean_rows, clean_z, clean_mlp, start, cached) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """One batched forward pass of the corrupt prompt, row ``i`` patched at ``sites[i]``.
+
+    Every site enters at layer ``start``; layers before it return ``cached``
+    (the corrupt run's outputs) instead of computing them, the last of them
+    with the residual rows patched. Returns the last position's logits ``[n, V]``.
+    """
     adapter = loaded.adapter
     n = len(sites)
-    handles = []
-    resid: dict[int, list[tuple[int, int]]] = {}
-    heads: dict[int, list[tuple[int, int]]] = {}
-    mlps: dict[int, list[int]] = {}
-    for row, (kind, a, b) in enumerate(sites):
-        if kind == "resid":
-            resid.setdefault(a, []).append((row, b))
-        elif kind == "head":
-            heads.setdefault(a, []).append((row, b))
-        else:
-            mlps.setdefault(a, []).append(row)
+    resid = [(row, p) for row, (kind, _, p) in enumerate(sites) if kind == "resid"]
+    heads = [(row, h) for row, (kind, _, h) in enumerate(sites) if kind == "head"]
+    mlps = [row for row, (kind, _, _) in enumerate(sites) if kind == "mlp"]
 
-    def set_rows(
-        tensor: torch.Tensor, pairs: list[tuple[int, int]], source: torch.Tensor
-    ) -> torch.Tensor:
-        tensor = tensor.clone()
-        rows = torch.tensor([r for r, _ in pairs])
-        pos = torch.tensor([p for _, p in pairs])
-        tensor[rows, pos] = source[pos].to(tensor)
+    def patched(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.expand(n, *tensor.shape[1:]).clone()
+        if resid:
+            rows = torch.tensor([r for r, _ in resid])
+            pos = torch.tensor([p for _, p in resid])
+            tensor[rows, pos] = clean_rows[start][pos].to(tensor)
         return tensor
 
-    def replace(output, fn):  # type: ignore[no-untyped-def]
-        if isinstance(output, tuple):
-            return (fn(output[0]), *output[1:])
-        return fn(output)
+    handles = []
+    skipped = list(adapter.layers)[:start]
+    for j, block in enumerate(skipped):
+        last = j == start - 1
+        block.forward = (  # type: ignore[method-assign]
+            lambda *a, out=cached[j], last=last, **k: (
+                patched(out) if last else out.expand(n, *out.shape[1:])
+            )
+        )
+    if start == 0 and resid:  # the stream entering layer 0: its input
 
-    if 0 in resid:  # the stream entering layer 0
-
-        def pre(module, args, kwargs, pairs=resid[0]):  # type: ignore[no-untyped-def]
+        def pre(module, args, kwargs):  # type: ignore[no-untyped-def]
             if args:
-                return (set_rows(args[0], pairs, clean_rows[0]), *args[1:]), kwargs
-            kwargs["hidden_states"] = set_rows(kwargs["hidden_states"], pairs, clean_rows[0])
+                return (patched(args[0]), *args[1:]), kwargs
+            kwargs["hidden_states"] = patched(kwargs["hidden_states"])
             return args, kwargs
 
         handles.append(adapter.layers[0].register_forward_pre_hook(pre, with_kwargs=True))
-    for y, pairs in resid.items():
-        if y == 0:
-            continue
-        handles.append(
-            adapter.layers[y - 1].register_forward_hook(
-                lambda m, a, o, pairs=pairs, src=clean_rows[y]: replace(
-                    o, lambda t: set_rows(t, pairs, src)
-                )
+    if mlps and start < adapter.n_layers:
+        index = torch.tensor(mlps)
+        source = clean_mlp[start]
+
+        def put(m, a, o):  # type: ignore[no-untyped-def]
+            t = (o[0] if isinstance(o, tuple) else o).clone()
+            t[index] = source.to(t)
+            return (t, *o[1:]) if isinstance(o, tuple) else t
+
+        handles.append(adapter.mlp_out_module(start).register_forward_hook(put))
+    patch_z = None
+    if heads:
+        patch_z = {
+            start: (
+                torch.tensor([r for r, _ in heads]),
+                torch.stack([clean_z[start][:, h] for _, h in heads]),
+                torch.tensor([h for _, h in heads]),
             )
-        )
-    for layer, rows in mlps.items():
-        index = torch.tensor(rows)
-
-        def mlp_hook(m, a, o, index=index, src=clean_mlp[layer]):  # type: ignore[no-untyped-def]
-            def put(t: torch.Tensor) -> torch.Tensor:
-                t = t.clone()
-                t[index] = src.to(t)
-                return t
-
-            return replace(o, put)
-
-        handles.append(adapter.mlp_out_module(layer).register_forward_hook(mlp_hook))
-    patch_z = {
-        layer: (
-            torch.tensor([r for r, _ in pairs]),
-            torch.stack([clean_z[layer][:, h] for _, h in pairs]),
-            torch.tensor([h for _, h in pairs]),
-        )
-        for layer, pairs in heads.items()
-    }
+        }
     token = _PATCH_Z.set(patch_z)
     try:
         with intervening(loaded, None):
@@ -341,99 +372,9 @@ def _patched_run(loaded, ids, sites, clean_rows, clean_z, clean_mlp) -> torch.Te
         _PATCH_Z.reset(token)
         for handle in handles:
             handle.remove()
+        for block in skipped:
+            del block.forward  # the class's forward again
     return out.logits[:, -1].float()
-
-
-# --- traces of changed runs ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Changes:
-    """What the user asked to change, as written (``"5.3"``, ``"7.*"``), before parsing."""
-
-    ablate: tuple[str, ...] = ()
-    ablate_mlp: tuple[int | str, ...] = ()
-    mode: str = "zero"
-    freeze: tuple[str, ...] = ()
-    freeze_from: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not (self.ablate or self.ablate_mlp or self.freeze)
-
-    def check(self) -> None:
-        """What can be checked without the model: the mode, and freeze with freeze_from."""
-        check_mode(self.mode)
-        if self.freeze and self.freeze_from is None:
-            raise MechvizError(
-                "--freeze needs --freeze-from: the prompt whose attention patterns the heads keep."
-            )
-        if self.freeze_from is not None and not self.freeze:
-            raise MechvizError("--freeze-from needs --freeze: the heads whose patterns to fix.")
-
-
-def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes):  # type: ignore[no-untyped-def]
-    """Trace ``prompt`` with ``changes`` applied; the ``interventions`` section says what they were.
-
-    With no changes this is :func:`mechviz.tracing.trace_prompt`, unchanged.
-    """
-    import dataclasses
-
-    from mechviz.schema import Interventions
-    from mechviz.tokens import display_text
-    from mechviz.tracing import _np, build_trace, lens_statistics, record, tokenize, trace_prompt
-
-    changes.check()
-    if changes.empty:
-        return trace_prompt(loaded, prompt, options)
-    options.check()
-    adapter = loaded.adapter
-    L = adapter.n_layers
-    H = loaded.model.config.num_attention_heads
-    ablate = parse_heads(changes.ablate, L, H, "--ablate")
-    freeze = parse_heads(changes.freeze, L, H, "--freeze")
-    mlps = parse_layers(changes.ablate_mlp, L)
-    ids = tokenize(loaded, prompt, options.max_tokens)
-    patterns: dict[tuple[int, int], torch.Tensor] = {}
-    if freeze:
-        other = tokenize(loaded, changes.freeze_from, options.max_tokens)
-        if len(other) != len(ids):
-            raise MechvizError(
-                f"--freeze-from has {_tokens(len(other))} but the prompt has {_tokens(len(ids))}; "
-                "a frozen "
-                "attention pattern needs prompts of the same length in tokens."
-            )
-        patterns = patterns_of(loaded, other, freeze)
-    before = record(loaded, ids)
-    with intervening(
-        loaded, Plan(ablate=ablate, ablate_mlp=mlps, mode=changes.mode, freeze_patterns=patterns)
-    ):
-        rec = record(loaded, ids)
-    trace = build_trace(loaded, prompt, rec, options)
-    k = options.top_k
-    stats = lens_statistics(adapter, before.boundaries()[0::2, -1:], before.logits[-1:], k)
-    top = before.logits[-1].float().softmax(-1).double().topk(k)
-    section = Interventions(
-        mode=changes.mode,
-        ablate=[f"{a}.{b}" for a, b in ablate],
-        ablate_mlp=list(mlps),
-        freeze=[f"{a}.{b}" for a, b in freeze],
-        freeze_from=changes.freeze_from if freeze else None,
-        before_lens_ids=_np(stats["top_ids"][:, 0]),
-        before_lens_probs=_np(stats["top_probs"][:, 0]),
-        before_output_ids=_np(top.indices),
-        before_output_probs=_np(top.values.float()),
-    )
-    vocab = dict(trace.vocab)
-    for i in set(section.before_lens_ids.ravel().tolist()) | set(
-        section.before_output_ids.tolist()
-    ):
-        vocab.setdefault(int(i), display_text(loaded.tokenizer, int(i)))
-    return dataclasses.replace(trace, vocab=dict(sorted(vocab.items())), interventions=section)
-
-
-def _tokens(n: int) -> str:
-    return f"{n} token" if n == 1 else f"{n} tokens"
 
 
 def patching_trace(  # type: ignore[no-untyped-def]
@@ -480,3 +421,7 @@ def patching_trace(  # type: ignore[no-untyped-def]
     for i in set(corrupt_ids.tolist()) | {result.answer, result.wrong}:
         vocab.setdefault(int(i), display_text(loaded.tokenizer, int(i)))
     return dataclasses.replace(trace, vocab=dict(sorted(vocab.items())), patching=section)
+
+
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"

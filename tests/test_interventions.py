@@ -98,7 +98,7 @@ def test_every_head_ablated_leaves_embedding_and_mlp_paths(family: str) -> None:
 
 def test_patching_restores_the_clean_run(tiny: Tiny) -> None:
     corrupt = _corrupt(tiny.ids)
-    result = patch(tiny.loaded, tiny.ids, corrupt, batch=37)
+    result = patch(tiny.loaded, tiny.ids, corrupt)
     L, P, H = tiny.trace.n_layers, len(tiny.ids), tiny.trace.model.n_heads
     assert result.resid.shape == (L + 1, P) and result.heads.shape == (L, H)
     assert result.mlp.shape == (L,) and result.runs == (L + 1) * P + L * H + L
@@ -137,3 +137,71 @@ def test_the_attention_implementation_is_restored_after_an_error(family: str) ->
     with pytest.raises(RuntimeError), intervening(tiny.loaded, Plan()):
         raise RuntimeError("boom")
     assert tiny.loaded.model.config._attn_implementation == "eager"
+
+
+def _reference_logits(
+    tiny: Tiny, corrupt: torch.Tensor, kind: str, layer: int, index: int
+) -> torch.Tensor:
+    """One patched run the plain way: a full forward pass of the corrupt prompt with one hook."""
+    loaded, clean = tiny.loaded, tiny.rec
+    H = tiny.trace.model.n_heads
+    adapter = loaded.adapter
+    if kind == "resid" and layer == 0:
+
+        def pre(m, args, kwargs):  # type: ignore[no-untyped-def]
+            x = args[0].clone()
+            x[0, index] = clean.resid_pre[0][index]
+            return (x, *args[1:]), kwargs
+
+        handle = adapter.layers[0].register_forward_pre_hook(pre, with_kwargs=True)
+    elif kind == "resid":
+
+        def post(m, a, o):  # type: ignore[no-untyped-def]
+            x = o.clone()
+            x[0, index] = clean.resid_post[layer - 1][index]
+            return x
+
+        handle = adapter.layers[layer - 1].register_forward_hook(post)
+    elif kind == "mlp":
+        handle = adapter.mlp_out_module(layer).register_forward_hook(
+            lambda m, a, o: clean.mlp_out[layer][None].to(o)
+        )
+    else:
+        d = clean.attn_z[layer].shape[-1] // H
+
+        def z_pre(m, args, kwargs):  # type: ignore[no-untyped-def]
+            z = (args[0] if args else next(iter(kwargs.values()))).clone()
+            z[0, :, index * d : (index + 1) * d] = clean.attn_z[layer][
+                :, index * d : (index + 1) * d
+            ]
+            return ((z, *args[1:]), kwargs) if args else ((), {next(iter(kwargs)): z})
+
+        handle = adapter.attn_proj_module(layer).register_forward_pre_hook(z_pre, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            return loaded.model(corrupt[None], use_cache=False).logits[0, -1].double()
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
+def test_batched_patching_equals_one_plain_run_per_site(family: str) -> None:
+    """Skipping the layers before a site (their recorded outputs) changes no number."""
+    tiny = make_tiny(family)
+    corrupt = _corrupt(tiny.ids)
+    result = patch(tiny.loaded, tiny.ids, corrupt)
+    a, w = result.answer, result.wrong
+    L, P = tiny.trace.n_layers, len(tiny.ids)
+    for kind, layer, index, got in [
+        ("resid", 0, 2, result.resid[0, 2]),
+        ("resid", 1, 5, result.resid[1, 5]),
+        ("resid", L - 1, P - 1, result.resid[L - 1, P - 1]),
+        ("head", 1, 1, result.heads[1, 1]),
+        ("head", L - 1, 0, result.heads[L - 1, 0]),
+        ("mlp", 0, 0, result.mlp[0]),
+        ("mlp", L - 1, 0, result.mlp[L - 1]),
+    ]:
+        logits = _reference_logits(tiny, corrupt, kind, layer, index)
+        d = float(logits[a] - logits[w])
+        want = (d - result.corrupt_diff) / (result.clean_diff - result.corrupt_diff)
+        assert float(got) == pytest.approx(want, abs=1e-4), (kind, layer, index)
