@@ -40,6 +40,17 @@ EXAMPLES = {
     "NeuronRow": "NeuronRow.from_trace(trace, layer=29)",
     "LayerCounts": "LayerCounts.from_trace(trace, layer=12)",
     "ActivationLegend": "ActivationLegend.from_trace(trace)",
+    "LogitWaterfall": "LogitWaterfall.from_trace(trace)",
+    "LensTrack": "LensTrack.from_trace(trace)",
+    "TopHeads": "TopHeads.from_trace(trace)",
+    "DictionaryTable": "DictionaryTable.from_trace(trace, 'input')",
+    "MiddleTable": "MiddleTable.from_trace(trace)",
+    "WordMatrix": "WordMatrix.from_trace(trace)",
+    "PairList": "PairList.from_trace(trace)",
+    "ShareBars": "ShareBars.from_trace(trace)",
+    "RatioPanels": "RatioPanels.from_trace(trace)",
+    "ParameterTally": "ParameterTally.from_trace(trace)",
+    "HeadTokens": "HeadTokens.from_trace(trace)",
 }
 RENDER_EXAMPLE = 'mechviz.render("Attention", trace, format="png", beats=["grid"])'
 

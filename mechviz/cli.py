@@ -373,20 +373,29 @@ def scene_options(func):  # type: ignore[no-untyped-def]
         click.option(
             "--captions", is_flag=True, help="Also write an SRT beside the video: one cue per beat."
         ),
-        click.option("--layer", type=int, default=None, help="Attention: the layer to show."),
+        click.option(
+            "--layer",
+            type=int,
+            default=None,
+            help="Attention: the layer to show. Dictionaries: the layer the middle dictionary "
+            "is read after [default: the middle one].",
+        ),
         click.option("--head", type=int, default=None, help="Attention: the head to show."),
         click.option(
             "--query",
             type=int,
             default=None,
-            help="Attention: the query position whose arcs are drawn [default: last].",
+            help="Attention: the query position whose arcs are drawn. LogitAttribution: the "
+            "position whose prediction is split. Dictionaries: the position read [default: "
+            "last].",
         ),
         click.option(
             "--layers",
             default=None,
             metavar="L1,L2",
             help="Unembedding: lens-table layers (the embedding, the last layer and "
-            "the answer's layer are always shown). Neurons: the layers paged through.",
+            "the answer's layer are always shown). Neurons: the layers paged through. "
+            "Dictionaries: the tables' layers.",
         ),
         click.option(
             "--width",
@@ -408,14 +417,14 @@ def scene_options(func):  # type: ignore[no-untyped-def]
 
 
 SCENE_ONLY = {
-    "layer": ("Attention",),
+    "layer": ("Attention", "Dictionaries"),
     "head": ("Attention",),
-    "query": ("Attention",),
-    "layers": ("Unembedding", "Neurons"),
+    "query": ("Attention", "LogitAttribution", "Dictionaries"),
+    "layers": ("Unembedding", "Neurons", "Dictionaries"),
     "width": ("WholeModel",),
     "cmap": ("WholeModel",),
 }
-# Trace sections a scene needs (schema 4): checked before any scene is rendered.
+# Trace sections a scene needs: checked before any scene is rendered.
 SCENE_NEEDS = {
     "WholeModel": ("whole",),
     "Neurons": ("neurons",),

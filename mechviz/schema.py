@@ -336,7 +336,10 @@ class Weights:
     ``ratio_names`` (W_Q, W_K, W_V, W_O) of layer ``l``, averaged over its
     vectors that run along the model dimension (length ``d_model``);
     ``ratio_heads`` over its vectors that cut across the heads (length
-    ``n_heads * d_head``). A zero-centred Gaussian gives sqrt(pi / 2) = 1.2533.
+    ``n_heads * d_head``; ``n_kv_heads * d_head`` for W_K and W_V under
+    grouped-query attention). sigma is the population standard deviation
+    around the vector's own mean (:func:`mechviz.weights.ratio`). A zero-centred
+    Gaussian gives sqrt(pi / 2) = 1.2533.
 
     ``tally_counts`` counts the parameters of each component of
     ``tally_names``; they add up to ``total``, the model's parameter count

@@ -45,6 +45,17 @@ _LAZY = {
     "NeuronRow": "mechviz.visual.neurons",
     "LayerCounts": "mechviz.visual.neurons",
     "ActivationLegend": "mechviz.visual.neurons",
+    "LogitWaterfall": "mechviz.visual.attribution",
+    "LensTrack": "mechviz.visual.attribution",
+    "TopHeads": "mechviz.visual.attribution",
+    "DictionaryTable": "mechviz.visual.dictionaries",
+    "MiddleTable": "mechviz.visual.dictionaries",
+    "WordMatrix": "mechviz.visual.similarity",
+    "PairList": "mechviz.visual.similarity",
+    "ShareBars": "mechviz.visual.similarity",
+    "RatioPanels": "mechviz.visual.weights",
+    "ParameterTally": "mechviz.visual.weights",
+    "HeadTokens": "mechviz.visual.weights",
 }
 
 __all__ = sorted(_LAZY)

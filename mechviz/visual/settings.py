@@ -35,9 +35,14 @@ class SceneSettings:
         other: Compare: the second trace, of a prompt with as many tokens (default:
             the example of an ablated run).
         layer, head: Attention: the head to show (default: chosen by the scene's rule).
-        query: Attention: the query position whose arcs are drawn (default: the last).
+            Dictionaries: ``layer`` is the layer the middle dictionary is read
+            after (default: the middle one).
+        query: Attention: the query position whose arcs are drawn; LogitAttribution:
+            the position whose prediction is split; Dictionaries: the position
+            read (default: the last).
         layers: Unembedding: the layers of the lens table (default: chosen, always
-            holding the embedding, the last layer and where the answer becomes top-1).
+            holding the embedding, the last layer and where the answer becomes top-1);
+            Neurons: the layers paged through; Dictionaries: the tables' layers.
         aspect: ``"16:9"``, ``"1:1"``, ``"4:5"`` or ``"9:16"``; the layout follows it.
         theme: ``"dark"`` or ``"light"``.
         transparent: Draw no background (PNG with alpha, MOV/WebM with alpha).
@@ -98,10 +103,10 @@ class SceneSettings:
 ENVIRONMENT = {
     "MECHVIZ_TRACE": ("trace", "trace file to draw"),
     "MECHVIZ_OTHER": ("other", "Compare: the second trace file"),
-    "MECHVIZ_LAYER": ("layer", "Attention: layer"),
+    "MECHVIZ_LAYER": ("layer", "Attention: layer; Dictionaries: middle-dictionary layer"),
     "MECHVIZ_HEAD": ("head", "Attention: head"),
-    "MECHVIZ_QUERY": ("query", "Attention: query position"),
-    "MECHVIZ_LAYERS": ("layers", "Unembedding: lens-table layers, e.g. 0,5,29"),
+    "MECHVIZ_QUERY": ("query", "Attention, LogitAttribution, Dictionaries: position"),
+    "MECHVIZ_LAYERS": ("layers", "Unembedding, Neurons, Dictionaries: layers, e.g. 0,5,29"),
     "MECHVIZ_ASPECT": ("aspect", "16:9, 1:1, 4:5 or 9:16"),
     "MECHVIZ_THEME": ("theme", "dark or light"),
     "MECHVIZ_TRANSPARENT": ("transparent", "1 for no background (also manim -t)"),
