@@ -36,6 +36,7 @@ class Plan:
     slot: Box
     together: bool
     pitch: float
+    groups: tuple[tuple[str, ...], ...] = (KINDS,)
 
 
 class Patching(TraceScene):
@@ -154,7 +155,7 @@ class Patching(TraceScene):
                 self.swap(None, self.legend, run_time=0.4)
         maps = self.get_maps(kind)
         old = getattr(self, "maps", None)
-        if old is not None and not plan.together:
+        if old is not None and old is not maps:
             self.swap(old, None, run_time=0.4)
         self.maps = maps
         parts = [maps.panels[kind]] + ([maps.axis] if kind == maps.kinds[0] else [])
@@ -170,13 +171,15 @@ class Patching(TraceScene):
     def show_summary(self) -> None:
         self.caption(self.captions()["summary"])
         slot = self.plan.slot
-        self.site_list = SiteList(self.sites, self.theme, slot.width, slot.height)
+        self.site_list = SiteList(
+            self.sites, self.theme, slot.width, slot.height, prefer=self.maps.kinds
+        )
         if len(self.site_list):
             self.site_list.move_to(slot.center).align_to([0, slot.y1, 0], UP)
         self.swap(self.small if len(self.small) else None, self.site_list, run_time=0.6)
-        self.frames = VGroup(
-            *(self.frame_of(s) for s in self.site_list.sites if s.kind in self.maps.kinds)
-        )
+        firsts = {s.kind: s for s in reversed(self.sites) if s.value >= 0}  # each kind's best
+        framed = [s for s in self.sites if s in self.site_list.sites or s in firsts.values()]
+        self.frames = VGroup(*(self.frame_of(s) for s in framed if s.kind in self.maps.kinds))
         if len(self.frames):
             self.play(*(Create(f) for f in self.frames), run_time=0.8)
         self.wait(self.hold_time)
@@ -194,12 +197,13 @@ class Patching(TraceScene):
         return self.maps.frame_site(site, color)
 
     def get_maps(self, kind: str) -> PatchingMaps:
-        """The maps that hold ``kind``: every kind side by side, or ``kind`` alone."""
+        """The maps of the plan's group that holds ``kind`` (made once per group)."""
         plan = self.plan
-        if plan.together and getattr(self, "maps", None) is not None:
-            return self.maps
-        kinds = KINDS if plan.together else (kind,)
-        layout = PatchingMaps.fit(self.trace, kinds, plan.maps.width, plan.maps.height)
+        group = next(g for g in plan.groups if kind in g)
+        old = getattr(self, "maps", None)
+        if old is not None and old.kinds == group:
+            return old
+        layout = PatchingMaps.fit(self.trace, group, plan.maps.width, plan.maps.height)
         maps = PatchingMaps(self.view(), layout)
         maps.move_to(plan.maps.center)
         return maps
@@ -220,7 +224,10 @@ class Patching(TraceScene):
             sides = ["below"]
         for side in sides:
             if side == "right":
-                side_w = min(5.4, max(3.0, 0.4 * box.width))
+                share = (
+                    0.4 if self.frame.width > 1.3 * self.frame.height else 0.36
+                )  # square: maps need width
+                side_w = min(5.4, max(2.6, share * box.width))
                 maps = Box(box.x0, box.x1 - side_w - 0.4, box.y0, box.y1)
                 legend = PatchingLegend(self.trace, self.theme, side_w)
                 legend_box = Box(maps.x1 + 0.4, box.x1, box.y1 - legend.height, box.y1)
@@ -240,8 +247,11 @@ class Patching(TraceScene):
             if together.fits:
                 score = (together.pitch >= GOOD_PITCH, together.pitch)
                 plans.append((score, Plan(maps, legend_box, slot, True, together.pitch)))
-            turns = min(self.fit((k,), maps).pitch for k in KINDS)
-            plans.append(((False, turns), Plan(maps, legend_box, slot, False, turns)))
+            groups: tuple[tuple[str, ...], ...] = (("resid",), ("heads", "mlp"))
+            if not self.fit(groups[1], maps).fits:
+                groups = tuple((k,) for k in KINDS)
+            turns = min(self.fit(g, maps).pitch for g in groups)
+            plans.append(((False, turns), Plan(maps, legend_box, slot, False, turns, groups)))
         return max(plans, key=lambda p: p[0])[1]
 
     def fit(self, kinds: tuple[str, ...], box: Box) -> MapsLayout:

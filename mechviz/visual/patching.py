@@ -35,7 +35,7 @@ KINDS = ("resid", "heads", "mlp")
 TITLES = {"resid": "stream", "heads": "heads", "mlp": "MLP"}
 SCALE = 1.0  # the colour runs -1 .. 1 and stops there; the numbers keep their value
 LABEL_PITCH = 0.34  # rows closer than this get a label every few rows (MIN_TEXT + margin)
-MIN_COL = 0.25  # a column narrower than this cannot hold a digit or a turned label
+MIN_COL = 0.24  # a column narrower than this cannot hold a digit or a turned label
 MAX_COL = 1.2  # wider cells add nothing but emptiness
 MAX_PITCH = 0.5
 PANEL_GAP = 0.3
@@ -243,9 +243,10 @@ class PatchingMaps(Group):
         self.view, self.layout, self.kinds = view, layout, layout.kinds
         trace = view.trace
         self.n_slots = trace.n_layers + 1
+        self.first_slot = 0 if "resid" in self.kinds else 1  # the embedding is the stream's
         texts = column_texts(trace)
         swapped = set(differing(trace))
-        grid_h = layout.pitch * self.n_slots
+        grid_h = layout.pitch * (self.n_slots - self.first_slot)
         top = (layout.col_h + TITLE_H + grid_h + layout.note_h) / 2 - layout.col_h - TITLE_H
         total_w = layout.label_w + sum(layout.widths[k] for k in self.kinds)
         total_w += PANEL_GAP * (len(self.kinds) - 1)
@@ -318,8 +319,8 @@ class PatchingMaps(Group):
             kind_values(trace, kind)  # an unknown kind: one sentence
         L = trace.n_layers
         cols = {k: kind_values(trace, k).shape[1] for k in kinds}
-        names = ["embed"] + [str(layer) for layer in range(L)]
-        label_w = max(measure(n, style.MIN_TEXT) for n in names) + 0.15
+        names = ["embed"] * ("resid" in kinds) + [str(layer) for layer in range(L)]
+        label_w = max(measure(n, style.MIN_TEXT) for n in [*names, "layer"]) + 0.15
         avail = width - label_w - PANEL_GAP * (len(kinds) - 1)
         minimum = {k: measure(TITLES[k], style.MIN_TEXT) + 0.05 for k in kinds}
         cell = MAX_COL
@@ -339,7 +340,7 @@ class PatchingMaps(Group):
             upright[kind] = longest <= widths[kind] / cols[kind] * 0.92
             if kind in texts:
                 col_h = max(col_h, 0.4 if upright[kind] else min(MAX_TURNED, longest) + 0.12)
-        slots = L + 1
+        slots = L + 1 if "resid" in kinds else L
         note_h = 0.0
         pitch = min(MAX_PITCH, (height - col_h - TITLE_H) / slots)
         if pitch < LABEL_PITCH:
@@ -395,7 +396,7 @@ class PatchingMaps(Group):
         if kind is None or kind == self.kinds[0]:
             left = min(left, self.axis.get_left()[0] - 0.05)
         top = max(g.get_top()[1] for g in grids) + 0.05
-        bottom = self.top - self.n_slots * self.layout.pitch - 0.05
+        bottom = self.top - (self.n_slots - self.first_slot) * self.layout.pitch - 0.05
         veil = Rectangle(
             width=right - left,
             height=top - bottom,
@@ -424,12 +425,12 @@ class PatchingMaps(Group):
 
     def _row_axis(self) -> VGroup:
         theme, layout = self.view.theme, self.layout
-        top = self.n_slots - 1
-        chosen = [s for s in range(top, -1, -layout.step)]
-        if 0 not in chosen:  # the embedding is always named; its neighbour gives way
-            if chosen[-1] < layout.step:
+        top, low = self.n_slots - 1, self.first_slot
+        chosen = list(range(top, low - 1, -layout.step))
+        if low not in chosen:  # the lowest row is always named; its neighbour gives way
+            if chosen[-1] - low < layout.step:
                 chosen.pop()
-            chosen.append(0)
+            chosen.append(low)
         self.labelled = sorted(chosen)
         self.row_labels = VGroup()
         right = self._x_grids - 0.15
@@ -515,6 +516,10 @@ class PatchingLegend(Group):
 class SiteList(VGroup):
     """Named sites with their values, a swatch of each value's colour before it.
 
+    Sites that do not fit ``height`` are left out, but never the first (strongest)
+    of a kind before every kind has its first; ``prefer``: kinds whose first comes
+    before the others' (the maps on screen).
+
     Attributes:
         sites: The sites listed, in order.
         rows: One VGroup per site: swatch, name, value.
@@ -526,10 +531,18 @@ class SiteList(VGroup):
 
     pitch = 0.4  # one line of MIN_TEXT and a margin
 
-    def __init__(self, sites: Sequence[Site], theme: Theme, width: float, height: float) -> None:
+    def __init__(
+        self,
+        sites: Sequence[Site],
+        theme: Theme,
+        width: float,
+        height: float,
+        prefer: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         lines = [self._lines(s, width) for s in sites]
-        chosen = _keep_firsts(list(range(len(sites))), [s.kind for s in sites], lines, height)
+        kinds = [s.kind for s in sites]
+        chosen = _keep_firsts(list(range(len(sites))), kinds, lines, height, prefer)
         self.sites = [sites[i] for i in chosen]
         self.left_out = len(sites) - len(chosen)
         self.rows, self.names, self.numbers = [], [], []
@@ -573,15 +586,21 @@ class SiteList(VGroup):
         return max(0, n - 1) * SiteList.pitch + block_height(1, style.MIN_TEXT)
 
 
-def _keep_firsts(index: list[int], kinds: list[str], lines: list[int], height: float) -> list[int]:
-    """The sites (indices) that fit ``height``: every kind's first (strongest), then in order."""
+def _keep_firsts(
+    index: list[int], kinds: list[str], lines: list[int], height: float, prefer: Sequence[str] = ()
+) -> list[int]:
+    """The sites (indices) that fit ``height``: every kind's first (strongest), then in order.
+
+    The firsts of the ``prefer`` kinds (those on screen) come before the others'.
+    """
     fit = int((height - block_height(1, style.MIN_TEXT) + 0.05) // SiteList.pitch) + 1
     firsts: dict[str, int] = {}
     for i in index:
         firsts.setdefault(kinds[i], i)
     keep: list[int] = []
     used = 0
-    for i in list(firsts.values()) + index:
+    order = sorted(firsts.values(), key=lambda i: kinds[i] not in prefer)
+    for i in order + index:
         if i in keep or used + lines[i] > fit:
             continue
         keep.append(i)
