@@ -377,6 +377,106 @@ def _patched_run(loaded, ids, sites, clean_rows, clean_z, clean_mlp, start, cach
     return out.logits[:, -1].float()
 
 
+# --- traces of changed runs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What the user asked to change, as written (``"5.3"``, ``"7.*"``), before parsing."""
+
+    ablate: tuple[str, ...] = ()
+    ablate_mlp: tuple[int | str, ...] = ()
+    mode: str = "zero"
+    freeze: tuple[str, ...] = ()
+    freeze_from: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.ablate or self.ablate_mlp or self.freeze)
+
+    def check(self) -> None:
+        """What can be checked without the model: the mode, and freeze with freeze_from."""
+        check_mode(self.mode)
+        if self.freeze and self.freeze_from is None:
+            raise MechvizError(
+                "--freeze needs --freeze-from: the prompt whose attention patterns the heads keep."
+            )
+        if self.freeze_from is not None and not self.freeze:
+            raise MechvizError("--freeze-from needs --freeze: the heads whose patterns to fix.")
+
+
+def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes):  # type: ignore[no-untyped-def]
+    """Trace ``prompt`` with ``changes`` applied; the ``interventions`` section says what they were.
+
+    With no changes this is :func:`mechviz.tracing.trace_prompt`, unchanged.
+    """
+    import dataclasses
+
+    from mechviz.schema import Interventions
+    from mechviz.tokens import display_text
+    from mechviz.tracing import (
+        _np,
+        _output,
+        build_trace,
+        lens_statistics,
+        record,
+        tokenize,
+        trace_prompt,
+    )
+
+    changes.check()
+    if changes.empty:
+        return trace_prompt(loaded, prompt, options)
+    options.check()
+    adapter = loaded.adapter
+    L = adapter.n_layers
+    H = loaded.model.config.num_attention_heads
+    ablate = parse_heads(changes.ablate, L, H, "--ablate")
+    freeze = parse_heads(changes.freeze, L, H, "--freeze")
+    mlps = parse_layers(changes.ablate_mlp, L)
+    ids = tokenize(loaded, prompt, options.max_tokens)
+    patterns: dict[tuple[int, int], torch.Tensor] = {}
+    if freeze:
+        other = tokenize(loaded, changes.freeze_from, options.max_tokens)
+        if len(other) != len(ids):
+            raise MechvizError(
+                f"--freeze-from has {_tokens(len(other))} but the prompt has {_tokens(len(ids))}; "
+                "a frozen "
+                "attention pattern needs prompts of the same length in tokens."
+            )
+        patterns = patterns_of(loaded, other, freeze)
+    before = record(loaded, ids)
+    with intervening(
+        loaded, Plan(ablate=ablate, ablate_mlp=mlps, mode=changes.mode, freeze_patterns=patterns)
+    ):
+        rec = record(loaded, ids)
+    trace = build_trace(loaded, prompt, rec, options)
+    k = options.top_k
+    stats = lens_statistics(adapter, before.boundaries()[0::2, -1:], before.logits[-1:], k)
+    top = _output(before.logits[-1:], k)  # as the trace's own output, to 1e-7
+    section = Interventions(
+        mode=changes.mode,
+        ablate=[f"{a}.{b}" for a, b in ablate],
+        ablate_mlp=list(mlps),
+        freeze=[f"{a}.{b}" for a, b in freeze],
+        freeze_from=changes.freeze_from if freeze else None,
+        before_lens_ids=_np(stats["top_ids"][:, 0]),
+        before_lens_probs=_np(stats["top_probs"][:, 0]),
+        before_output_ids=top.top_ids[0],
+        before_output_probs=top.top_probs[0],
+    )
+    vocab = dict(trace.vocab)
+    for i in set(section.before_lens_ids.ravel().tolist()) | set(
+        section.before_output_ids.tolist()
+    ):
+        vocab.setdefault(int(i), display_text(loaded.tokenizer, int(i)))
+    return dataclasses.replace(trace, vocab=dict(sorted(vocab.items())), interventions=section)
+
+
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"
+
+
 def patching_trace(  # type: ignore[no-untyped-def]
     loaded: LoadedModel,
     clean: str,
@@ -421,7 +521,3 @@ def patching_trace(  # type: ignore[no-untyped-def]
     for i in set(corrupt_ids.tolist()) | {result.answer, result.wrong}:
         vocab.setdefault(int(i), display_text(loaded.tokenizer, int(i)))
     return dataclasses.replace(trace, vocab=dict(sorted(vocab.items())), patching=section)
-
-
-def _tokens(n: int) -> str:
-    return f"{n} token" if n == 1 else f"{n} tokens"
