@@ -1,12 +1,16 @@
 """Time the trace of the default model and prompt, stage by stage, in one run.
 
 Usage: python bench/trace_bench.py [--repeat 5] [--prompt TEXT] [--threads N]
+       [--clean TEXT --corrupt TEXT]
 Prints model load (from cache), a bare forward pass, the logit lens and its
-reductions alone (``lens_statistics``), the trace's compute with the model
-loaded, the JSON write, their ratio, and `mechviz trace` end to end. The bare
-forward pass, the lens and the trace compute are timed in interleaved rounds
-(each round runs each once, in a rotating order), so a busy spell of a shared
-machine hits them alike. ``--threads`` fixes torch's thread count (default:
+reductions alone (``lens_statistics``, every boundary: ``lens`` and
+``lens_mid``), the trace's compute with the model loaded, the JSON write, their
+ratio, and `mechviz trace` end to end. Then activation patching of a 10-token
+pair (issue 11): the residual stream alone, (L + 1) x 10 sites (target: at most
+40 bare forward passes of the clean prompt), and every site (residual, heads,
+MLPs). The bare forward pass, the lens, the trace compute and the patching are
+timed in interleaved rounds (each round runs each once, in a rotating order),
+so a busy spell of a shared machine hits them alike. ``--threads`` fixes torch's thread count (default:
 torch's own); on a busy two-core machine two threads slow everything unevenly.
 """
 
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from mechviz.interventions import patch
 from mechviz.io import save_trace
 from mechviz.models import load_model
 from mechviz.tracing import TraceOptions, lens_statistics, record, tokenize, trace_prompt
@@ -73,6 +78,8 @@ def main() -> None:
     parser.add_argument("--prompt", default="The capital of France is")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clean", default="When Mary and John went to the store, John gave")
+    parser.add_argument("--corrupt", default="When Mary and John went to the store, Mary gave")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,11 +96,20 @@ def main() -> None:
             loaded.model(ids, use_cache=False)
 
     rec = record(loaded, ids[0])
-    resid = rec.boundaries()[0::2]
+    resid = rec.boundaries()
+    clean, corrupt = (tokenize(loaded, text, 64) for text in (args.clean, args.corrupt))
+
+    def bare_clean() -> None:
+        with torch.no_grad():
+            loaded.model(clean[None], use_cache=False)
+
     fns = {
         "bare": bare,
         "lens": lambda: lens_statistics(loaded.adapter, resid, rec.logits, TraceOptions().top_k),
         "trace": lambda: trace_prompt(loaded, args.prompt, TraceOptions()),
+        "bare clean": bare_clean,
+        "patch resid": lambda: patch(loaded, clean, corrupt, kinds=("resid",)),
+        "patch all": lambda: patch(loaded, clean, corrupt),
     }
     for fn in fns.values():
         fn()  # warm-up
@@ -134,6 +150,18 @@ def main() -> None:
     print(f"{'fresh process: imports + load':<34}{fresh_s:>9.3f}")
     print(f"ratio trace / bare forward (median): {trace_s[1] / bare_s[1]:.2f}x")
     print(f"ratio lens / bare forward (median): {lens_s[1] / bare_s[1]:.2f}x")
+    L = loaded.adapter.n_layers
+    bare_c, resid_p, all_p = timed["bare clean"], timed["patch resid"], timed["patch all"]
+    print(f"patching {args.clean!r} -> {args.corrupt!r} ({len(clean)} tokens):")
+    print(f"{'bare forward pass (clean)':<34}{bare_c[0]:>9.3f}{bare_c[1]:>10.3f}")
+    print(
+        f"{f'residual patching, {(L + 1) * len(clean)} sites':<34}{resid_p[0]:>9.3f}"
+        f"{resid_p[1]:>10.3f}  = {resid_p[1] / bare_c[1]:.1f} bare passes (target <= 40)"
+    )
+    print(
+        f"{'every site (resid, heads, MLPs)':<34}{all_p[0]:>9.3f}{all_p[1]:>10.3f}"
+        f"  = {all_p[1] / bare_c[1]:.1f} bare passes"
+    )
     print(f"trace size: {size / 1024:.0f} KiB")
 
 
