@@ -10,8 +10,9 @@ pair (issue 11): the residual stream alone, (L + 1) x 10 sites (target: at most
 40 bare forward passes of the clean prompt), and every site (residual, heads,
 MLPs). The bare forward pass, the lens, the trace compute and the patching are
 timed in interleaved rounds (each round runs each once, in a rotating order),
-so a busy spell of a shared machine hits them alike. ``--threads`` fixes torch's thread count (default:
-torch's own); on a busy two-core machine two threads slow everything unevenly.
+so a busy spell of a shared machine hits them alike. ``--threads`` fixes
+torch's thread count (default: torch's own); on a busy two-core machine two
+threads slow everything unevenly.
 """
 
 from __future__ import annotations
