@@ -146,6 +146,7 @@ class Patching(TraceScene):
                 moves = [FadeOut(self.big)]
                 self.small = VGroup()
             target = self.legend.copy().move_to(plan.legend.center)
+            target.align_to([plan.legend.x0, 0, 0], LEFT)
             if self.legend in self.mobjects:
                 moves.append(self.legend.animate.move_to(target.get_center()))
                 self.play(*moves, run_time=0.8)
@@ -190,7 +191,8 @@ class Patching(TraceScene):
         colors = [self.theme.foreground, self.theme.foreground, self.theme.highlight]
         colors.append(self.theme.foreground)
         lines = [paragraph(t, size, c, max_width=width) for t, c in zip(self.facts(), colors)]
-        return VGroup(*lines).arrange(DOWN, buff=0.18, aligned_edge=LEFT)
+        buff = 0.3 if size > style.MIN_TEXT else 0.12  # big: lines apart more than wrapped lines
+        return VGroup(*lines).arrange(DOWN, buff=buff, aligned_edge=LEFT)
 
     def frame_of(self, site: Site):  # type: ignore[no-untyped-def]
         color = self.theme.highlight if site.value >= 0 else self.theme.foreground
@@ -231,7 +233,7 @@ class Patching(TraceScene):
                 maps = Box(box.x0, box.x1 - side_w - 0.4, box.y0, box.y1)
                 legend = PatchingLegend(self.trace, self.theme, side_w)
                 legend_box = Box(maps.x1 + 0.4, box.x1, box.y1 - legend.height, box.y1)
-                slot = Box(legend_box.x0, box.x1, box.y0, legend_box.y0 - 0.45)
+                slot = Box(legend_box.x0, box.x1, box.y0, legend_box.y0 - 0.3)
             else:
                 half = (box.width - 0.4) / 2
                 legend = PatchingLegend(self.trace, self.theme, half)
