@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from manim import DOWN, LEFT, UP, Create, FadeOut, Group, ReplacementTransform, VGroup
+from manim import (
+    DOWN,
+    LEFT,
+    UP,
+    Create,
+    FadeOut,
+    Group,
+    Rectangle,
+    ReplacementTransform,
+    VGroup,
+)
 
 from mechviz.neurons import require
 from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
+from mechviz.visual.blocks import TraceView
 from mechviz.visual.patching import (
     KINDS,
     MapsLayout,
@@ -99,7 +110,8 @@ class Patching(TraceScene):
             f"{self.answer} over {self.wrong} comes back?",
             "resid": "The stream after each layer (rows, from the embedding up) at each "
             "position, patched one site at a time.",
-            "heads": "Each head's output patched alone, at every position: layer × head.",
+            "heads": "Each head's output patched alone, at every position; blue (below 0) "
+            f"pushes further towards {self.wrong}.",
             "mlp": "Each MLP's output patched alone, at every position.",
             "summary": self.summary_caption(),
         }
@@ -194,7 +206,8 @@ class Patching(TraceScene):
         buff = 0.3 if size > style.MIN_TEXT else 0.12  # big: lines apart more than wrapped lines
         return VGroup(*lines).arrange(DOWN, buff=buff, aligned_edge=LEFT)
 
-    def frame_of(self, site: Site):  # type: ignore[no-untyped-def]
+    def frame_of(self, site: Site) -> Rectangle:
+        """A frame around ``site`` on the maps: the highlight, or the foreground below 0."""
         color = self.theme.highlight if site.value >= 0 else self.theme.foreground
         return self.maps.frame_site(site, color)
 
@@ -206,14 +219,9 @@ class Patching(TraceScene):
         if old is not None and old.kinds == group:
             return old
         layout = PatchingMaps.fit(self.trace, group, plan.maps.width, plan.maps.height)
-        maps = PatchingMaps(self.view(), layout)
+        maps = PatchingMaps(TraceView(self.trace, self.theme), layout)
         maps.move_to(plan.maps.center)
         return maps
-
-    def view(self):  # type: ignore[no-untyped-def]
-        from mechviz.visual.blocks import TraceView
-
-        return TraceView(self.trace, self.theme)
 
     def get_plan(self) -> Plan:
         """The arrangement that leaves the maps the tallest rows (side by side preferred)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from manim import tempconfig
 from PIL import Image
 from test_publishable import check_legible, run_scene
 from test_scenes import check_control, near
@@ -94,6 +95,13 @@ def test_patching_legible_at_every_aspect(aspect: str) -> None:
     scene = run(_media(aspect), aspect=aspect)
     check_legible(scene)
     assert list(scene.beat_texts) == list(Patching.beats)
+    plan = scene.plan
+    assert plan.together or plan.groups == (("resid",), ("heads", "mlp"))
+    assert plan.pitch > 0.05  # 31 rows, every one drawn, at least 0.4% of the short side each
+    best = next(s for s in scene.sites if s.kind == "heads")
+    assert best.name == "head 23.4"  # the strongest head is framed on screen at the end
+    centre = scene.maps.frame_site(best).get_center()
+    assert any(np.allclose(f.get_center(), centre) for f in scene.frames)
 
 
 def test_patching_legible_light() -> None:
@@ -182,7 +190,12 @@ def test_strongest_sites_are_the_largest_values(trace) -> None:  # type: ignore[
 
 @pytest.mark.parametrize("theme", ["dark", "light"])
 @pytest.mark.parametrize(("w", "h"), [(8.0, 5.5), (7.4, 7.0)])
-def test_blocks_fit_their_room(trace, theme: str, w: float, h: float) -> None:  # type: ignore[no-untyped-def]
+def test_blocks_fit_their_room(trace, theme: str, w: float, h: float, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with tempconfig({"media_dir": str(tmp_path / "media")}):  # text SVGs in a room of its own
+        check_blocks(trace, theme, w, h)
+
+
+def check_blocks(trace, theme: str, w: float, h: float) -> None:  # type: ignore[no-untyped-def]
     maps = PatchingMaps.from_trace(trace, width=w, height=h, theme=theme)
     assert maps.width <= w + 1e-6 and maps.height <= h + 1e-6
     texts = [*maps.row_labels, *maps.col_labels["resid"], *maps.titles.values()]
