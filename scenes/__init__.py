@@ -24,4 +24,5 @@ SCENES: dict[str, tuple[str, str]] = {
     "WeightStats": ("weight_stats", "sigma/mean(|w|) by layer, the parameter tally, layer-0 heads."),
     "Dictionaries": ("dictionaries", "Each layer's stream read with the model's own token tables."),
     "Patching": ("patching", "Which clean-run activations restore the answer in a corrupt run."),
+    "Ablation": ("ablation", "The prediction and lens before and after heads are ablated."),
 }
