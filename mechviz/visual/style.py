@@ -162,9 +162,34 @@ def get_theme(name: str) -> Theme:
 @lru_cache(maxsize=8)
 def cap_height(font_size: float, font: str = FONT) -> float:
     """Height of a capital ``H`` at ``font_size``, in scene units."""
-    from manim import Text
+    return float(make_text("H", font=font, font_size=48).height) * font_size / 48
 
-    return float(Text("H", font=font, font_size=48).height) * font_size / 48
+
+def make_text(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """Manim's ``Text``, surviving an empty file in its SVG cache.
+
+    Manim writes each text's SVG straight to its cache path; a render stopped
+    mid-write (Ctrl-C, a killed job) or two renders writing the same text at
+    once can leave it empty, and every later ``Text`` of that string fails
+    to parse it. Then the empty files are removed and the text made again.
+    """
+    from xml.etree.ElementTree import ParseError
+
+    from manim import Text, config
+
+    try:
+        return Text(*args, **kwargs)
+    except ParseError:
+        from pathlib import Path
+
+        folder = Path(config.get_dir("text_dir"))
+        for svg in folder.glob("*.svg"):
+            try:
+                if svg.stat().st_size == 0:
+                    svg.unlink()
+            except OSError:
+                pass
+        return Text(*args, **kwargs)
 
 
 # --- value -> colour maps -----------------------------------------------------------

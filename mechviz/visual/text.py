@@ -115,7 +115,9 @@ def _pil_font(font: str) -> tuple[object, float] | None:
         return None
     sample = "Hamburgefonstiv 0123"
     box = pil.getbbox(sample)
-    return pil, float(Text(sample, font=font, font_size=48).width) / (box[2] - box[0]) / 48
+    return pil, float(style.make_text(sample, font=font, font_size=48).width) / (
+        box[2] - box[0]
+    ) / 48
 
 
 def measure(text: str, size: float, font: str = style.FONT) -> float:
@@ -143,7 +145,9 @@ def _cached(text: str, size: float, font: str, weight: str) -> Text:
     if mob is None:
         if len(_CACHE) >= _CACHE_LIMIT:
             _CACHE.clear()
-        mob = Text(drawable(text), font=font, font_size=size, weight=weight, line_spacing=0.8)
+        mob = style.make_text(
+            drawable(text), font=font, font_size=size, weight=weight, line_spacing=0.8
+        )
         for glyph in mob.family_members_with_points():
             glyph.path_obj = None  # parse state; dropping it makes copies ~3x cheaper
         mob._mv_font_size = float(size)  # what the legibility check reads
@@ -282,8 +286,8 @@ def _digit_glyphs(
 
     The digits share one advance in the house fonts (tabular figures).
     """
-    ref = Text(_DIGITS, font=font, font_size=size)
-    zeros = Text("0" * 8, font=font, font_size=size)
+    ref = style.make_text(_DIGITS, font=font, font_size=size)
+    zeros = style.make_text("0" * 8, font=font, font_size=size)
     advance = (zeros.submobjects[-1].get_center()[0] - zeros.submobjects[0].get_center()[0]) / 7
     glyphs, offsets = {}, {}
     for i, (char, glyph) in enumerate(zip(_DIGITS, ref.submobjects)):
