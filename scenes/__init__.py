@@ -25,4 +25,5 @@ SCENES: dict[str, tuple[str, str]] = {
     "Dictionaries": ("dictionaries", "Each layer's stream read with the model's own token tables."),
     "Patching": ("patching", "Which clean-run activations restore the answer in a corrupt run."),
     "Ablation": ("ablation", "The prediction and lens before and after heads are ablated."),
+    "Compare": ("compare", "Two traces of one prompt length: the last position, A into B."),
 }

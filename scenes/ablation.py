@@ -155,7 +155,7 @@ class Ablation(TraceScene):
             f"Logit lens of the last position, top-1 by layer: {unchanged}changed from "
             f"layer {first if first is not None else 0} on."
         )
-        if self.map_on_top:
+        if self.lens_below_map:
             self.swap(self.readout, None, run_time=0.4)
         else:
             self.swap(VGroup(self.readout, self.map), None, run_time=0.4)
@@ -176,7 +176,7 @@ class Ablation(TraceScene):
     def get_compact_map(self) -> tuple[HeadMap, Box]:
         """The map made small (left, or on top in a tall room), and the room left beside it."""
         box = self.content
-        self.map_on_top = box.height > 1.3 * box.width  # 9:16; 4:5 keeps a column
+        self.map_on_top = box.height > 1.3 * box.width  # 9:16; 4:5 and 1:1 keep a column
         if self.map_on_top:
             height = min(3.4, box.height * 0.3)
             compact = HeadMap.from_trace(
@@ -210,7 +210,9 @@ class Ablation(TraceScene):
     def get_lens(self) -> LensCompare:
         """The lens before and after, below the title (below the map when it is on top)."""
         box = self.content
-        if self.map_on_top:
+        # A tall frame keeps the map above the table; others give the table the room.
+        self.lens_below_map = self.map_on_top and box.height > 1.3 * box.width
+        if self.lens_below_map:
             box = Box(box.x0, box.x1, box.y0, self.map.get_bottom()[1] - 0.4)
         table = LensCompare(self.before_run, self.after_run, self.theme, box.width, box.height)
         return table.move_to(box.center)

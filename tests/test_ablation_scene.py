@@ -85,8 +85,7 @@ def test_ablation_last_frame(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("aspect", "theme"),
-    [("16:9", "dark"), ("1:1", "dark"), ("4:5", "dark"), ("9:16", "dark")]
-    + [("16:9", "light"), ("9:16", "light")],
+    [("16:9", "dark"), ("1:1", "dark"), ("4:5", "light"), ("9:16", "dark"), ("9:16", "light")],
 )
 def test_ablation_legible(aspect: str, theme: str, tmp_path: Path) -> None:
     scene = run(tmp_path, aspect=aspect, theme=theme)
@@ -165,9 +164,8 @@ def test_freezing_a_whole_layer_and_an_mlp(trace, tmp_path: Path) -> None:  # ty
     ]
     assert first_changed_layer(iv) == 7
     changed = dataclasses.replace(trace, interventions=iv)
-    for aspect in ("9:16", "16:9"):
-        scene = run(tmp_path, trace=changed, aspect=aspect, beats=("map", "before"))
-        check_legible(scene)
+    scene = run(tmp_path, trace=changed, aspect="9:16", beats=("map", "before"))
+    check_legible(scene)  # the narrowest frame: three legend lines, a long caption
     hmap = scene.full_map
     assert all(hmap.marked[(7, h)] == "freeze" for h in range(trace.model.n_heads))
     assert hmap.marked[(12, None)] == "ablate"

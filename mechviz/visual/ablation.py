@@ -52,6 +52,7 @@ LABEL_WIDTH = 1.2  # the row-name column ("embed") at MIN_TEXT (scene units)
 MIN_CELL = 1.55  # a token cell: a short token at MIN_TEXT (scene units)
 MAX_CELL = 2.4  # a token cell never grows past this (scene units)
 STACK_WIDTH = 8.0  # a narrower room stacks the two charts of BeforeAfter (scene units)
+MIN_SIDE_BY_SIDE = 6.0  # ...and one narrower than this always does (scene units)
 
 
 # --- what was changed, in words -------------------------------------------------------
@@ -474,9 +475,13 @@ class BeforeAfter(VGroup):
             theme.highlight,
             max_width=width,
         )
-        stacked = width < STACK_WIDTH if stacked is None else stacked
         head_h = style.cap_height(style.BODY_TEXT) * 1.6 + 0.2
         line_h = self.answer_line.height + 0.35
+        if stacked is None:  # stacked in a narrow room, unless that leaves under 3 bars each
+            stacked_h = (height - line_h) / 2 - head_h - 0.3
+            stacked = width < STACK_WIDTH and (
+                stacked_h // ProbBars.min_row >= 3 or width < MIN_SIDE_BY_SIDE
+            )
         panel_w = width if stacked else (width - 0.6) / 2
         panel_h = (height - line_h) / (2 if stacked else 1) - head_h - (0.3 if stacked else 0)
         k = max(1, min(k, len(first.output_ids), len(second.output_ids)))
@@ -532,7 +537,8 @@ class BeforeAfter(VGroup):
             height: Room (scene units; default the frame less margins).
             theme: A theme or its name (default: the current render's).
             k: Bars per chart at most (fewer when the room is short).
-            stacked: One chart above the other (default: when the room is under 7 units wide).
+            stacked: One chart above the other (default: when the room is under 8 units
+                wide and that keeps 3 bars each, or under 6 units wide).
 
         Returns:
             The block, centred on the origin.
