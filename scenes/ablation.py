@@ -12,7 +12,7 @@ from mechviz.visual.ablation import (
     LensCompare,
     Reading,
     change_summary,
-    first_changed_layer,
+    parting_words,
     prob_text,
 )
 from mechviz.visual.base import Box, TraceScene
@@ -148,12 +148,9 @@ class Ablation(TraceScene):
         self.wait(1.0)
 
     def show_lens(self) -> None:
-        first = first_changed_layer(self.iv)
-        unchanged = f"the same up to layer {first - 1}, " if first is not None and first > 0 else ""
         table = self.get_lens()
         self.caption(
-            f"Logit lens of the last position, top-1 by layer: {unchanged}changed from "
-            f"layer {first if first is not None else 0} on."
+            f"Logit lens of the last position, top-1 by layer: {parting_words(table.differ)}."
         )
         if self.lens_below_map:
             self.swap(self.readout, None, run_time=0.4)

@@ -12,7 +12,14 @@ from mechviz.schema import Trace
 from mechviz.tokens import shown
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
-from mechviz.visual.ablation import BeforeAfter, LensCompare, Reading, change_summary, prob_text
+from mechviz.visual.ablation import (
+    BeforeAfter,
+    LensCompare,
+    Reading,
+    change_summary,
+    parting_words,
+    prob_text,
+)
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.mobjects import MorphBars
 from mechviz.visual.text import paragraph
@@ -122,14 +129,7 @@ class Compare(TraceScene):
         room = self.room
         table = LensCompare(self.a, self.b, self.theme, room.width, room.height)
         table.move_to(room.center)
-        how = "the same at every layer"
-        if table.differ:
-            first = table.differ[0]  # a lens row: 0 the embedding, r after layer r - 1
-            where = "the same at the embedding, " if first == 1 else ""
-            if first > 1:
-                where = f"the same up to layer {first - 2}, "
-            start = "the embedding" if first == 0 else f"layer {first - 1}"
-            how = f"{where}different from {start} on"
+        how = parting_words(table.differ)
         self.caption(f"Logit lens of the last position, top-1 by layer: {how}.")
         self.swap(self.readout, None, run_time=0.4)
         self.play(FadeIn(table.header), run_time=0.3)

@@ -22,7 +22,7 @@ from mechviz.errors import MechvizError
 from mechviz.io import load_trace
 from mechviz.scenes.compare import Compare, check_comparable
 from mechviz.visual import style
-from mechviz.visual.ablation import LensCompare, Reading
+from mechviz.visual.ablation import LensCompare, Reading, parting_words
 from mechviz.visual.settings import example_trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,3 +136,10 @@ def test_identical_runs_read_the_same(pair, tmp_path: Path) -> None:  # type: ig
         table = LensCompare(Reading.after(a, "A"), Reading.after(a, "B"), style.DARK, 7.4, 9.0)
     assert table.differ == []
     assert all(t.text.split("→")[0] == t.text.split("→")[1] for t in table.probs)
+
+
+def test_parting_words() -> None:
+    assert parting_words([]) == "the same at every layer"
+    assert parting_words([0, 1]) == "different from the embedding on"
+    assert parting_words([1, 5]) == "the same at the embedding, different from layer 0 on"
+    assert parting_words([24, 25]) == "the same up to layer 22, different from layer 23 on"

@@ -43,7 +43,9 @@ __all__ = [
     "change_lines",
     "change_summary",
     "first_changed_layer",
+    "differing_rows",
     "head_names",
+    "parting_words",
     "prob_text",
 ]
 
@@ -219,6 +221,21 @@ def prob_text(reading: Reading, token_id: int, row: int | None = None) -> str:
     if p is not None:
         return f"{p:.2f}"
     return f"<{max(reading.floor(row), 0.005):.2f}"
+
+
+def parting_words(differ: Sequence[int]) -> str:
+    """Where two lenses part, in words, from the rows where they differ (:func:`differing_rows`).
+
+    "the same up to layer 22, different from layer 23 on", "different from the
+    embedding on", or "the same at every layer".
+    """
+    if not differ:
+        return "the same at every layer"
+    first = int(differ[0])  # a lens row: 0 the embedding, r after layer r - 1
+    if first == 0:
+        return "different from the embedding on"
+    same = "the same at the embedding" if first == 1 else f"the same up to layer {first - 2}"
+    return f"{same}, different from layer {first - 1} on"
 
 
 def differing_rows(a: Reading, b: Reading) -> list[int]:
@@ -398,6 +415,7 @@ class HeadMap(VGroup):
             out.append(text)
         if across:
             names = [("head 0", 0), (f"{H - 1}", H - 1), ("MLP", H)] if H > 1 else [("head", 0)]
+            names += [("MLP", H)] if H == 1 else []
             if (1 + gap) * cell < 0.4 or (H - 1) * cell < 0.4:  # "8" would meet its neighbours
                 names = [n for n in names if n[1] != H - 1]
             for text, slot in names:
