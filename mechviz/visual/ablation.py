@@ -169,12 +169,9 @@ class Reading:
     @classmethod
     def before(cls, trace: Trace, name: str = "before") -> Reading:
         """The run before the trace's change (``interventions.before_*``)."""
-        iv = trace.interventions
-        if iv is None:
-            raise MechvizError(
-                "This trace has no `interventions` section; make one with "
-                "`mechviz trace PROMPT --ablate 5.3` (or --freeze, --ablate-mlp)."
-            )
+        from mechviz.neurons import require
+
+        iv = require(trace, "interventions")  # one sentence saying how to make one
         return cls(
             name,
             iv.before_lens_ids,
