@@ -51,6 +51,11 @@ EXAMPLES = {
     "RatioPanels": "RatioPanels.from_trace(trace)",
     "ParameterTally": "ParameterTally.from_trace(trace)",
     "HeadTokens": "HeadTokens.from_trace(trace)",
+    "HeadMap": "HeadMap.from_trace(ablated)",
+    "BeforeAfter": "BeforeAfter.from_trace(ablated)",
+    "LensCompare": "LensCompare.from_trace(ablated)",
+    "PatchingMaps": "PatchingMaps.from_trace(patched)",
+    "PatchingLegend": "PatchingLegend.from_trace(patched)",
 }
 RENDER_EXAMPLE = 'mechviz.render("Attention", trace, format="png", beats=["grid"])'
 
@@ -64,7 +69,10 @@ trace, fits the room it is given (`width`, `height` in scene units; default the
 frame less its margins) without shrinking text below the legibility floor
 (`MIN_TEXT`), and takes the render's theme unless given one. The pictures are
 drawn from the example trace ("The capital of France is", SmolLM2-135M) by the
-code shown under each, at 854x480. This page is written by `docs/make_api.py`
+code shown under each, at 854x480; `ablated` is that prompt with heads 23.4 and
+29.1 ablated (`mechviz.trace(prompt, ablate=["23.4", "29.1"])`) and `patched`
+is `mechviz.patch(prompt, "The capital of Italy is", answer=" Paris",
+wrong=" Rome")`. This page is written by `docs/make_api.py`
 (`make gallery`); a guide to writing a scene of your own is in
 [your-own-scene.md](your-own-scene.md).
 """
@@ -136,6 +144,8 @@ def render_pictures() -> None:
 
     PICTURES.mkdir(exist_ok=True)
     trace = mechviz.load(example_trace())
+    ablated = mechviz.load(example_trace("Ablation"))
+    patched = mechviz.load(example_trace("Patching"))
     for name, code in EXAMPLES.items():
 
         class Picture(TraceScene):
@@ -143,6 +153,7 @@ def render_pictures() -> None:
 
             def construct(self) -> None:
                 scope = {k: getattr(mechviz.visual, k) for k in mechviz.visual.__all__}
+                scope |= {"ablated": ablated, "patched": patched}
                 block = eval(self.example, {"trace": self.trace, **scope})  # noqa: S307
                 self.add(block.move_to([0, 0, 0]))
 

@@ -513,7 +513,9 @@ def scene(
     for key, owners in SCENE_ONLY.items():
         if look[key] is not None and any(n not in owners for n in names):
             flag = "--" + key
-            which = " and ".join(owners)
+            which = " and ".join(
+                [", ".join(owners[:-1]), owners[-1]] if len(owners) > 1 else owners
+            )
             plural = "s" * (len(owners) > 1)
             raise MechvizError(f"{flag} applies to the {which} scene{plural} only, not {name}.")
     given = [k for k in kwargs if ctx.get_parameter_source(k) != ParameterSource.DEFAULT]

@@ -16,14 +16,20 @@ SCENES: dict[str, tuple[str, str]] = {
     "Story": ("story", "The four scenes above as one explainer, with transitions."),
     "WholeModel": ("whole_model", "Every block's attention, residual and MLP rows in one picture."),
     "Neurons": ("neurons", "Which MLP neurons fire on which tokens, from early to late layers."),
-    "LogitAttribution": ("logit_attribution", "What each layer's attention and MLP add to a logit."),
+    "LogitAttribution": (
+        "logit_attribution",
+        "What each layer's attention and MLP add to a logit.",
+    ),
+    "Dictionaries": ("dictionaries", "Each layer's stream read with the model's own token tables."),
     "EmbeddingSimilarity": (
         "embedding_similarity",
         "Which words W_E puts close, and how often token products are positive.",
     ),
-    "WeightStats": ("weight_stats", "sigma/mean(|w|) by layer, the parameter tally, layer-0 heads."),
-    "Dictionaries": ("dictionaries", "Each layer's stream read with the model's own token tables."),
-    "Patching": ("patching", "Which clean-run activations restore the answer in a corrupt run."),
+    "WeightStats": (
+        "weight_stats",
+        "sigma/mean(|w|) by layer, the parameter tally, layer-0 heads.",
+    ),
     "Ablation": ("ablation", "The prediction and lens before and after heads are ablated."),
+    "Patching": ("patching", "Which clean-run activations restore the answer in a corrupt run."),
     "Compare": ("compare", "Two traces of one prompt length: the last position, A into B."),
 }

@@ -169,7 +169,7 @@ def test_cli_bad_input_is_one_sentence(tiny_file: Path, args: list[str], words: 
 
 def test_cli_old_trace_says_how_to_retrace(tiny_trace: Trace, tmp_path: Path) -> None:
     data = tiny_trace.to_dict()
-    del data["whole"], data["neurons"]
+    del data["whole"], data["neurons"], data["lens_mid"]
     data["schema_version"] = 3
     path = tmp_path / "v3.json"
     path.write_text(json.dumps(data), encoding="utf-8")

@@ -244,7 +244,10 @@ def test_list_beats_and_story(tmp_path: Path) -> None:
         (["--theme", "sepia"], "'sepia' is not one of"),
         (["--layers", "0,99"], "out of range"),
         (["--layers", "a,b"], "comma-separated"),
-        (["--query", "3"], "Attention scene only"),
+        (
+            ["--query", "3"],
+            "applies to the Attention, LogitAttribution and Dictionaries scenes only",
+        ),
     ],
 )
 def test_scene_option_errors_are_one_sentence(args: list[str], needle: str, tmp_path: Path) -> None:

@@ -38,6 +38,13 @@ def test_scenes_lists_every_scene_with_one_line() -> None:
         "Story",
         "WholeModel",
         "Neurons",
+        "LogitAttribution",
+        "Dictionaries",
+        "EmbeddingSimilarity",
+        "WeightStats",
+        "Ablation",
+        "Patching",
+        "Compare",
     ]
 
 
@@ -54,7 +61,10 @@ def test_scenes_lists_every_scene_with_one_line() -> None:
         ),
         (["scene", "Attention", "--trace", str(SMALL), "-o", "x.png", "--format", "gif"], "match"),
         (["scene", "Attention", "--trace", str(SMALL), "-o", "x.txt"], "Cannot tell the format"),
-        (["scene", "Embedding", "--trace", str(SMALL), "--layer", "3"], "Attention scene only"),
+        (
+            ["scene", "Embedding", "--trace", str(SMALL), "--layer", "3"],
+            "--layer applies to the Attention and Dictionaries scenes only",
+        ),
         (["scene", "Embedding", "--trace", str(SMALL), "--top-k", "3"], "only with --prompt"),
         (["scene", "Attention", "--format", "jpg"], "'jpg' is not one of"),
         (["scene", "[/b]"], "no scene called '[/b]'"),
@@ -197,10 +207,15 @@ def test_non_editable_install_finds_scenes_and_example(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_example_trace_matches_current_code(tmp_path: Path) -> None:
-    """The committed example trace is what `mechviz trace` makes now (but the version)."""
+    """The committed example trace is what `mechviz trace`, then `analyze`, make now.
+
+    (But the version.)
+    """
     committed = json.loads(EXAMPLE.read_text())
     out = tmp_path / "now.json"
     result = run("trace", committed["prompt"], "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    result = run("analyze", str(out), "--versus", " London")
     assert result.returncode == 0, result.stderr
     now = json.loads(out.read_text())
     committed.pop("mechviz_version")

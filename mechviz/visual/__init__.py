@@ -56,6 +56,11 @@ _LAZY = {
     "RatioPanels": "mechviz.visual.weights",
     "ParameterTally": "mechviz.visual.weights",
     "HeadTokens": "mechviz.visual.weights",
+    "HeadMap": "mechviz.visual.ablation",
+    "BeforeAfter": "mechviz.visual.ablation",
+    "LensCompare": "mechviz.visual.ablation",
+    "PatchingMaps": "mechviz.visual.patching",
+    "PatchingLegend": "mechviz.visual.patching",
 }
 
 __all__ = sorted(_LAZY)
