@@ -186,7 +186,7 @@ class PatchResult:
     resid: torch.Tensor  # [L + 1, P]
     heads: torch.Tensor  # [L, H]
     mlp: torch.Tensor  # [L]
-    runs: int  # patched runs made
+    runs: int  # patched runs made (sites whose activations are equal need none)
     passes: int  # batched forward passes they took
 
 
@@ -248,7 +248,9 @@ def patch(
     heads = torch.full((L, H), float("nan"), dtype=torch.float64)
     mlp = torch.full((L,), float("nan"), dtype=torch.float64)
     clean_z = [z.view(P, H, -1) for z in clean.attn_z]
+    corrupt_z = [z.view(P, H, -1) for z in corrupt.attn_z]
     clean_rows = [clean.resid_pre[0]] + list(clean.resid_post)  # [L + 1] x [P, D]
+    corrupt_rows = [corrupt.resid_pre[0]] + list(corrupt.resid_post)
     device = loaded.adapter.embed.weight.device
     ids = corrupt_ids.to(device)
     runs = passes = 0
@@ -257,6 +259,32 @@ def patch(
         if layer < L:
             sites += [("head", layer, h) for h in range(H)] if "heads" in kinds else []
             sites += [("mlp", layer, 0)] if "mlp" in kinds else []
+        # A site whose clean activation equals the corrupt one (a position before the
+        # first token where the prompts differ, say) patches nothing: the run is the
+        # corrupt run itself, so its value is exactly the corrupt difference.
+        same = {
+            site
+            for site in sites
+            if torch.equal(
+                *_site_values(
+                    site,
+                    clean_rows,
+                    corrupt_rows,
+                    clean_z,
+                    corrupt_z,
+                    clean.mlp_out,
+                    corrupt.mlp_out,
+                )
+            )
+        }
+        for kind, _, i in same:
+            if kind == "resid":
+                resid[layer, i] = corrupt_diff
+            elif kind == "head":
+                heads[layer, i] = corrupt_diff
+            else:
+                mlp[layer] = corrupt_diff
+        sites = [site for site in sites if site not in same]
         if not sites:
             continue
         out = diff(
@@ -286,6 +314,16 @@ def patch(
         runs=runs,
         passes=passes,
     )
+
+
+def _site_values(site, clean_rows, corrupt_rows, clean_z, corrupt_z, clean_mlp, corrupt_mlp):  # type: ignore[no-untyped-def]
+    """The clean and the corrupt activation that a site's patch swaps."""
+    kind, layer, i = site
+    if kind == "resid":
+        return clean_rows[layer][i], corrupt_rows[layer][i]
+    if kind == "head":
+        return clean_z[layer][:, i], corrupt_z[layer][:, i]
+    return clean_mlp[layer], corrupt_mlp[layer]
 
 
 def _record_layers(loaded: LoadedModel, ids: torch.Tensor):  # type: ignore[no-untyped-def]

@@ -101,7 +101,11 @@ def test_patching_restores_the_clean_run(tiny: Tiny) -> None:
     result = patch(tiny.loaded, tiny.ids, corrupt)
     L, P, H = tiny.trace.n_layers, len(tiny.ids), tiny.trace.model.n_heads
     assert result.resid.shape == (L + 1, P) and result.heads.shape == (L, H)
-    assert result.mlp.shape == (L,) and result.runs == (L + 1) * P + L * H + L
+    assert result.mlp.shape == (L,) and result.passes == L + 1
+    # Not run, their value exactly 0: positions 0 and 1 at every boundary (before the
+    # change), and the embedding of every unchanged token after it.
+    assert result.runs == (L + 1) * P + L * H + L - 2 * (L + 1) - (P - 3)
+    assert (result.resid[:, :2] == 0).all() and (result.resid[0, 3:] == 0).all()
     assert result.resid[0, 2] == pytest.approx(1.0, abs=1e-4)  # the only token that differs
     assert result.resid[-1, -1] == pytest.approx(1.0, abs=1e-4)  # the final residual itself
     assert result.resid[:, :2].abs().max() < 1e-4  # before the change, clean == corrupt
