@@ -81,6 +81,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--clean", default="When Mary and John went to the store, John gave")
     parser.add_argument("--corrupt", default="When Mary and John went to the store, Mary gave")
+    # The worst case for patching: the prompts differ at their first token, so no
+    # residual site but the embeddings of unchanged tokens is equal in both runs.
+    parser.add_argument(
+        "--early-clean", default="Mary and John went to the store, then John gave"
+    )
+    parser.add_argument(
+        "--early-corrupt", default="Paul and John went to the store, then John gave"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,6 +107,7 @@ def main() -> None:
     rec = record(loaded, ids[0])
     resid = rec.boundaries()
     clean, corrupt = (tokenize(loaded, text, 64) for text in (args.clean, args.corrupt))
+    early = [tokenize(loaded, text, 64) for text in (args.early_clean, args.early_corrupt)]
 
     def bare_clean() -> None:
         with torch.no_grad():
@@ -111,6 +120,7 @@ def main() -> None:
         "bare clean": bare_clean,
         "patch resid": lambda: patch(loaded, clean, corrupt, kinds=("resid",)),
         "patch all": lambda: patch(loaded, clean, corrupt),
+        "patch early": lambda: patch(loaded, *early, kinds=("resid",)),
     }
     for fn in fns.values():
         fn()  # warm-up
@@ -162,6 +172,11 @@ def main() -> None:
     print(
         f"{'every site (resid, heads, MLPs)':<34}{all_p[0]:>9.3f}{all_p[1]:>10.3f}"
         f"  = {all_p[1] / bare_c[1]:.1f} bare passes"
+    )
+    early_p = timed["patch early"]
+    print(
+        f"{f'residual, differing at token 0 ({len(early[0])})':<34}{early_p[0]:>9.3f}"
+        f"{early_p[1]:>10.3f}  = {early_p[1] / bare_c[1]:.1f} bare passes"
     )
     print(f"trace size: {size / 1024:.0f} KiB")
 

@@ -403,10 +403,20 @@ def _patched_run(loaded, ids, sites, clean_rows, clean_z, clean_mlp, start, cach
             )
         }
     token = _PATCH_Z.set(patch_z)
+    # Heads are patched through mechviz's attention function; runs without head
+    # sites need no attention weights and take the model's fused kernel (sdpa).
+    fused = not heads and getattr(loaded.model, "_supports_sdpa", False)
+    config = loaded.model.config
+    before = config._attn_implementation
     try:
-        with intervening(loaded, None):
+        if fused:
+            config._attn_implementation = "sdpa"
             out = loaded.model(ids[None].expand(n, -1), use_cache=False, logits_to_keep=1)
+        else:
+            with intervening(loaded, None):
+                out = loaded.model(ids[None].expand(n, -1), use_cache=False, logits_to_keep=1)
     finally:
+        config._attn_implementation = before
         _PATCH_Z.reset(token)
         for handle in handles:
             handle.remove()
