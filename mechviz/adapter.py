@@ -34,6 +34,12 @@ class Family:
     attn_post_norm: str | None = None
     # RMSNorm multiplies by (offset + weight): Gemma stores its weights minus 1.
     rms_offset: float = 0.0
+    # The norm (relative to a layer) that attention's input goes through.
+    attn_input_norm: str = "input_layernorm"
+    # How W_Q, W_K, W_V are stored: "separate" (q_proj, k_proj, v_proj beside W_O),
+    # "gpt2" (one Conv1D c_attn, columns Q | K | V), "neox" (query_key_value, rows
+    # interleaved per head [H, 3, d_head]) or "phi3" (qkv_proj, rows Q | K | V).
+    qkv: str = "separate"
 
 
 _LLAMA_LIKE = Family(
@@ -72,6 +78,7 @@ FAMILIES: dict[str, Family] = {
         final_norm="model.norm",
         mlp_out="mlp",
         mlp_in="mlp.down_proj",
+        qkv="phi3",
     ),
     "phi": Family(
         layers="model.layers",
@@ -86,6 +93,8 @@ FAMILIES: dict[str, Family] = {
         mlp_out="mlp",
         mlp_in="mlp.c_proj",
         attn_proj="attn.c_proj",
+        attn_input_norm="ln_1",
+        qkv="gpt2",
     ),
     "gpt_neox": Family(
         layers="gpt_neox.layers",
@@ -93,6 +102,7 @@ FAMILIES: dict[str, Family] = {
         mlp_out="mlp",
         mlp_in="mlp.dense_4h_to_h",
         attn_proj="attention.dense",
+        qkv="neox",
     ),
 }
 
@@ -129,6 +139,15 @@ class FrozenNorm:
         """
         d = self.gain * w.float()
         return d - d.mean() if self.centre else d
+
+
+def _x_at_w(module: nn.Module) -> torch.Tensor:
+    """A projection's weight as ``x @ W``: ``[in, out]`` (Linear transposed, Conv1D as is)."""
+    if isinstance(module, nn.Linear):
+        return module.weight.T
+    if type(module).__name__ == "Conv1D":
+        return module.weight
+    raise MechvizError(f"mechviz cannot read a {type(module).__name__} as a projection.")
 
 
 def _get(root: nn.Module, path: str) -> nn.Module:
@@ -191,6 +210,36 @@ class Adapter:
             f"The attention output projection of this {self.architecture} model is a "
             f"{type(proj).__name__}, which mechviz cannot read."
         )
+
+    def attn_input_norm_module(self, layer: int) -> nn.Module:
+        """The norm attention's input goes through (``input_layernorm``, GPT-2's ``ln_1``)."""
+        return _get(self.layers[layer], self.family.attn_input_norm)
+
+    def W_QKV(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """W_Q ``[D, H * d_head]``, W_K and W_V ``[D, n_kv * d_head]``, as ``x @ W``.
+
+        Heads sit side by side, head-major. Fused projections are split as the
+        models split them (:attr:`Family.qkv`).
+        """
+        config = self.model.config
+        n_heads = int(config.num_attention_heads)
+        n_kv = int(getattr(config, "num_key_value_heads", None) or n_heads)
+        d_head = self.W_O(layer).shape[0] // n_heads
+        q_size, kv_size = n_heads * d_head, n_kv * d_head
+        attn = _get(self.layers[layer], self.family.attn_proj.rpartition(".")[0])
+        kind = self.family.qkv
+        if kind == "separate":
+            return tuple(_x_at_w(getattr(attn, f"{m}_proj")) for m in "qkv")  # type: ignore[return-value]
+        if kind == "gpt2":
+            w = _x_at_w(attn.c_attn)  # [D, 3 * D], columns Q | K | V
+            return w[:, :q_size], w[:, q_size : 2 * q_size], w[:, 2 * q_size :]
+        if kind == "phi3":
+            w = _x_at_w(attn.qkv_proj)  # [D, (H + 2 n_kv) d_head], columns Q | K | V
+            return w[:, :q_size], w[:, q_size : q_size + kv_size], w[:, q_size + kv_size :]
+        # GPT-NeoX: output rows grouped per head, [H, 3, d_head] (view, then chunk(3)).
+        w = _x_at_w(attn.query_key_value).reshape(-1, n_heads, 3, d_head)
+        q, k, v = (w[:, :, i, :].reshape(w.shape[0], q_size) for i in range(3))
+        return q, k, v
 
     def b_O(self, layer: int) -> torch.Tensor | None:
         """The output projection's bias ``[d_model]``, or ``None``."""

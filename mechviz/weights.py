@@ -23,7 +23,8 @@ and its embedding, and returns the trace's ``weights`` section
   per-head query/key norm are left out: the score is the length of what the
   token alone writes into the head's query (key) space.
 
-The fused projections are split as the models split them: GPT-2's ``c_attn``
+The fused projections are split by :meth:`mechviz.adapter.Adapter.W_QKV`, as the
+models split them: GPT-2's ``c_attn``
 (a Conv1D, ``[d_model, 3 * d_model]``, columns Q | K | V), GPT-NeoX's
 ``query_key_value`` (rows interleaved per head: ``[H, 3, d_head]``) and Phi-3's
 ``qkv_proj`` (rows Q | K | V with ``n_kv`` heads for K and V).
@@ -34,7 +35,6 @@ Like :mod:`mechviz.tracing`, this module touches torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -61,46 +61,13 @@ OTHER = "other"
 TALLY_ORDER = [EMBEDDING, TIED_EMBEDDING, POSITION, ATTENTION, MLP, NORMS, UNEMBEDDING, OTHER]
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Where one family keeps layer 0's input norm and its Q, K, V projections."""
-
-    input_norm: str  # relative to a layer
-    qkv: str  # "separate" (q_proj, k_proj, v_proj), "gpt2", "neox" or "phi3"
-
-
-_LAYOUTS = {
-    "gpt2": _Layout(input_norm="ln_1", qkv="gpt2"),
-    "gpt_neox": _Layout(input_norm="input_layernorm", qkv="neox"),
-    "phi3": _Layout(input_norm="input_layernorm", qkv="phi3"),
-}
-_SEPARATE = _Layout(input_norm="input_layernorm", qkv="separate")
-
-
-def _get(root: nn.Module, path: str) -> nn.Module:
-    module = root
-    for part in path.split("."):
-        module = getattr(module, part)
-    return module
-
-
-def _as_x_at_w(module: nn.Module) -> torch.Tensor:
-    """A projection's weight as ``x @ W``: ``[in, out]`` (Linear transposed, Conv1D as is)."""
-    if isinstance(module, nn.Linear):
-        return module.weight.T
-    if type(module).__name__ == "Conv1D":
-        return module.weight
-    raise MechvizError(f"mechviz cannot read a {type(module).__name__} as a projection.")
-
-
 class _Heads:
-    """One loaded model's attention geometry and Q, K, V matrices."""
+    """One loaded model's attention geometry and its Q, K, V, O matrices (from the adapter)."""
 
     def __init__(self, loaded: LoadedModel) -> None:
         adapter = loaded.adapter
         config = loaded.model.config
         self.adapter = adapter
-        self.layout = _LAYOUTS.get(adapter.architecture, _SEPARATE)
         self.n_heads = int(config.num_attention_heads)
         self.n_kv = int(getattr(config, "num_key_value_heads", None) or self.n_heads)
         self.d_head = adapter.W_O(0).shape[0] // self.n_heads
@@ -109,28 +76,14 @@ class _Heads:
 
     def qkv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """W_Q ``[D, H * d_head]``, W_K and W_V ``[D, n_kv * d_head]``, heads side by side."""
-        attn = _get(self.adapter.layers[layer], self.attn_path)
-        q_size, kv_size = self.n_heads * self.d_head, self.n_kv * self.d_head
-        kind = self.layout.qkv
-        if kind == "separate":
-            return tuple(_as_x_at_w(getattr(attn, f"{m}_proj")) for m in "qkv")
-        if kind == "gpt2":
-            w = _as_x_at_w(attn.c_attn)  # [D, 3 * D], columns Q | K | V
-            return w[:, :q_size], w[:, q_size : 2 * q_size], w[:, 2 * q_size :]
-        if kind == "phi3":
-            w = _as_x_at_w(attn.qkv_proj)  # [D, (H + 2 n_kv) d_head], columns Q | K | V
-            return w[:, :q_size], w[:, q_size : q_size + kv_size], w[:, q_size + kv_size :]
-        # GPT-NeoX: output rows grouped per head, [H, 3, d_head] (view, then chunk(3)).
-        w = _as_x_at_w(attn.query_key_value).reshape(-1, self.n_heads, 3, self.d_head)
-        q, k, v = (w[:, :, i, :].reshape(w.shape[0], q_size) for i in range(3))
-        return q, k, v
+        return self.adapter.W_QKV(layer)
 
     def matrices(self, layer: int) -> list[torch.Tensor]:
         """W_Q, W_K, W_V and W_O of ``layer``, each ``[d_model, n * d_head]``."""
         return [*self.qkv(layer), self.adapter.W_O(layer).T]
 
     def input_norm(self) -> nn.Module:
-        return _get(self.adapter.layers[0], self.layout.input_norm)
+        return self.adapter.attn_input_norm_module(0)
 
 
 def ratio(w: torch.Tensor, dim: int) -> float:
