@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from click.testing import CliRunner
 
 import mechviz
+from mechviz.cli import main
 from mechviz.io import dumps, load_trace
 
 PROMPT = "The capital of France is"
@@ -88,9 +89,17 @@ def test_patch_in_python_restores_its_clean_run(default_model) -> None:  # type:
         mechviz.patch(PROMPT, "The capital of Italy is", answer=" Paris Texas")
 
 
-def test_cli_trace_with_ablation_and_bad_input(tmp_path: Path) -> None:
+def cli(*args: str):  # type: ignore[no-untyped-def]
+    """The command line in this process: the model the tests loaded is loaded already."""
+    from types import SimpleNamespace
+
+    result = CliRunner().invoke(main, list(args))
+    return SimpleNamespace(returncode=result.exit_code, stderr=result.output)
+
+
+def test_cli_trace_with_ablation_and_bad_input(default_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "ablated.json"
-    done = run_cli("trace", PROMPT, "--ablate", "23.4", "--ablate", "29.*", "-o", str(out))
+    done = cli("trace", PROMPT, "--ablate", "23.4", "--ablate", "29.*", "-o", str(out))
     assert done.returncode == 0, done.stderr
     iv = load_trace(out).interventions
     assert iv.ablate == ["23.4"] + [f"29.{h}" for h in range(9)]
@@ -100,20 +109,20 @@ def test_cli_trace_with_ablation_and_bad_input(tmp_path: Path) -> None:
         (["--freeze", "1.1"], "--freeze needs --freeze-from"),
         (["--freeze-from", "Hello"], "--freeze-from needs --freeze"),
     ]:
-        result = run_cli("trace", PROMPT, *args, "-o", str(bad))
+        result = cli("trace", PROMPT, *args, "-o", str(bad))
         assert result.returncode == 2, result.stderr
         assert words in result.stderr and "Traceback" not in result.stderr
         assert not bad.exists()
 
 
-def test_cli_patch(tmp_path: Path) -> None:
+def test_cli_patch(default_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "patch.json"
-    bad = run_cli(
+    bad = cli(
         "patch", "--clean", PROMPT, "--corrupt", "The capital of the Netherlands is", "-o", str(out)
     )
     assert bad.returncode == 2 and "5 tokens long and the corrupt prompt 6 tokens" in bad.stderr
     assert not out.exists()
-    done = run_cli(
+    done = cli(
         "patch",
         "--clean",
         PROMPT,
