@@ -20,12 +20,14 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from mechviz.errors import MechvizError
 from mechviz.models import LoadedModel
-from mechviz.schema import ANALYSES, SCHEMA_VERSION, Trace
+from mechviz.schema import OPTIONAL_SECTIONS, SCHEMA_VERSION, Trace
 from mechviz.tokens import display_text
+from mechviz.validate import section_token_ids
 
 DEFAULT_MIDDLE_LAYERS = 3
 
@@ -72,24 +74,23 @@ def single_token(loaded: LoadedModel, word: str, what: str = "word") -> int:
 
 
 def with_sections(trace: Trace, loaded: LoadedModel, **sections: Any) -> Trace:
-    """``trace`` with analysis ``sections`` set, its ``vocab`` extended to every id they name.
+    """``trace`` with optional ``sections`` set, its ``vocab`` extended to every id they name.
 
-    The result is validated (it is a :class:`Trace`) and has the current
-    schema version; the sections not given are kept.
+    Any optional section of the schema (:data:`mechviz.schema.SECTION_SINCE`)
+    may be given; the token ids each names are those validation asks ``vocab``
+    for (:func:`mechviz.validate.section_token_ids`). The result is validated
+    (it is a :class:`Trace`) and has the current schema version; the sections
+    not given are kept.
     """
-    unknown = set(sections) - set(ANALYSES)
+    unknown = set(sections) - OPTIONAL_SECTIONS
     if unknown:
-        raise ValueError(f"Not analysis sections: {', '.join(sorted(unknown))}.")
+        raise ValueError(f"Not optional sections: {', '.join(sorted(unknown))}.")
     ids: set[int] = set()
-    for section in sections.values():
-        for f in dataclasses.fields(section):
-            value = getattr(section, f.name)
-            if f.name.endswith("ids") and value is not None:
-                ids |= {int(i) for i in value.ravel().tolist() if i >= 0}
-        versus = getattr(section, "versus", None)
-        if versus is not None:
-            ids.add(int(versus))
-        ids |= set(getattr(section, "middle_prefix", []))
+    for name, section in sections.items():
+        if section is None:
+            continue
+        for array in section_token_ids(name, section):
+            ids |= {int(i) for i in np.asarray(array).ravel().tolist() if i >= 0}
     vocab = dict(trace.vocab)
     vocab.update({i: display_text(loaded.tokenizer, i) for i in sorted(ids - set(vocab))})
     return dataclasses.replace(

@@ -458,10 +458,8 @@ def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes): 
 
     With no changes this is :func:`mechviz.tracing.trace_prompt`, unchanged.
     """
-    import dataclasses
-
+    from mechviz.analysis import with_sections
     from mechviz.schema import Interventions
-    from mechviz.tokens import display_text
     from mechviz.tracing import (
         _np,
         _output,
@@ -513,12 +511,7 @@ def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes): 
         before_output_ids=top.top_ids[0],
         before_output_probs=top.top_probs[0],
     )
-    vocab = dict(trace.vocab)
-    for i in set(section.before_lens_ids.ravel().tolist()) | set(
-        section.before_output_ids.tolist()
-    ):
-        vocab.setdefault(int(i), display_text(loaded.tokenizer, int(i)))
-    return dataclasses.replace(trace, vocab=dict(sorted(vocab.items())), interventions=section)
+    return with_sections(trace, loaded, interventions=section)
 
 
 def _tokens(n: int) -> str:
@@ -535,11 +528,8 @@ def patching_trace(  # type: ignore[no-untyped-def]
     wrong: str | None = None,
 ):
     """The trace of ``clean`` with a ``patching`` section: :func:`patch` into ``corrupt``."""
-    import dataclasses
-
-    from mechviz.analysis import single_token
+    from mechviz.analysis import single_token, with_sections
     from mechviz.schema import Patching
-    from mechviz.tokens import display_text
     from mechviz.tracing import _np, tokenize, trace_prompt
 
     options.check()
@@ -565,7 +555,4 @@ def patching_trace(  # type: ignore[no-untyped-def]
         heads=_np(result.heads),
         mlp=_np(result.mlp),
     )
-    vocab = dict(trace.vocab)
-    for i in set(corrupt_ids.tolist()) | {result.answer, result.wrong}:
-        vocab.setdefault(int(i), display_text(loaded.tokenizer, int(i)))
-    return dataclasses.replace(trace, vocab=dict(sorted(vocab.items())), patching=section)
+    return with_sections(trace, loaded, patching=section)

@@ -767,26 +767,37 @@ def _get(trace: Trace, field: str) -> np.ndarray:
     return getattr(getattr(trace, section), name)
 
 
+def section_token_ids(name: str, section: Any) -> list[np.ndarray]:
+    """The token ids that optional section ``name`` names (``vocab`` must give their text)."""
+    if name == "lens_mid":
+        return [section.top_ids]
+    if name == "attribution":
+        return [] if section.versus is None else [np.asarray([section.versus])]
+    if name == "dictionaries":
+        return [
+            section.input_ids,
+            section.output_ids,
+            section.middle_ids,
+            np.asarray(section.middle_prefix, int),
+        ]
+    if name == "similarity":
+        return [section.ids]
+    if name == "weights":
+        return [section.query_ids, section.key_ids]
+    if name == "interventions":
+        return [section.before_lens_ids, section.before_output_ids]
+    if name == "patching":
+        return [section.corrupt_ids, np.asarray([section.answer, section.wrong])]
+    return []  # heads, whole, neurons: no token ids of their own
+
+
 def _mentioned_ids(trace: Trace) -> np.ndarray:
     """Every token id the trace names, so that ``vocab`` must give its text."""
     arrays = [trace.tokens.ids, trace.lens.top_ids, trace.output.top_ids]
-    if trace.lens_mid is not None:
-        arrays.append(trace.lens_mid.top_ids)
-    if trace.attribution is not None and trace.attribution.versus is not None:
-        arrays.append(np.asarray([trace.attribution.versus]))
-    if trace.dictionaries is not None:
-        d = trace.dictionaries
-        arrays += [d.input_ids, d.output_ids, d.middle_ids, np.asarray(d.middle_prefix, int)]
-    if trace.similarity is not None:
-        arrays.append(trace.similarity.ids)
-    if trace.weights is not None:
-        arrays += [trace.weights.query_ids, trace.weights.key_ids]
-    if trace.interventions is not None:
-        iv = trace.interventions
-        arrays += [iv.before_lens_ids, iv.before_output_ids]
-    if trace.patching is not None:
-        pt = trace.patching
-        arrays += [pt.corrupt_ids, np.asarray([pt.answer, pt.wrong])]
+    for name in schema.SECTION_SINCE:
+        section = getattr(trace, name)
+        if section is not None:
+            arrays += section_token_ids(name, section)
     return np.unique(np.concatenate([np.asarray(a).ravel() for a in arrays]))
 
 

@@ -83,8 +83,10 @@ def test_other_weights_are_refused() -> None:
 
 def test_with_sections_refuses_unknown_names() -> None:
     tiny = make_tiny("llama")
-    with pytest.raises(ValueError, match="Not analysis sections: lens"):
+    with pytest.raises(ValueError, match="Not optional sections: lens"):
         with_sections(tiny.trace, tiny.loaded, lens=tiny.trace.lens)
+    same = with_sections(tiny.trace, tiny.loaded, lens_mid=tiny.trace.lens_mid)  # any optional one
+    assert same.vocab == tiny.trace.vocab
 
 
 def test_middle_layers_out_of_range_is_one_sentence() -> None:
