@@ -152,6 +152,7 @@ class TraceScene(Scene):
 
     def setup(self) -> None:
         self._keep_static_frame()
+        self._lend_frames()
         self.theme = style.get_theme(self.settings.theme)
         self.camera.background_color = self.theme.background
         if self.settings.transparent:
@@ -348,6 +349,52 @@ class TraceScene(Scene):
             else:
                 frames = len(np.arange(0, self.duration, 1 / fps))
             self.clock += frames / fps
+
+    def _lend_frames(self) -> None:
+        """Hand each drawn frame to the encoder itself, not a copy of it.
+
+        Manim's Cairo renderer copies every finished frame (8 MB at 1080p, a
+        new array each time) before queueing it for the encoder, which owns
+        what it is given. Here the camera draws into buffers of a
+        :class:`~mechviz.visual._encode.FramePool`: the frame just drawn is
+        queued as it is, and the next drawing starts on another buffer (the
+        encoder gives the old one back once it has read it). Between frames
+        ``camera.pixel_array`` still holds the last frame, for whoever reads it.
+        """
+        from mechviz.visual._encode import FramePool, FrameWriter
+
+        renderer = self.renderer
+        camera = renderer.camera
+        writer = getattr(renderer, "file_writer", None)
+        if not isinstance(writer, FrameWriter):
+            return  # another renderer, or a writer that does not give frames back
+        pool = self._frame_pool = FramePool(camera.pixel_array.shape, camera.pixel_array.dtype)
+        first = pool.take()
+        first[...] = camera.pixel_array
+        camera.pixel_array = first
+        lent: list[Any] = [None]  # the buffer the encoder may still be reading
+        set_pixel_array = camera.set_pixel_array
+
+        def draw_on_free_buffer(pixel_array: Any, convert_from_floats: bool = False) -> None:
+            # Every drawing starts here (reset, or the still background), so a
+            # lent buffer is swapped out before anything is drawn on top.
+            if camera.pixel_array is lent[0] and camera.pixel_array.shape == pool.shape:
+                camera.pixel_array = pool.take()
+            lent[0] = None
+            set_pixel_array(pixel_array, convert_from_floats)
+
+        def render(scene: Scene, time: float, moving_mobjects: Any = None) -> None:
+            renderer.update_frame(scene, moving_mobjects)
+            frame = camera.pixel_array
+            video = getattr(writer, "_current_encode_job", None) is not None
+            if renderer.skip_animations or not video or not pool.owns(frame):
+                renderer.add_frame(renderer.get_frame())  # Manim's own way: a copy
+                return
+            lent[0] = frame
+            renderer.add_frame(frame)
+
+        camera.set_pixel_array = draw_on_free_buffer
+        renderer.render = render
 
     def _keep_static_frame(self) -> None:
         """Reuse the still background between animations, as far as it has not changed.
