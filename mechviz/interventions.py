@@ -461,10 +461,10 @@ def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes): 
     from mechviz.analysis import with_sections
     from mechviz.schema import Interventions
     from mechviz.tracing import (
-        _np,
-        _output,
         build_trace,
         lens_statistics,
+        numpy_of,
+        output_of,
         record,
         tokenize,
         trace_prompt,
@@ -499,15 +499,15 @@ def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes): 
     trace = build_trace(loaded, prompt, rec, options)
     k = options.top_k
     stats = lens_statistics(adapter, before.boundaries()[0::2, -1:], before.logits[-1:], k)
-    top = _output(before.logits[-1:], k)  # as the trace's own output, to 1e-7
+    top = output_of(before.logits[-1:], k)  # as the trace's own output, to 1e-7
     section = Interventions(
         mode=changes.mode,
         ablate=[f"{a}.{b}" for a, b in ablate],
         ablate_mlp=list(mlps),
         freeze=[f"{a}.{b}" for a, b in freeze],
         freeze_from=changes.freeze_from if freeze else None,
-        before_lens_ids=_np(stats["top_ids"][:, 0]),
-        before_lens_probs=_np(stats["top_probs"][:, 0]),
+        before_lens_ids=numpy_of(stats["top_ids"][:, 0]),
+        before_lens_probs=numpy_of(stats["top_probs"][:, 0]),
         before_output_ids=top.top_ids[0],
         before_output_probs=top.top_probs[0],
     )
@@ -530,7 +530,7 @@ def patching_trace(  # type: ignore[no-untyped-def]
     """The trace of ``clean`` with a ``patching`` section: :func:`patch` into ``corrupt``."""
     from mechviz.analysis import single_token, with_sections
     from mechviz.schema import Patching
-    from mechviz.tracing import _np, tokenize, trace_prompt
+    from mechviz.tracing import numpy_of, tokenize, trace_prompt
 
     options.check()
     clean_ids = tokenize(loaded, clean, options.max_tokens)
@@ -550,9 +550,9 @@ def patching_trace(  # type: ignore[no-untyped-def]
         wrong=result.wrong,
         clean_diff=result.clean_diff,
         corrupt_diff=result.corrupt_diff,
-        corrupt_ids=_np(corrupt_ids),
-        resid=_np(result.resid),
-        heads=_np(result.heads),
-        mlp=_np(result.mlp),
+        corrupt_ids=numpy_of(corrupt_ids),
+        resid=numpy_of(result.resid),
+        heads=numpy_of(result.heads),
+        mlp=numpy_of(result.mlp),
     )
     return with_sections(trace, loaded, patching=section)

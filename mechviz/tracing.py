@@ -189,11 +189,12 @@ def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: Trace
     # ``lens_mid`` the half-steps after each attention block.
     labels = boundary_labels(adapter.n_layers)
     stats = {
-        k: _np(v) for k, v in lens_statistics(adapter, resid, rec.logits, options.top_k).items()
+        k: numpy_of(v)
+        for k, v in lens_statistics(adapter, resid, rec.logits, options.top_k).items()
     }
     lens = Lens(labels=labels[0::2], **{k: v[0::2] for k, v in stats.items()})
     lens_mid = MidLens(labels=labels[1::2], **{k: v[1::2] for k, v in stats.items()})
-    output = _output(rec.logits, options.top_k)
+    output = output_of(rec.logits, options.top_k)
     mlp = _mlp(rec.mlp_act)
     ids = rec.input_ids.tolist()
     used = set(ids) | set(np.unique(stats["top_ids"]).tolist())
@@ -212,7 +213,7 @@ def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: Trace
         ),
         resid=_resid(resid, labels, options.full),
         blocks=Blocks(
-            attn_out_norm=_np(
+            attn_out_norm=numpy_of(
                 torch.stack(
                     [
                         post - pre - mlp
@@ -220,9 +221,9 @@ def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: Trace
                     ]
                 ).norm(dim=-1)
             ),
-            mlp_out_norm=_np(torch.stack(rec.mlp_out).norm(dim=-1)),
+            mlp_out_norm=numpy_of(torch.stack(rec.mlp_out).norm(dim=-1)),
         ),
-        attention=Attention(pattern=_np(torch.stack(rec.attentions))),
+        attention=Attention(pattern=numpy_of(torch.stack(rec.attentions))),
         mlp=mlp,
         embedding=_embedding(adapter.W_E, rec.input_ids),
         lens=lens,
@@ -273,7 +274,7 @@ def head_effects(adapter: Adapter, rec: Recording, answer: int, position: int = 
         direct[layer] = per_dim.view(H, -1).sum(-1).cpu()
         if b_O is not None:
             bias[layer] = (b_O @ d_layer).cpu()
-    return HeadEffects(answer=answer, position=pos, direct=_np(direct), bias=_np(bias))
+    return HeadEffects(answer=answer, position=pos, direct=numpy_of(direct), bias=numpy_of(bias))
 
 
 @torch.no_grad()
@@ -511,14 +512,15 @@ def _final(logits: torch.Tensor) -> _Final:
     return _Final(x=x, f=f, ln_Z=ln_Z, entropy=ln_Z - (f * x).sum(-1).double())
 
 
-def _output(logits: torch.Tensor, top_k: int) -> Output:
+def output_of(logits: torch.Tensor, top_k: int) -> Output:
+    """The ``output`` section of ``logits`` ``[P, V]``: each row's top ``top_k`` and entropy."""
     final = _final(logits)
     top_x, top_ids = final.x.topk(top_k, dim=-1)
     top_probs = (top_x.double() - final.ln_Z[:, None]).exp()
     return Output(
-        top_ids=_np(top_ids),
-        top_probs=_np(top_probs.clamp_(max=1.0)),
-        entropy=_np(final.entropy.clamp_(0.0, math.log(logits.shape[-1]))),
+        top_ids=numpy_of(top_ids),
+        top_probs=numpy_of(top_probs.clamp_(max=1.0)),
+        entropy=numpy_of(final.entropy.clamp_(0.0, math.log(logits.shape[-1]))),
     )
 
 
@@ -547,8 +549,8 @@ def _whole(rows: torch.Tensor, acts: list[torch.Tensor], width: int) -> Whole:
     act = torch.stack([a.float().cpu() for a in acts])  # [L, P, d_mlp]
     return Whole(
         width=width,
-        resid=_np(pool(rows.float().cpu(), per_token)),
-        mlp=_np(pool(act, per_token)),
+        resid=numpy_of(pool(rows.float().cpu(), per_token)),
+        mlp=numpy_of(pool(act, per_token)),
     )
 
 
@@ -599,11 +601,11 @@ def _resid(resid: torch.Tensor, labels: list[str], full: bool) -> Resid:
     n_sample = min(N_SAMPLE, resid.shape[-1])
     return Resid(
         labels=labels,
-        norm=_np(resid.norm(dim=-1)),
-        pooled=_np(pool(resid)),
+        norm=numpy_of(resid.norm(dim=-1)),
+        pooled=numpy_of(pool(resid)),
         sample_dims=np.arange(n_sample, dtype=np.int64),
-        sample=_np(resid[..., :n_sample]),
-        full=_np(resid) if full else None,
+        sample=numpy_of(resid[..., :n_sample]),
+        full=numpy_of(resid) if full else None,
     )
 
 
@@ -612,7 +614,11 @@ def _mlp(acts: list[torch.Tensor]) -> Mlp:
     n = min(N_NEURONS, act.shape[-1])
     top = act.abs().amax(dim=1).topk(n, dim=-1).indices  # [L, N]
     values = act.gather(-1, top[:, None, :].expand(-1, act.shape[1], -1))  # [L, P, N]
-    return Mlp(top_neurons=_np(top), top_values=_np(values.transpose(1, 2)), pooled=_np(pool(act)))
+    return Mlp(
+        top_neurons=numpy_of(top),
+        top_values=numpy_of(values.transpose(1, 2)),
+        pooled=numpy_of(pool(act)),
+    )
 
 
 def _embedding(W_E: torch.Tensor, ids: torch.Tensor) -> Embedding:
@@ -620,9 +626,9 @@ def _embedding(W_E: torch.Tensor, ids: torch.Tensor) -> Embedding:
     unit = rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     n_sample = min(N_SAMPLE, rows.shape[-1])
     return Embedding(
-        W_E_sample=_np(rows[:, :n_sample]),
-        W_E_norm=_np(rows.norm(dim=-1)),
-        cosine=_np(unit @ unit.T),
+        W_E_sample=numpy_of(rows[:, :n_sample]),
+        W_E_norm=numpy_of(rows.norm(dim=-1)),
+        cosine=numpy_of(unit @ unit.T),
     )
 
 
@@ -647,7 +653,8 @@ def _model_info(loaded: LoadedModel, rec: Recording, mlp_width: int) -> ModelInf
     )
 
 
-def _np(x: torch.Tensor) -> np.ndarray:
+def numpy_of(x: torch.Tensor) -> np.ndarray:
+    """``x`` as a NumPy array for a trace: float32 (bfloat16 too), or int64 for integers."""
     x = x.detach().cpu()
     if x.is_floating_point():
         x = x.float()  # numpy has no bfloat16
