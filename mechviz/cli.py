@@ -255,13 +255,10 @@ def trace(
     what changed with the run before it.
     """
     from mechviz.io import check_writable, save_trace
+    from mechviz.specs import Changes
 
-    if kwargs["freeze"] and kwargs["freeze_from"] is None:
-        raise MechvizError(
-            "--freeze needs --freeze-from: the prompt whose attention patterns the heads keep."
-        )
-    if kwargs["freeze_from"] is not None and not kwargs["freeze"]:
-        raise MechvizError("--freeze-from needs --freeze: the heads whose patterns to fix.")
+    asked = {k: kwargs[k] for k in ("ablate", "ablate_mlp", "freeze", "freeze_from")}
+    Changes(mode=kwargs["ablate_mode"], **asked).check()  # type: ignore[arg-type]
 
     prompts = list(prompt) + (read_prompts(prompt_file) if prompt_file is not None else [])
     if not prompts:

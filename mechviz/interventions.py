@@ -37,7 +37,13 @@ import torch
 
 from mechviz.errors import MechvizError
 from mechviz.models import LoadedModel
-from mechviz.specs import MODES, check_mode, parse_heads, parse_layers  # noqa: F401 (re-exported)
+from mechviz.specs import (  # noqa: F401 (re-exported)
+    MODES,
+    Changes,
+    check_mode,
+    parse_heads,
+    parse_layers,
+)
 
 ATTENTION = "mechviz_interventions"  # the attention implementation registered for them
 
@@ -426,31 +432,6 @@ def _patched_run(loaded, ids, sites, clean_rows, clean_z, clean_mlp, start, cach
 
 
 # --- traces of changed runs ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Changes:
-    """What the user asked to change, as written (``"5.3"``, ``"7.*"``), before parsing."""
-
-    ablate: tuple[str, ...] = ()
-    ablate_mlp: tuple[int | str, ...] = ()
-    mode: str = "zero"
-    freeze: tuple[str, ...] = ()
-    freeze_from: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not (self.ablate or self.ablate_mlp or self.freeze)
-
-    def check(self) -> None:
-        """What can be checked without the model: the mode, and freeze with freeze_from."""
-        check_mode(self.mode)
-        if self.freeze and self.freeze_from is None:
-            raise MechvizError(
-                "--freeze needs --freeze-from: the prompt whose attention patterns the heads keep."
-            )
-        if self.freeze_from is not None and not self.freeze:
-            raise MechvizError("--freeze-from needs --freeze: the heads whose patterns to fix.")
 
 
 def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes):  # type: ignore[no-untyped-def]

@@ -1,13 +1,15 @@
 """Head and layer specs of interventions (``5.3``, ``7.*``), parsed without torch.
 
 :mod:`mechviz.validate` reads them back from a trace, so this module stays
-light; :mod:`mechviz.interventions` uses them to build a plan.
+light; :mod:`mechviz.interventions` uses them to build a plan, and the command
+line checks :class:`Changes` with them before it loads a model.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mechviz.errors import MechvizError
 
@@ -68,3 +70,28 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise MechvizError(f"--ablate-mode must be zero or mean; got {mode!r}.")
     return mode
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What the user asked to change, as written (``"5.3"``, ``"7.*"``), before parsing."""
+
+    ablate: tuple[str, ...] = ()
+    ablate_mlp: tuple[int | str, ...] = ()
+    mode: str = "zero"
+    freeze: tuple[str, ...] = ()
+    freeze_from: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.ablate or self.ablate_mlp or self.freeze)
+
+    def check(self) -> None:
+        """What can be checked without the model: the mode, and freeze with freeze_from."""
+        check_mode(self.mode)
+        if self.freeze and self.freeze_from is None:
+            raise MechvizError(
+                "--freeze needs --freeze-from: the prompt whose attention patterns the heads keep."
+            )
+        if self.freeze_from is not None and not self.freeze:
+            raise MechvizError("--freeze-from needs --freeze: the heads whose patterns to fix.")
