@@ -595,10 +595,8 @@ def scene(
             outputs = [o for n, o in zip(names, outputs) if n not in lacking]
             names = [n for n in names if n not in lacking]
     else:
-        from mechviz.neurons import require
-
         for section in SCENE_NEEDS.get(name, ()):
-            require(trace, section)
+            trace.require(section)
     if other is not None:
         load_trace(other)  # a bad file: one sentence before rendering
     settings = SceneSettings(

@@ -148,7 +148,7 @@ def select(
         MechvizError: The trace has no ``neurons`` section, or ``above <= below``.
 
     """
-    n = require(trace, "neurons")
+    n = trace.require("neurons")
     above = n.above if above is None else above
     below = n.below if below is None else below
     relative = n.relative if relative is None else relative
@@ -198,40 +198,3 @@ def activation_class(value: float, above: float, below: float, margin: float = M
     if value < below:
         return "neg"
     return "low"
-
-
-MADE_BY = {  # sections made by their own commands, not by `mechviz trace` or `analyze`
-    "interventions": "make one with `mechviz trace PROMPT --ablate 5.3` (or --freeze, "
-    "--ablate-mlp).",
-    "patching": "make one with `mechviz patch --clean PROMPT --corrupt PROMPT`.",
-}
-
-
-def require(trace: Trace, section: str):  # type: ignore[no-untyped-def]
-    """A section of the trace, or one sentence saying how to get it.
-
-    Raises:
-        MechvizError: The section is absent: a trace made before the schema that
-            introduced it (trace again), or an analysis not yet run (``mechviz analyze``).
-
-    """
-    import shlex
-
-    from mechviz import __version__
-    from mechviz.schema import ANALYSES
-
-    value = getattr(trace, section, None)
-    if value is None and section in MADE_BY:
-        raise MechvizError(f"This trace has no `{section}` section; {MADE_BY[section]}")
-    if value is None and section in ANALYSES:
-        raise MechvizError(
-            f"This trace has no `{section}` section; add it with "
-            f"`mechviz analyze TRACE --{section}` (it loads the model that made the trace)."
-        )
-    if value is None:
-        raise MechvizError(
-            f"This trace has no `{section}` section (schema version {trace.schema_version}); "
-            f"trace it again with this version (mechviz {__version__}): "
-            f"`mechviz trace {shlex.quote(trace.prompt)}`."
-        )
-    return value

@@ -78,6 +78,11 @@ SECTION_SINCE = {  # the version that introduced each optional section
     "patching": 5,
 }
 ANALYSES = ("attribution", "dictionaries", "similarity", "weights")  # added by `mechviz analyze`
+MADE_BY = {  # sections made by their own commands, not by `mechviz trace` or `analyze`
+    "interventions": "make one with `mechviz trace PROMPT --ablate 5.3` (or --freeze, "
+    "--ablate-mlp).",
+    "patching": "make one with `mechviz patch --clean PROMPT --corrupt PROMPT`.",
+}
 
 
 def _arr(
@@ -508,6 +513,34 @@ class Trace:
     def prediction(self) -> tuple[int, float]:
         """The model's top-1 next token at the last position and its probability."""
         return int(self.output.top_ids[-1, 0]), float(self.output.top_probs[-1, 0])
+
+    def require(self, section: str) -> Any:
+        """The optional ``section`` of the trace, or one sentence saying how to get it.
+
+        Raises:
+            MechvizError: The section is absent: a trace made before the schema that
+                introduced it (trace again), or an analysis not yet run (``mechviz analyze``).
+
+        """
+        import shlex
+
+        from mechviz import __version__
+
+        value = getattr(self, section, None)
+        if value is None and section in MADE_BY:
+            raise MechvizError(f"This trace has no `{section}` section; {MADE_BY[section]}")
+        if value is None and section in ANALYSES:
+            raise MechvizError(
+                f"This trace has no `{section}` section; add it with "
+                f"`mechviz analyze TRACE --{section}` (it loads the model that made the trace)."
+            )
+        if value is None:
+            raise MechvizError(
+                f"This trace has no `{section}` section (schema version {self.schema_version}); "
+                f"trace it again with this version (mechviz {__version__}): "
+                f"`mechviz trace {shlex.quote(self.prompt)}`."
+            )
+        return value
 
     # --- (de)serialisation ------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from manim import DOWN, FadeIn, ReplacementTransform, SurroundingRectangle, VGroup
 
-from mechviz.neurons import require
 from mechviz.tokens import shown
 from mechviz.visual.ablation import (
     BeforeAfter,
@@ -37,7 +36,7 @@ class Ablation(TraceScene):
     k = 5  # bars per chart at most
 
     def construct(self) -> None:
-        self.iv = require(self.trace, "interventions")  # one sentence without it
+        self.iv = self.trace.require("interventions")  # one sentence without it
         self.before_run = Reading.before(self.trace)
         self.after_run = Reading.after(self.trace)
         self.show_title(self.title_words())

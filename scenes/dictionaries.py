@@ -5,7 +5,6 @@ from __future__ import annotations
 from manim import DOWN, LEFT, FadeIn, SurroundingRectangle, VGroup
 
 from mechviz.errors import MechvizError
-from mechviz.neurons import require
 from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
@@ -30,7 +29,7 @@ class Dictionaries(TraceScene):
     min_rows = 4  # rows each of two stacked tables keeps, else they take turns
 
     def construct(self) -> None:
-        self.section = require(self.trace, "dictionaries")  # one sentence without it
+        self.section = self.trace.require("dictionaries")  # one sentence without it
         self.position = self.get_position()
         self.middle_layer = self.get_middle_layer()
         self.show_title("The model's own dictionaries")

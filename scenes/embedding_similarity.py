@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from manim import LEFT, UP, Create, FadeIn, Group, Mobject
 
-from mechviz.neurons import require
 from mechviz.schema import Similarity
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.embedding import fmt_cosine
@@ -37,7 +36,7 @@ class EmbeddingSimilarity(TraceScene):
     side_min = (4.0, 2.6)  # the smallest side panel: its width beside, its height below
 
     def construct(self) -> None:
-        self.similarity: Similarity = require(self.trace, "similarity")
+        self.similarity: Similarity = self.trace.require("similarity")
         self.show_title("How W_E relates words")
         with self.beat("matrix"):
             self.show_matrix()

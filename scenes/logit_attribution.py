@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, Animation, Line, Mobject, VGroup, smooth
 
-from mechviz.neurons import require
 from mechviz.tokens import readable, shown
 from mechviz.visual.attribution import (
     LEADER_GAP,
@@ -41,8 +40,8 @@ class LogitAttribution(TraceScene):
     stop_time = 0.9  # seconds per stop
 
     def construct(self) -> None:
-        self.table = require(self.trace, "attribution")  # one sentence if it is missing
-        require(self.trace, "lens_mid")
+        self.table = self.trace.require("attribution")  # one sentence if it is missing
+        self.trace.require("lens_mid")
         self.position = resolve_position(self.trace, self.settings.query)
         self.answer = self.token(int(self.table.token[self.position]))
         self.marker = self.readout = None  # the stack's marker line and readout, once drawn

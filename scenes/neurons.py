@@ -8,7 +8,7 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, VGroup
 
 from mechviz.errors import MechvizError
-from mechviz.neurons import Selection, require, select
+from mechviz.neurons import Selection, select
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.neurons import ActivationLegend, LayerCounts, NeuronRow, format_threshold
@@ -105,7 +105,7 @@ class Neurons(TraceScene):
     # --- builders ---------------------------------------------------------------------
     def get_selection(self) -> Selection:
         """The selection rule of the settings (if they name one), else the trace's."""
-        require(self.trace, "neurons")
+        self.trace.require("neurons")
         settings = self.settings
         return select(
             self.trace,

@@ -16,7 +16,6 @@ from manim import (
     VGroup,
 )
 
-from mechviz.neurons import require
 from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
@@ -69,7 +68,7 @@ class Patching(TraceScene):
     hold_time = 1.2
 
     def construct(self) -> None:
-        self.patching = require(self.trace, "patching")  # one sentence without it
+        self.patching = self.trace.require("patching")  # one sentence without it
         self.sites = strongest_sites(self.trace)
         self.show_title("Activation patching")
         with self.beat("setup"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from manim import Create
 
-from mechviz.neurons import require
 from mechviz.visual.base import TraceScene
 from mechviz.visual.weights import (
     GAUSSIAN,
@@ -33,7 +32,7 @@ class WeightStats(TraceScene):
     hold_time = 1.5  # seconds each picture stays after it is drawn
 
     def construct(self) -> None:
-        self.weights = require(self.trace, "weights")  # one sentence if the trace has none
+        self.weights = self.trace.require("weights")  # one sentence if the trace has none
         self.show_title("The weights themselves")
         with self.beat("ratios"):
             self.show_ratios()

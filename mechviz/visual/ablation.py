@@ -169,9 +169,7 @@ class Reading:
     @classmethod
     def before(cls, trace: Trace, name: str = "before") -> Reading:
         """The run before the trace's change (``interventions.before_*``)."""
-        from mechviz.neurons import require
-
-        iv = require(trace, "interventions")  # one sentence saying how to make one
+        iv = trace.require("interventions")  # one sentence saying how to make one
         return cls(
             name,
             iv.before_lens_ids,

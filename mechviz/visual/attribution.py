@@ -23,7 +23,6 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, Line, Rectangle, RoundedRectangle, VGroup
 
 from mechviz.errors import MechvizError
-from mechviz.neurons import require
 from mechviz.schema import Trace
 from mechviz.tokens import readable, shown
 from mechviz.visual import style
@@ -510,7 +509,7 @@ class LogitWaterfall(VGroup):
 
         """
         trace = resolve_trace(trace)
-        a = require(trace, "attribution")
+        a = trace.require("attribution")
         p = resolve_position(trace, position)
         t = 1 if versus else 0
         if versus and a.versus is None:
@@ -547,7 +546,7 @@ def lens_rows(trace: Trace, position: int) -> tuple[np.ndarray, np.ndarray, np.n
         and probability under the lens, and the lens's own top token id.
 
     """
-    lens, mid = trace.lens, require(trace, "lens_mid")
+    lens, mid = trace.lens, trace.require("lens_mid")
     L = trace.n_layers
     rank, prob, top = (
         [lens.final_token_rank[0, position]],
@@ -663,7 +662,7 @@ class LensTrack(VGroup):
         rank, prob, _ = lens_rows(trace, position)
         rows = np.array([waterfall.row_y(i) for i in range(len(rank))])
         answer = shown(
-            readable(trace.token_text(int(require(trace, "attribution").token[position])))
+            readable(trace.token_text(int(trace.require("attribution").token[position])))
         )
         area = waterfall.area
         return cls(
@@ -808,7 +807,7 @@ class TopHeads(VGroup):
     ) -> TopHeads:
         """The largest heads for the top token's logit at ``position`` (or the difference)."""
         trace = resolve_trace(trace)
-        a = require(trace, "attribution")
+        a = trace.require("attribution")
         p = resolve_position(trace, position)
         t = 1 if versus and a.versus is not None else 0
         w, h = room(width, height)

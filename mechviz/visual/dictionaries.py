@@ -20,7 +20,6 @@ import numpy as np
 from manim import Line, Rectangle, VGroup
 
 from mechviz.errors import MechvizError
-from mechviz.neurons import require
 from mechviz.readouts import answer_row, row_name, table_rows
 from mechviz.schema import Trace
 from mechviz.tokens import shown
@@ -254,7 +253,7 @@ class DictionaryTable(_MatchTable):
                 f"Unknown dictionary {source!r}; choose one of {', '.join(SOURCES)}."
             )
         if source != "lens":
-            require(trace, "dictionaries")
+            trace.require("dictionaries")
         w, h = room(width, height)
         P = trace.n_positions
         if not -P <= position < P:
@@ -349,7 +348,7 @@ class MiddleTable(_MatchTable):
         """
         view = TraceView.of(trace, theme)
         trace = view.trace
-        d = require(trace, "dictionaries")
+        d = trace.require("dictionaries")
         L = trace.n_layers
         layer = L // 2 if layer is None else int(layer)
         if not 0 <= layer < L:

@@ -19,7 +19,7 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, Rectangle, RoundedRectangle, VGroup
 
 from mechviz.errors import MechvizError
-from mechviz.neurons import CLASSES, Selection, activation_class, require, select
+from mechviz.neurons import CLASSES, Selection, activation_class, select
 from mechviz.schema import Trace
 from mechviz.tokens import readable_tokens, shown
 from mechviz.visual import style
@@ -53,7 +53,7 @@ def class_colors(theme: Theme) -> dict[str, object]:
 
 def peak_value(trace: Trace, layer: int, neuron: int) -> float:
     """The neuron's most extreme recorded activation (``neurons.peak``), sign kept."""
-    high, low = (float(v) for v in require(trace, "neurons").peak[layer, neuron])
+    high, low = (float(v) for v in trace.require("neurons").peak[layer, neuron])
     return high if abs(high) >= abs(low) else low
 
 
@@ -71,7 +71,7 @@ def format_threshold(value: float) -> str:
 
 def _stored_row(trace: Trace, layer: int, neuron: int) -> np.ndarray:
     """The recorded activations of a stored neuron at every position, ``[P]``."""
-    n = require(trace, "neurons")
+    n = trace.require("neurons")
     if not 0 <= layer < n.ids.shape[0]:
         raise MechvizError(f"Layer {layer} is out of range; the model has {n.ids.shape[0]}.")
     where = np.nonzero(n.ids[layer] == neuron)[0]
@@ -218,7 +218,7 @@ class NeuronRow(VGroup):
         theme = resolve_theme(theme)
         selection = select(trace, above, below, relative)
         if neuron is None:
-            stored = require(trace, "neurons").ids[layer]
+            stored = trace.require("neurons").ids[layer]
             if stored[0] < 0:
                 raise MechvizError(f"Layer {layer} stores no selected neuron in this trace.")
             neuron = int(stored[0])

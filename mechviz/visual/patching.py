@@ -51,9 +51,7 @@ def fmt(value: float) -> str:
 
 def section(trace: Trace) -> Patching:
     """The trace's ``patching`` section, or one sentence saying how to make one."""
-    from mechviz.neurons import require
-
-    return require(trace, "patching")
+    return trace.require("patching")
 
 
 def column_texts(trace: Trace) -> list[str]:

@@ -68,9 +68,7 @@ def ranked_pairs(cosine: np.ndarray) -> list[tuple[int, int, float]]:
 
 
 def _similarity(trace: Trace) -> Similarity:
-    from mechviz.neurons import require
-
-    return require(trace, "similarity")
+    return trace.require("similarity")
 
 
 class WordMatrix(CosineMatrix):

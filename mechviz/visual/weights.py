@@ -22,7 +22,6 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, DashedVMobject, Line, Rectangle, VGroup, VMobject
 
 from mechviz.errors import MechvizError
-from mechviz.neurons import require
 from mechviz.schema import Trace
 from mechviz.tokens import readable, shown
 from mechviz.visual import style
@@ -380,7 +379,7 @@ class RatioPanels(VGroup):
     ) -> RatioPanels:
         """The four charts of ``trace.weights`` fitting ``width`` x ``height``, centred."""
         trace = resolve_trace(trace)
-        w = require(trace, "weights")
+        w = trace.require("weights")
         width, height = room(width, height)
         return cls(
             w.ratio_names,
@@ -519,7 +518,7 @@ class ParameterTally(VGroup):
         theme: Theme | str | None = None,
     ) -> ParameterTally:
         """The tally of ``trace.weights``, fitting ``width`` (its height is the table's)."""
-        w = require(resolve_trace(trace), "weights")
+        w = resolve_trace(trace).require("weights")
         width, height = room(width, height)
         width = min(width, 10.0)  # a wider table only spreads the numbers from their names
         return cls(
@@ -672,7 +671,7 @@ class HeadTokens(VGroup):
     ) -> HeadTokens:
         """Layer 0's ``heads`` (default: all, as many as fit) of ``trace.weights``."""
         trace = resolve_trace(trace)
-        w = require(trace, "weights")
+        w = trace.require("weights")
         n_heads = w.query_ids.shape[0]
         heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]
         bad = [h for h in heads if not 0 <= h < n_heads]
