@@ -342,15 +342,9 @@ def check_meaning(trace: Trace) -> None:
     """Ranges, sums and orderings that every honest trace satisfies."""
     m = trace.model
     ids_rule = f"token ids lie in [0, d_vocab) = [0, {m.d_vocab})"
-    for field in ("tokens.ids", "lens.top_ids", "output.top_ids"):
+    for field in ("tokens.ids", "output.top_ids"):
         _in_range(field, _get(trace, field), 0, m.d_vocab - 1, ids_rule)
-    _in_range(
-        "lens.final_token_rank",
-        trace.lens.final_token_rank,
-        0,
-        m.d_vocab - 1,
-        f"ranks lie in [0, d_vocab) = [0, {m.d_vocab})",
-    )
+    _check_lens(trace, "lens", ids_rule)
     for key in trace.vocab:
         if not 0 <= key < m.d_vocab:
             raise MechvizError(f"Field 'vocab' has token id {key}; {ids_rule}.")
@@ -371,31 +365,21 @@ def check_meaning(trace: Trace) -> None:
         m.d_model - 1,
         f"dimensions lie in [0, d_model) = [0, {m.d_model})",
     )
-    for field in ("resid.sample_dims", "mlp.top_neurons", "lens.top_ids", "output.top_ids"):
+    for field in ("resid.sample_dims", "mlp.top_neurons", "output.top_ids"):
         _distinct(field, _get(trace, field))
     _check_offsets(trace)
     _check_attention(
         trace.attention.pattern, ATTENTION_SUM_TOL_BY_DTYPE.get(m.dtype, ATTENTION_SUM_TOL)
     )
-    for field in ("lens.top_probs", "lens.final_token_prob", "output.top_probs"):
-        _in_range(field, _get(trace, field), 0.0, 1.0, "probabilities lie in [0, 1]")
-    for field in ("lens.top_probs", "output.top_probs"):
-        _sorted(field, _get(trace, field))
+    _in_range("output.top_probs", trace.output.top_probs, 0.0, 1.0, "probabilities lie in [0, 1]")
+    _sorted("output.top_probs", trace.output.top_probs)
     max_entropy = math.log(m.d_vocab) + STAT_TOL
-    for field in ("lens.entropy", "output.entropy"):
-        _in_range(
-            field,
-            _get(trace, field),
-            -STAT_TOL,
-            max_entropy,
-            f"entropies lie in [0, ln d_vocab] = [0, {max_entropy - STAT_TOL:.3f}] nats",
-        )
     _in_range(
-        "lens.kl_to_final",
-        trace.lens.kl_to_final,
+        "output.entropy",
+        trace.output.entropy,
         -STAT_TOL,
-        math.inf,
-        "a KL divergence is never negative",
+        max_entropy,
+        f"entropies lie in [0, ln d_vocab] = [0, {max_entropy - STAT_TOL:.3f}] nats",
     )
     for field in (
         "resid.norm",
@@ -419,7 +403,7 @@ def check_meaning(trace: Trace) -> None:
     if trace.neurons is not None:
         _check_neurons(trace)
     if trace.lens_mid is not None:
-        _check_lens_mid(trace)
+        _check_lens(trace, "lens_mid", f"token ids lie in [0, {trace.model.d_vocab})")
     if trace.attribution is not None:
         _check_attribution(trace)
     if trace.dictionaries is not None:
@@ -520,31 +504,35 @@ def _check_patching(trace: Trace) -> None:
         )
 
 
-def _check_lens_mid(trace: Trace) -> None:
-    V = trace.model.d_vocab
-    _in_range("lens_mid.top_ids", trace.lens_mid.top_ids, 0, V - 1, f"token ids lie in [0, {V})")
+def _check_lens(trace: Trace, name: str, ids_rule: str) -> None:
+    """The logit lens checks of ``lens`` or ``lens_mid`` (the same fields, other rows).
+
+    ``ids_rule`` ends the sentence of a token id out of range.
+    """
+    lens, V = getattr(trace, name), trace.model.d_vocab
+    _in_range(f"{name}.top_ids", lens.top_ids, 0, V - 1, ids_rule)
     _in_range(
-        "lens_mid.final_token_rank",
-        trace.lens_mid.final_token_rank,
+        f"{name}.final_token_rank",
+        lens.final_token_rank,
         0,
         V - 1,
         f"ranks lie in [0, d_vocab) = [0, {V})",
     )
-    _distinct("lens_mid.top_ids", trace.lens_mid.top_ids)
-    for field in ("lens_mid.top_probs", "lens_mid.final_token_prob"):
-        _in_range(field, _get(trace, field), 0.0, 1.0, "probabilities lie in [0, 1]")
-    _sorted("lens_mid.top_probs", trace.lens_mid.top_probs)
+    _distinct(f"{name}.top_ids", lens.top_ids)
+    for field in ("top_probs", "final_token_prob"):
+        _in_range(f"{name}.{field}", getattr(lens, field), 0.0, 1.0, "probabilities lie in [0, 1]")
+    _sorted(f"{name}.top_probs", lens.top_probs)
     top = math.log(V) + STAT_TOL
     _in_range(
-        "lens_mid.entropy",
-        trace.lens_mid.entropy,
+        f"{name}.entropy",
+        lens.entropy,
         -STAT_TOL,
         top,
         f"entropies lie in [0, ln d_vocab] = [0, {top - STAT_TOL:.3f}] nats",
     )
     _in_range(
-        "lens_mid.kl_to_final",
-        trace.lens_mid.kl_to_final,
+        f"{name}.kl_to_final",
+        lens.kl_to_final,
         -STAT_TOL,
         math.inf,
         "a KL divergence is never negative",
