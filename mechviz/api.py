@@ -8,6 +8,7 @@ import torch; the first ``trace`` does.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,6 +83,8 @@ def trace(
     ablate_mode: str = "zero",
     freeze: Sequence[str] = (),
     freeze_from: str | None = None,
+    tuned_lens: bool = False,
+    sae: bool | int = False,
     progress: bool = True,
 ) -> Trace | list[Trace]:
     """Run ``prompt`` through ``model`` once and record everything the scenes draw.
@@ -113,6 +116,11 @@ def trace(
         freeze: Heads whose attention pattern is fixed to the one they have on
             ``freeze_from``, a prompt of the same length in tokens.
         freeze_from: The prompt the frozen patterns come from.
+        tuned_lens: Also read every layer with the tuned lens trained for this
+            model (``mechviz train-lens``): the ``tuned_lens`` section.
+        sae: ``True`` (the middle layer) or a layer: also write the residual
+            stream after that layer as the features of the sparse autoencoder
+            trained there (``mechviz train-sae``): the ``features`` section.
         progress: Show progress on the first model load.
 
     Returns:
@@ -159,9 +167,21 @@ def trace(
             check_prompt(text)
         except MechvizError as exc:
             raise MechvizError(f"Prompt {i + 1}: {exc}" if many else str(exc)) from None
+    if not isinstance(sae, bool) and not isinstance(sae, int):
+        raise MechvizError(f"sae takes True or a layer number; got {sae!r}.")
     loaded = loaded_model(
         model, device=device, dtype=dtype, device_map=device_map, progress=progress
     )
+    learned: dict[str, Any] = {}  # loaded before any forward pass: a missing one costs none
+    if tuned_lens:
+        from mechviz.tuned_lens import load_tuned_lens
+
+        learned["tuned_lens"] = load_tuned_lens(loaded)
+    if sae is not False:
+        from mechviz.sae import load_sae
+
+        learned["sae"] = load_sae(loaded, None if sae is True else sae)
+    options = dataclasses.replace(options, **learned)
     if many:
         for i, text in enumerate(prompts):
             try:

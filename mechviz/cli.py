@@ -244,6 +244,23 @@ def trace_file_names(prompts: list[str]) -> list[str]:
     metavar="PROMPT",
     help="The prompt (same length in tokens) the frozen patterns come from.",
 )
+@click.option(
+    "--tuned-lens",
+    is_flag=True,
+    help="Also read every layer with the tuned lens (train it first: mechviz train-lens).",
+)
+@click.option(
+    "--sae",
+    is_flag=True,
+    help="Also record the sparse-autoencoder features of a layer (mechviz train-sae).",
+)
+@click.option(
+    "--sae-layer",
+    type=int,
+    default=None,
+    metavar="L",
+    help="The layer --sae reads [default: the middle one]; implies --sae.",
+)
 def trace(
     prompt: tuple[str, ...], prompt_file: Path | None, output: Path | None, **kwargs: object
 ) -> None:
@@ -257,6 +274,9 @@ def trace(
     from mechviz.io import check_writable, save_trace
     from mechviz.specs import Changes
 
+    sae_layer = kwargs.pop("sae_layer")
+    if sae_layer is not None:
+        kwargs["sae"] = sae_layer
     asked = {k: kwargs[k] for k in ("ablate", "ablate_mlp", "freeze", "freeze_from")}
     Changes(mode=kwargs["ablate_mode"], **asked).check()  # type: ignore[arg-type]
 
@@ -431,7 +451,10 @@ SCENE_NEEDS = {
     "WeightStats": ("weights",),
     "Ablation": ("interventions",),
     "Patching": ("patching",),
+    "TunedLens": ("tuned_lens",),
+    "Features": ("features",),
 }
+LEARNED = {"tuned_lens": "tuned_lens", "features": "sae"}  # section -> trace option
 
 
 @main.command()
@@ -554,6 +577,11 @@ def scene(
         check_writable(trace_file, make_parents=True)
         # A wider still needs rows pooled for it (WholeModel --width).
         width = max(look["width"] or 1000, 1000)
+        learned = {s for n in names for s in SCENE_NEEDS.get(n, ()) if s in LEARNED}
+        if name == "all":  # only what is trained: `all` skips the scenes of the rest
+            learned = {s for s in learned if _trained(s, kwargs)}
+        for section in learned:
+            kwargs[LEARNED[section]] = True
         made = make_trace(prompt, width=width, **kwargs)  # type: ignore[arg-type]
         _check_layer_head(made, look["layer"], look["head"])
         from mechviz.schema import ANALYSES
@@ -586,11 +614,19 @@ def scene(
         lacking = [
             n for n in names if any(getattr(trace, s) is None for s in SCENE_NEEDS.get(n, ()))
         ]
-        if lacking:
+        learned_only = [n for n in lacking if set(SCENE_NEEDS[n]) <= set(LEARNED)]
+        others = [n for n in lacking if n not in learned_only]
+        if others:
             say(
-                f"Skipping {', '.join(lacking)}: this trace (schema {trace.schema_version}) "
+                f"Skipping {', '.join(others)}: this trace (schema {trace.schema_version}) "
                 "lacks what they draw; trace it again, and add the analyses with "
                 "`mechviz analyze`, to draw them."
+            )
+        if learned_only:
+            say(
+                f"Skipping {', '.join(learned_only)}: they draw a tuned lens or SAE features; "
+                "train them (`mechviz train-lens`, `mechviz train-sae`) and trace with "
+                "--tuned-lens --sae to draw them."
             )
             outputs = [o for n, o in zip(names, outputs) if n not in lacking]
             names = [n for n in names if n not in lacking]
@@ -661,6 +697,25 @@ _SCENE_KEYS = {
     "width",
     "cmap",
 }
+
+
+def _trained(section: str, kwargs: dict) -> bool:
+    """Whether the tuned lens (or SAE, middle layer) a section reads is trained for the model."""
+    from mechviz.api import loaded_model
+
+    loaded = loaded_model(kwargs.get("model"), device=str(kwargs.get("device", "cpu")))
+    try:
+        if section == "tuned_lens":
+            from mechviz.tuned_lens import load_tuned_lens
+
+            load_tuned_lens(loaded)
+        else:
+            from mechviz.sae import load_sae
+
+            load_sae(loaded)
+    except MechvizError:
+        return False
+    return True
 
 
 def _csv(value: str | None, kind: type, flag: str) -> tuple | None:
@@ -946,3 +1001,156 @@ def heads(trace_file: Path, criterion: str | None, n: int) -> None:
     from mechviz.io import load_trace
 
     print_heads(load_trace(trace_file), Console(), criterion=criterion, n=n)
+
+
+def _learning_model(model: str | None, device: str):  # type: ignore[no-untyped-def]
+    from mechviz.api import loaded_model
+
+    return loaded_model(model, device=device, progress=sys.stderr.isatty())
+
+
+@main.command(name="train-lens")
+@click.option(
+    "--tokens",
+    type=int,
+    default=None,
+    help="Stop after this many training tokens (a quick lens: 2000, about 2 minutes).",
+)
+@click.option(
+    "--minutes",
+    type=float,
+    default=None,
+    help="Stop after this many minutes of training [default: 25, without --tokens].",
+)
+@click.option(
+    "--eval-tokens",
+    type=int,
+    default=2048,
+    show_default=True,
+    help="Held-out tokens for the per-layer table of both lenses.",
+)
+@click.option("--fresh", is_flag=True, help="Start again from the identity, not the last run.")
+@click.option(
+    "--model", "-m", default=None, metavar="MODEL", help="[default: SmolLM2-135M-Instruct]"
+)
+@click.option(
+    "--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "mps"])
+)
+def train_lens(
+    tokens: int | None,
+    minutes: float | None,
+    eval_tokens: int,
+    fresh: bool,
+    model: str | None,
+    device: str,
+) -> None:
+    """Train a tuned lens on real text (fetched once from Debian), then compare both lenses.
+
+    One affine translator per layer (Belrose et al. 2023), trained to make each
+    layer's readout match the model's final distribution. A second run
+    continues the first unless --fresh. Prints, per layer, the logit lens and
+    the tuned lens on held-out text (bits per byte against the true next token,
+    and KL to the final distribution); `mechviz trace --tuned-lens` records it.
+    """
+    from mechviz.corpus import load_corpus
+    from mechviz.tuned_lens import evaluate, save_tuned_lens, train_tuned_lens
+
+    if eval_tokens < 64:
+        raise MechvizError(f"--eval-tokens must be at least 64; got {eval_tokens}.")
+    loaded = _learning_model(model, device)
+    progress = True  # a line rewritten in place on a terminal, else one every 30 s
+    corpus = load_corpus(loaded.tokenizer, "train", progress=True)
+    lens, state = train_tuned_lens(
+        loaded, corpus, tokens=tokens, minutes=minutes, resume=not fresh, progress=progress
+    )
+    held = load_corpus(loaded.tokenizer, "eval", progress=True)
+    evaluation = evaluate(loaded, lens, held, tokens=eval_tokens, progress=progress)
+    folder = save_tuned_lens(loaded, lens, state, corpus, evaluation)
+    click.echo(evaluation.table())
+    say(
+        f"Trained on {state.tokens:,} tokens in {state.seconds / 60:.1f} min; saved in {folder}. "
+        "Record it in a trace with `mechviz trace PROMPT --tuned-lens`."
+    )
+
+
+@main.command(name="train-sae")
+@click.option(
+    "--layer", type=int, default=None, help="Read the residual after this layer [default: middle]."
+)
+@click.option(
+    "--tokens",
+    type=int,
+    default=1 << 20,
+    show_default=True,
+    help="Activations gathered for training (a quick SAE: 20000).",
+)
+@click.option("--features", type=int, default=None, help="Dictionary size [default: 8 x d_model].")
+@click.option("--k", type=int, default=32, show_default=True, help="Active features per token.")
+@click.option(
+    "--minutes", type=float, default=None, help="Bound the whole run to this many minutes."
+)
+@click.option(
+    "--model", "-m", default=None, metavar="MODEL", help="[default: SmolLM2-135M-Instruct]"
+)
+@click.option(
+    "--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "mps"])
+)
+def train_sae(
+    layer: int | None,
+    tokens: int,
+    features: int | None,
+    k: int,
+    minutes: float | None,
+    model: str | None,
+    device: str,
+) -> None:
+    """Train a sparse autoencoder on one layer's residual stream, over real text.
+
+    A TopK SAE (Gao et al. 2024): each token's residual vector written as a sum
+    of k features from a dictionary of 8 x d_model, plus an error ("dark
+    matter"). Prints its held-out quality and saves feature dashboards (top
+    contexts, promoted tokens); `mechviz trace --sae` records the features.
+    """
+    from mechviz.corpus import load_corpus
+    from mechviz.sae import check_layer
+    from mechviz.sae import train_sae as run
+
+    if features is not None and features < 1:
+        raise MechvizError(f"--features must be at least 1; got {features}.")
+    loaded = _learning_model(model, device)
+    layer = check_layer(loaded, layer)
+    corpus = load_corpus(loaded.tokenizer, "train", progress=True)
+    sae = run(
+        loaded,
+        corpus,
+        layer=layer,
+        tokens=tokens,
+        features=features,
+        k=k,
+        minutes=minutes,
+        progress=True,
+    )
+    ev = sae.meta["evaluation"]
+    click.echo(
+        f"layer {layer}: {sae.features} features, k = {sae.k}; held out: variance explained "
+        f"{ev['fve']:.3f}, mean L0 {ev['l0']:.1f}, dead {ev['dead_share']:.1%}; next-token loss "
+        f"{ev['ce_clean']:.3f} nats clean, {ev['ce_sae']:.3f} with the SAE "
+        f"(+{ev['ce_sae'] - ev['ce_clean']:.3f}), {ev['ce_zero']:.3f} with the layer zeroed."
+    )
+    say(f"Record it in a trace with `mechviz trace PROMPT --sae --sae-layer {layer}`.")
+
+
+@main.command()
+@click.argument("trace_file", type=click.Path(path_type=Path))
+@click.option(
+    "--position", "-p", type=int, default=None, help="Only this position [default: every one]."
+)
+@click.option("--top", default=5, show_default=True, type=int, help="Features shown per position.")
+def features(trace_file: Path, position: int | None, top: int) -> None:
+    """Print each position's most active SAE features, with what each one responds to."""
+    from mechviz.io import load_trace
+    from mechviz.report import print_features
+
+    if top < 1:
+        raise MechvizError(f"--top must be at least 1; got {top}.")
+    print_features(load_trace(trace_file), Console(), position=position, top=top)

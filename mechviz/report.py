@@ -82,6 +82,10 @@ def print_report(trace: Trace, console: Console | None = None, *, position: int 
     if trace.weights is not None:
         for table in weight_tables(trace):
             console.print(table)
+    if trace.tuned_lens is not None:
+        console.print(tuned_lens_table(trace, pos))
+    if trace.features is not None:
+        print_features(trace, console, position=pos, top=5)
     missing = [name for name in ANALYSES if getattr(trace, name) is None]
     if missing:
         console.print(
@@ -353,3 +357,66 @@ def _print_layer(trace: Trace, console: Console, sel: Selection, layer: int, top
             )
         )
         console.print(line, soft_wrap=True)
+
+
+def tuned_lens_table(trace: Trace, pos: int) -> Table:
+    """Both lenses at one position, layer by layer, with their held-out bits per byte."""
+    t, lens = trace.tuned_lens, trace.lens
+    table = Table(
+        title=f"Logit lens and tuned lens at {_at(trace, pos)}\n"
+        f"tuned on {t.trained_tokens:,} tokens of {escape(', '.join(t.corpus))}; "
+        f"bits per byte on {t.eval_tokens:,} held-out tokens (model: {t.eval_bpb_model:.3f})"
+    )
+    for name, justify in [("layer", "right"), ("logit lens", "left"), ("tuned lens", "left")]:
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table.add_column("bpb logit", justify="right")
+    table.add_column("bpb tuned", justify="right")
+    for y, label in enumerate(t.labels):
+        cells = []
+        for section in (lens, t):
+            token = trace.token_text(section.top_ids[y, pos, 0])
+            cells.append(f"{escape(shown(token))} {float(section.top_probs[y, pos, 0]):.2f}")
+        table.add_row(
+            label.removesuffix("_post"),
+            *cells,
+            f"{float(t.eval_bpb_logit[y]):.2f}",
+            f"{float(t.eval_bpb_tuned[y]):.2f}",
+        )
+    return table
+
+
+def print_features(
+    trace: Trace, console: Console | None = None, *, position: int | None = None, top: int = 5
+) -> None:
+    """Each position's most active SAE features, with each feature's short description."""
+    console = console or Console()
+    f = trace.require("features")
+    positions = (
+        range(trace.n_positions) if position is None else [checked_position(trace, position)]
+    )
+    console.print(
+        f"[bold]Sparse-autoencoder features after layer {f.layer}[/] of {escape(trace.model.id)}: "
+        f"{f.n_features:,} features, {f.k} active per token; held out: variance explained "
+        f"{f.eval_fve:.2f}, loss {f.eval_ce_clean:.2f} -> {f.eval_ce_sae:.2f} nats with the SAE",
+        highlight=False,
+    )
+    cards = {int(c): i for i, c in enumerate(f.card_ids)}
+    for p in positions:
+        share = float(f.error_norm[p] / max(float(f.resid_norm[p]), 1e-30))
+        note = "" if f.typical[p] else " [dim](a norm unlike the training text's)[/]"
+        table = Table(
+            title=f"{_at(trace, p)}: |x| {float(f.resid_norm[p]):.1f}, error (dark matter) "
+            f"{float(f.error_norm[p]):.1f} = {share:.0%} of |x|{note}",
+            title_justify="left",
+        )
+        table.add_column("feature", justify="right")
+        table.add_column("activation", justify="right")
+        table.add_column("what it responds to")
+        for a in range(min(top, f.k)):
+            act = float(f.acts[p, a])
+            if act <= 0:
+                break
+            fid = int(f.ids[p, a])
+            text = f.card_descriptions[cards[fid]] if fid in cards else "(no card kept)"
+            table.add_row(str(fid), f"{act:.2f}", escape(text))
+        console.print(table)

@@ -30,6 +30,11 @@ Dimension glossary (used in every shape below and in docs/trace-format.md):
     W  n_words       words of ``similarity``
     G  n_groups      components of the parameter tally (``weights.tally_names``)
     Z  n_head_tokens tokens kept per layer-0 head (``weights.query_ids``)
+    A  n_active      active sparse-autoencoder features per position (``features.k``)
+    X  n_cards       features with a dashboard card in ``features``
+    I  n_contexts    top-activating contexts per card
+    O  context_len   tokens per context (-1 pads a context cut by its window's edge)
+    V  n_promoted    tokens each card's feature promotes through ``W_U``
 
 "The neuron" (``mlp``, ``whole.mlp``, ``neurons``) is the input of the MLP's
 down projection: the activation function's output, for gated MLPs the product
@@ -57,14 +62,16 @@ import numpy as np
 from mechviz.encoding import decode, encode, round_significant
 from mechviz.errors import MechvizError
 
+# 6: the optional ``tuned_lens`` (``mechviz trace --tuned-lens``) and
+# ``features`` (``mechviz trace --sae``) sections;
 # 5: the optional ``lens_mid`` section (every trace), the analyses that
 # ``mechviz analyze`` adds (``attribution``, ``dictionaries``, ``similarity``,
 # ``weights``), ``interventions`` (a changed run) and ``patching`` (``mechviz
 # patch``); 4: the optional ``whole`` and ``neurons`` sections; 3: the optional
 # ``heads`` section; 2: large arrays packed (mechviz.encoding); 1: nested lists only.
 # Older versions load with the sections they lack set to ``None``.
-SCHEMA_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+SCHEMA_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 SECTION_SINCE = {  # the version that introduced each optional section
     "heads": 3,
     "whole": 4,
@@ -76,12 +83,16 @@ SECTION_SINCE = {  # the version that introduced each optional section
     "weights": 5,
     "interventions": 5,
     "patching": 5,
+    "tuned_lens": 6,
+    "features": 6,
 }
 ANALYSES = ("attribution", "dictionaries", "similarity", "weights")  # added by `mechviz analyze`
 MADE_BY = {  # sections made by their own commands, not by `mechviz trace` or `analyze`
     "interventions": "make one with `mechviz trace PROMPT --ablate 5.3` (or --freeze, "
     "--ablate-mlp).",
     "patching": "make one with `mechviz patch --clean PROMPT --corrupt PROMPT`.",
+    "tuned_lens": "make one with `mechviz trace PROMPT --tuned-lens` (after `mechviz train-lens`).",
+    "features": "make one with `mechviz trace PROMPT --sae` (after `mechviz train-sae`).",
 }
 
 
@@ -414,6 +425,86 @@ class Patching:
     mlp: np.ndarray = _arr("L")
 
 
+@dataclass(frozen=True)
+class TunedLensReadout:
+    """The tuned lens (Belrose et al. 2023) at the rows of ``lens``, beside the logit lens.
+
+    Row ``y`` reads the state at ``lens.labels[y]`` through that boundary's
+    trained affine translator ``h + A h + b``, then the final norm, the
+    unembedding and the model's output transform, as the logit lens reads
+    ``h`` itself. The last row has no translator (it is the model's output), so
+    there both lenses agree. The translators come from ``mechviz train-lens``
+    (:mod:`mechviz.tuned_lens`), identified by ``lens_hash`` and trained on
+    ``trained_tokens`` tokens of ``corpus``. The ``eval_*`` rows are their
+    held-out figures per row: cross-entropy against the true next token in bits
+    per byte, and ``KL(final || lens)`` in bits, for both lenses.
+    """
+
+    lens_hash: str  # sha256 of the translators' weights
+    trained_tokens: int
+    corpus: list[str]  # each source as "name version (licence)"
+    eval_tokens: int  # held-out tokens behind the eval_* figures
+    eval_bpb_model: float  # the model's own bits per byte on them
+    labels: list[str] = field(metadata={})  # [Y], as ``lens.labels``
+    top_ids: np.ndarray = _arr("Y", "P", "K", dtype="int")
+    top_probs: np.ndarray = _arr("Y", "P", "K")
+    entropy: np.ndarray = _arr("Y", "P")
+    kl_to_final: np.ndarray = _arr("Y", "P")
+    final_token_rank: np.ndarray = _arr("Y", "P", dtype="int")
+    final_token_prob: np.ndarray = _arr("Y", "P")
+    eval_bpb_logit: np.ndarray = _arr("Y")
+    eval_bpb_tuned: np.ndarray = _arr("Y")
+    eval_kl_logit: np.ndarray = _arr("Y")
+    eval_kl_tuned: np.ndarray = _arr("Y")
+
+
+@dataclass(frozen=True)
+class Features:
+    """Sparse-autoencoder features of the residual stream after block ``layer`` (``{layer}_post``).
+
+    A TopK sparse autoencoder (:mod:`mechviz.sae`, ``mechviz train-sae``)
+    writes the state ``x`` at each position as ``sum_a acts[p, a] *
+    W_dec[ids[p, a]] + b_dec + error``, with unit-length decoder rows, so an
+    activation is the length of its feature's vector, in the residual's units.
+    ``error_norm`` is the norm of what the features leave out (the "dark
+    matter"), ``resid_norm`` that of ``x``. ``typical`` is 0 where ``x``'s norm
+    is unlike the training tokens' (the attention sink at position 0, which
+    training leaves out). The ``card_*`` fields are the dashboards of the most
+    active features of every position (their top contexts in the training text,
+    the activating token at ``card_marked``, and the tokens each promotes
+    through ``W_U``). ``eval_*`` are the SAE's held-out figures: the fraction of
+    variance explained, mean active features, the share of features that never
+    fired, and the model's next-token loss in nats clean, with this layer's
+    residual replaced by its reconstruction, and by zeros.
+    """
+
+    layer: int
+    sae_hash: str  # sha256 of the SAE's weights
+    n_features: int
+    k: int  # active features per position
+    trained_tokens: int
+    corpus: list[str]  # each source as "name version (licence)"
+    bias_norm: float  # norm of b_dec, the part every position shares
+    eval_fve: float
+    eval_l0: float
+    eval_dead_share: float
+    eval_ce_clean: float
+    eval_ce_sae: float
+    eval_ce_zero: float
+    ids: np.ndarray = _arr("P", "A", dtype="int")  # most active first
+    acts: np.ndarray = _arr("P", "A")  # model units; 0 where a feature is not active
+    error_norm: np.ndarray = _arr("P")
+    resid_norm: np.ndarray = _arr("P")
+    typical: np.ndarray = _arr("P", dtype="int")  # 1, or 0 for an untypical norm
+    card_ids: np.ndarray = _arr("X", dtype="int")  # feature ids, ascending
+    card_descriptions: list[str] = field(metadata={})  # [X] one line each
+    card_frequency: np.ndarray = _arr("X")  # share of training tokens where it fires
+    card_contexts: np.ndarray = _arr("X", "I", "O", dtype="int")  # token ids, -1 none
+    card_marked: np.ndarray = _arr("X", "I", dtype="int")  # index of the activating token
+    card_acts: np.ndarray = _arr("X", "I")  # activation there; 0: no such context
+    card_promoted: np.ndarray = _arr("X", "V", dtype="int")  # token ids, most promoted first
+
+
 SECTIONS: dict[str, type] = {
     "tokens": Tokens,
     "resid": Resid,
@@ -433,6 +524,8 @@ SECTIONS: dict[str, type] = {
     "weights": Weights,
     "interventions": Interventions,
     "patching": Patching,
+    "tuned_lens": TunedLensReadout,
+    "features": Features,
 }
 OPTIONAL_SECTIONS = frozenset(SECTION_SINCE)  # absent from older traces (or left out)
 
@@ -464,6 +557,8 @@ class Trace:
     weights: Weights | None = None
     interventions: Interventions | None = None
     patching: Patching | None = None
+    tuned_lens: TunedLensReadout | None = None
+    features: Features | None = None
 
     def __post_init__(self) -> None:
         from mechviz.validate import check_meaning, check_shapes

@@ -32,6 +32,7 @@ from mechviz.schema import (
     Attention,
     Blocks,
     Embedding,
+    Features,
     HeadEffects,
     Lens,
     MidLens,
@@ -42,6 +43,7 @@ from mechviz.schema import (
     Resid,
     Tokens,
     Trace,
+    TunedLensReadout,
     Whole,
     boundary_labels,
 )
@@ -66,6 +68,9 @@ class TraceOptions:
     # J: selected neurons stored per layer, 32 * P values a layer (a Neuroscope page
     # shows 20-30); the counts cover every neuron of d_mlp whatever the cap.
     neuron_cap: int = 32
+    # Learned readouts, loaded before tracing (so a missing one costs no forward pass):
+    tuned_lens: Any = None  # a mechviz.tuned_lens.TunedLens: adds the ``tuned_lens`` section
+    sae: Any = None  # a mechviz.sae.SparseAutoencoder: adds the ``features`` section
 
     def check(self) -> None:
         """Refuse options that cannot make a trace, in one sentence each."""
@@ -200,7 +205,7 @@ def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: Trace
     used = set(ids) | set(np.unique(stats["top_ids"]).tolist())
     used |= set(np.unique(output.top_ids).tolist())
     tokenizer = loaded.tokenizer
-    return Trace(
+    trace = Trace(
         schema_version=SCHEMA_VERSION,
         mechviz_version=__version__,
         model=_model_info(loaded, rec, mlp_width=rec.mlp_act[0].shape[-1]),
@@ -232,6 +237,101 @@ def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: Trace
         whole=_whole(resid[0::2], rec.mlp_act, options.width),
         neurons=_neurons(rec.mlp_act, options),
         lens_mid=lens_mid,
+    )
+    learned = {}
+    if options.tuned_lens is not None:
+        learned["tuned_lens"] = tuned_lens_section(
+            loaded, options.tuned_lens, resid[0::2], rec.logits, options.top_k
+        )
+    if options.sae is not None:
+        learned["features"] = features_section(options.sae, rec)
+    if not learned:
+        return trace
+    from mechviz.analysis import with_sections
+
+    return with_sections(trace, loaded, **learned)
+
+
+CARDS_PER_POSITION = 8  # dashboards kept for each position's most active features
+
+
+def _sources(meta: dict[str, Any]) -> list[str]:
+    sources = (meta.get("corpus") or {}).get("sources") or []
+    return [f"{s['name']} {s['version']} ({s['licence']})" for s in sources]
+
+
+@torch.no_grad()
+def tuned_lens_section(
+    loaded: LoadedModel, lens: Any, layer_states: torch.Tensor, logits: torch.Tensor, top_k: int
+) -> TunedLensReadout:
+    """The tuned lens at the layer boundaries ``[Y, P, D]``, with its held-out figures."""
+    from mechviz.tuned_lens import tuned_lens_statistics
+
+    meta = lens.meta
+    ev = meta.get("evaluation")
+    if not ev:
+        raise MechvizError(
+            "This tuned lens has no held-out evaluation; train it again with `mechviz train-lens`."
+        )
+    stats = tuned_lens_statistics(loaded.adapter, lens, layer_states, logits, top_k)
+    n_layers = loaded.adapter.n_layers
+    return TunedLensReadout(
+        lens_hash=str(meta["sha256"]),
+        trained_tokens=int(meta["training"]["tokens"]),
+        corpus=_sources(meta),
+        eval_tokens=int(ev["tokens"]),
+        eval_bpb_model=float(ev["model_bpb"]),
+        labels=boundary_labels(n_layers)[0::2],
+        **{k: numpy_of(v) for k, v in stats.items()},
+        **{
+            f"eval_{name}_{kind}": np.asarray(ev[f"{kind}_{name}"], dtype=np.float32)
+            for name in ("bpb", "kl")
+            for kind in ("logit", "tuned")
+        },
+    )
+
+
+@torch.no_grad()
+def features_section(sae: Any, rec: Recording) -> Features:
+    """The SAE's active features at ``{sae.layer}_post`` of every position, with their cards."""
+    from mechviz.sae import encode_positions
+
+    meta, cards = sae.meta, sae.dashboards
+    if cards is None:
+        raise MechvizError(
+            f"The sparse autoencoder of layer {sae.layer} has no feature dashboards; train it "
+            f"again with `mechviz train-sae --layer {sae.layer}`."
+        )
+    ids, acts, error_norm, resid_norm = encode_positions(sae, rec.resid_post[sae.layer])
+    top = ids[:, :CARDS_PER_POSITION][acts[:, :CARDS_PER_POSITION] > 0]
+    shown = np.unique(top).astype(np.int64)
+    ev = meta["evaluation"]
+    return Features(
+        layer=int(sae.layer),
+        sae_hash=str(meta["sha256"]),
+        n_features=int(sae.features),
+        k=int(sae.k),
+        trained_tokens=int(meta["training"]["tokens"]),
+        corpus=_sources(meta),
+        bias_norm=float((sae.b_dec / sae.scale).norm()),
+        eval_fve=float(ev["fve"]),
+        eval_l0=float(ev["l0"]),
+        eval_dead_share=float(ev["dead_share"]),
+        eval_ce_clean=float(ev["ce_clean"]),
+        eval_ce_sae=float(ev["ce_sae"]),
+        eval_ce_zero=float(ev["ce_zero"]),
+        ids=ids.astype(np.int64),
+        acts=acts,
+        error_norm=error_norm,
+        resid_norm=resid_norm,
+        typical=sae.in_distribution(resid_norm).astype(np.int64),
+        card_ids=shown,
+        card_descriptions=[str(cards.descriptions[f]) for f in shown],
+        card_frequency=cards.frequency[shown].astype(np.float32),
+        card_contexts=cards.contexts[shown].astype(np.int64),
+        card_marked=cards.marked[shown].astype(np.int64),
+        card_acts=cards.acts[shown].astype(np.float32),
+        card_promoted=cards.promoted[shown].astype(np.int64),
     )
 
 

@@ -243,6 +243,21 @@ def dimension_sizes(trace: Trace) -> dict[str, int]:
         "J": _last_size(trace.neurons.ids, 2) if trace.neurons is not None else -1,
         "4": 4,
         **_analysis_sizes(trace),
+        **_feature_sizes(trace),
+    }
+
+
+def _feature_sizes(trace: Trace) -> dict[str, int]:
+    """A, X, I, O, V: sizes the ``features`` section chooses, read from its own arrays."""
+    f = trace.features
+    if f is None:
+        return {"A": -1, "X": -1, "I": -1, "O": -1, "V": -1}
+    return {
+        "A": _last_size(f.ids, 2),
+        "X": len(f.card_descriptions),
+        "I": f.card_contexts.shape[1] if f.card_contexts.ndim == 3 else -1,
+        "O": _last_size(f.card_contexts, 3),
+        "V": _last_size(f.card_promoted, 2),
     }
 
 
@@ -416,6 +431,10 @@ def check_meaning(trace: Trace) -> None:
         _check_interventions(trace)
     if trace.patching is not None:
         _check_patching(trace)
+    if trace.tuned_lens is not None:
+        _check_tuned_lens(trace)
+    if trace.features is not None:
+        _check_features(trace)
 
 
 def _check_interventions(trace: Trace) -> None:
@@ -536,6 +555,92 @@ def _check_lens(trace: Trace, name: str, ids_rule: str) -> None:
         -STAT_TOL,
         math.inf,
         "a KL divergence is never negative",
+    )
+
+
+TUNED_LAST_TOL = 1e-5  # the last row of both lenses is one computation on one state
+
+
+def _check_tuned_lens(trace: Trace) -> None:
+    """The lens checks, the rows of ``lens``, held-out figures, and the last row the output."""
+    t = trace.tuned_lens
+    if t.labels != trace.lens.labels:
+        raise MechvizError("Field 'tuned_lens.labels' must be the rows of 'lens.labels'.")
+    _check_lens(trace, "tuned_lens", f"token ids lie in [0, {trace.model.d_vocab})")
+    if (t.top_ids[-1] != trace.lens.top_ids[-1]).any() or not np.allclose(
+        t.top_probs[-1], trace.lens.top_probs[-1], rtol=0, atol=TUNED_LAST_TOL
+    ):
+        raise MechvizError(
+            "Field 'tuned_lens' differs from 'lens' in its last row; there both read the "
+            "model's output, with no translator."
+        )
+    for name in ("eval_bpb_logit", "eval_bpb_tuned", "eval_kl_logit", "eval_kl_tuned"):
+        _in_range(
+            f"tuned_lens.{name}",
+            getattr(t, name),
+            -STAT_TOL,
+            math.inf,
+            "cross-entropies and KL divergences are never negative",
+        )
+    if not t.eval_bpb_model >= 0 or not math.isfinite(t.eval_bpb_model):
+        raise MechvizError(
+            "Field 'tuned_lens.eval_bpb_model' must be a finite, non-negative number."
+        )
+
+
+def _check_features(trace: Trace) -> None:
+    """Feature ids in range, activations sorted and non-negative, cards that make sense."""
+    f, m = trace.features, trace.model
+    if not 0 <= f.layer < m.n_layers:
+        raise MechvizError(
+            f"Field 'features.layer' holds {f.layer}; layers lie in [0, {m.n_layers})."
+        )
+    if not 1 <= f.k <= f.n_features or f.ids.shape[-1] != f.k:
+        raise MechvizError(
+            f"Field 'features.k' holds {f.k}; it must be between 1 and n_features "
+            f"({f.n_features}) and the width of 'features.ids' ({f.ids.shape[-1]})."
+        )
+    rule = f"feature ids lie in [0, n_features) = [0, {f.n_features})"
+    _in_range("features.ids", f.ids, 0, f.n_features - 1, rule)
+    _distinct("features.ids", f.ids)
+    _in_range("features.acts", f.acts, 0.0, math.inf, "an activation of a TopK SAE is >= 0")
+    _sorted("features.acts", f.acts)
+    for name in ("error_norm", "resid_norm", "card_acts", "card_frequency"):
+        _in_range(f"features.{name}", getattr(f, name), 0.0, math.inf, "it is never negative")
+    _in_range("features.typical", f.typical, 0, 1, "it is 1 or 0")
+    _in_range("features.card_ids", f.card_ids, 0, f.n_features - 1, rule)
+    if (np.diff(f.card_ids) <= 0).any():
+        raise MechvizError("Field 'features.card_ids' must be ascending and distinct.")
+    V = m.d_vocab
+    _in_range(
+        "features.card_contexts",
+        f.card_contexts,
+        -1,
+        V - 1,
+        f"token ids lie in [0, {V}), or -1 for none",
+    )
+    _in_range("features.card_promoted", f.card_promoted, 0, V - 1, f"token ids lie in [0, {V})")
+    width = f.card_contexts.shape[-1]
+    _in_range(
+        "features.card_marked",
+        f.card_marked,
+        -1,
+        width - 1,
+        f"it indexes the context's {width} tokens, or is -1 for none",
+    )
+    _in_range(
+        "features.eval_fve",
+        np.asarray([f.eval_fve]),
+        -math.inf,
+        1.0,
+        "a fraction of variance explained is at most 1",
+    )
+    _in_range(
+        "features.eval_dead_share",
+        np.asarray([f.eval_dead_share]),
+        0.0,
+        1.0,
+        "a share lies in [0, 1]",
     )
 
 
@@ -776,6 +881,11 @@ def section_token_ids(name: str, section: Any) -> list[np.ndarray]:
         return [section.before_lens_ids, section.before_output_ids]
     if name == "patching":
         return [section.corrupt_ids, np.asarray([section.answer, section.wrong])]
+    if name == "tuned_lens":
+        return [section.top_ids]
+    if name == "features":
+        contexts = np.asarray(section.card_contexts)
+        return [contexts[contexts >= 0], section.card_promoted]
     return []  # heads, whole, neurons: no token ids of their own
 
 

@@ -24,7 +24,7 @@ from mechviz.attribution import attribution_table
 from mechviz.cli import main
 from mechviz.errors import MechvizError
 from mechviz.io import load_trace
-from mechviz.schema import Trace
+from mechviz.schema import SCHEMA_VERSION, Trace
 from mechviz.visual.settings import example_trace
 
 IDENTITY_RTOL = 1e-4  # the bar: relative, or absolute below 1 logit
@@ -66,7 +66,7 @@ def test_analysis_keeps_other_sections_and_bumps_the_version(tmp_path: Path) -> 
     tiny = make_tiny("llama")
     old = dataclasses.replace(tiny.trace, schema_version=4, lens_mid=None)
     done = analyze(old, tiny.loaded, dictionaries=False, similarity=False, weights=False)
-    assert done.schema_version == 5 and done.lens_mid is None
+    assert done.schema_version == SCHEMA_VERSION and done.lens_mid is None
     assert done.neurons is tiny.trace.neurons and done.attribution is not None
     assert _round_trip(done, tmp_path).attribution is not None
 
@@ -215,7 +215,7 @@ def test_python_analyze_takes_a_path(example: Path, default_model) -> None:  # t
     done = mechviz.analyze(
         example, versus=" London", dictionaries=False, similarity=False, weights=False
     )
-    assert isinstance(done, mechviz.Trace) and done.schema_version == 5
+    assert isinstance(done, mechviz.Trace) and done.schema_version == SCHEMA_VERSION
     assert done.token_text(done.attribution.versus) == " London"
     assert _identity_error(done) <= IDENTITY_RTOL
     with pytest.raises(MechvizError, match="' roundabouts' is not a single token"):

@@ -270,7 +270,7 @@ INVALID = {
     "nan_in_direct": (_nan_in_direct, ["'heads.direct'", "NaN"]),
     "direct_one_layer_short": (_one_layer_short, ["'heads.direct'", "shape", "L=3"]),
     "bias_missing": (_delete("heads.bias"), ["missing", "'heads.bias'"]),
-    "unknown_heads_key": (_set("heads.total", 1.0), ["'heads'", "'total'", "version 5"]),
+    "unknown_heads_key": (_set("heads.total", 1.0), ["'heads'", "'total'", "version 6"]),
     "heads_null": (_set("heads", None), ["'heads'", "object"]),
 }
 
@@ -431,8 +431,8 @@ def test_output_refused_by_the_os_is_a_clear_error(
 SMALL_V1 = Path(__file__).parent / "data" / "small_trace.json"
 
 
-def test_version_five_writes_heads_and_lens_mid(tiny_trace: Trace) -> None:
-    assert SCHEMA_VERSION == 5 and READABLE_VERSIONS == (1, 2, 3, 4, 5)
+def test_version_six_writes_heads_and_lens_mid(tiny_trace: Trace) -> None:
+    assert SCHEMA_VERSION == 6 and READABLE_VERSIONS == (1, 2, 3, 4, 5, 6)
     data = tiny_trace.to_dict()
     assert data["lens_mid"]["labels"] == [f"{layer}_mid" for layer in range(tiny_trace.n_layers)]
     assert set(data["lens_mid"]) == set(data["lens"])
