@@ -57,6 +57,7 @@ from mechviz import __version__
 from mechviz.errors import MechvizError
 from mechviz.io import atomic_write, cache_dir
 from mechviz.models import LoadedModel
+from mechviz.threads import ThreadChooser
 from mechviz.tokens import display_text, shown
 
 FORMAT = 1  # bump when the files of a saved SAE change
@@ -314,14 +315,14 @@ def gather(
 
     it = corpus_windows(corpus, window, seed=seed)
     xs, wheres, wins, skipped, n = [], [], [], 0, 0
-    threads = _Threads()
+    threads = ThreadChooser(32)
     start = time.monotonic()
     while n < tokens and (n == 0 or deadline is None or time.monotonic() < deadline):
         chunk = [w for _, w in zip(range(GATHER_WINDOWS), it)]
         if not chunk:
             break
         ids = torch.as_tensor(np.stack(chunk)).long()
-        resid = threads.run(lambda ids=ids: resid_at(loaded, layer, ids), ids.numel())
+        resid = threads.run(ids.numel(), resid_at, loaded, layer, ids)
         keep = keep_mask(resid)
         skipped += int((~keep).sum())
         pos = torch.arange(ids.numel()).view(ids.shape) + len(wins) * window
@@ -342,44 +343,6 @@ def gather(
         skipped=skipped,
         seconds=time.monotonic() - start,
     )
-
-
-class _Threads:
-    """Runs work at the faster of one thread and all of them, re-measured every ``EVERY`` calls.
-
-    Other jobs share the cores: measured here while another job ran, one thread gathered ~600
-    tokens/s and two threads 180-360 (OpenMP threads waiting on each other), and one thread
-    trained ~2x faster; on idle cores two threads win.
-    """
-
-    EVERY = 32
-
-    def __init__(self) -> None:
-        self.original = torch.get_num_threads()
-        self.options = sorted({1, self.original})
-        self.rate: dict[int, float] = {}
-        self.calls = 0
-
-    def run(self, work: Callable[[], Any], amount: float) -> Any:
-        unmeasured = [n for n in self.options if n not in self.rate]
-        if unmeasured:
-            n = unmeasured[0]
-        else:
-            ranked = sorted(self.options, key=self.rate.__getitem__)
-            n = ranked[0] if self.calls % self.EVERY == self.EVERY - 1 else ranked[-1]
-        torch.set_num_threads(n)
-        t0 = time.perf_counter()
-        try:
-            out = work()
-        finally:
-            torch.set_num_threads(self.original)
-        rate = amount / max(time.perf_counter() - t0, 1e-9)
-        self.rate[n] = rate if n not in self.rate else 0.5 * (self.rate[n] + rate)
-        self.calls += 1
-        return out
-
-
-# --- training -----------------------------------------------------------------------------
 
 
 class _Chosen(torch.autograd.Function):
@@ -487,7 +450,7 @@ def train_steps(
         sae.b_dec.copy_(_geometric_median(sample))
         variance = float((sample - sample.mean(0)).pow(2).sum(1).mean()) / sae.d_model
     since = torch.zeros(sae.features, dtype=torch.long)  # tokens since each latent last fired
-    log, threads, start, step_seconds = TrainLog(), _Threads(), time.monotonic(), 0.0
+    log, threads, start, step_seconds = TrainLog(), ThreadChooser(32), time.monotonic(), 0.0
     perm = torch.randperm(n, generator=gen)
     budget = None if deadline is None else deadline - start
     for step in range(total):
@@ -502,7 +465,7 @@ def train_steps(
             group["lr"] = lr * min(1.0, (1.0 - done) / DECAY_SHARE)
         t0 = time.monotonic()
         dead = since >= DEAD_AFTER
-        mse, fired = threads.run(lambda xs=xs, dead=dead: _step(sae, opt, xs, dead), len(xs))
+        mse, fired = threads.run(len(xs), _step, sae, opt, xs, dead)
         step_seconds = time.monotonic() - t0
         since += len(xs)
         since[fired] = 0
@@ -642,7 +605,7 @@ def _cross_entropy(
     """
     total, count = 0.0, 0
     device = loaded.adapter.embed.weight.device
-    threads = _Threads()
+    threads = ThreadChooser(32)
     for i in range(0, len(windows), CE_WINDOWS):
         ids = windows[i : i + CE_WINDOWS]
         masks: list[torch.Tensor] = []
@@ -660,7 +623,7 @@ def _cross_entropy(
             with _at_block(loaded, layer, edit=edit):
                 return loaded.model(ids.to(device), use_cache=False).logits.float().cpu()
 
-        logits = threads.run(run, ids.numel())
+        logits = threads.run(ids.numel(), run)
         keep = masks[0][:, :-1]
         ce = fn.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
         total += float(ce[keep].sum())

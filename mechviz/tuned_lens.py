@@ -28,7 +28,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from mechviz import __version__
 from mechviz.errors import MechvizError
 from mechviz.io import atomic_write, cache_dir
 from mechviz.models import LoadedModel
+from mechviz.threads import ThreadChooser
 
 FORMAT = 1  # bump when the files of a saved lens change
 CHUNK = 256  # rows per readout matmul: the fastest size measured here (50 MB of logits)
@@ -327,7 +328,7 @@ def train_tuned_lens(
     budget = None if minutes is None else minutes * 60
     start = last_save = time.monotonic()
     run_tokens = 0
-    readout, threads = Readout(loaded.adapter), _Threads()
+    readout, threads = Readout(loaded.adapter), ThreadChooser()
     while True:
         elapsed = time.monotonic() - start
         if tokens is not None and run_tokens >= tokens:
@@ -433,42 +434,6 @@ def _train_step(
         nn.utils.clip_grad_norm_(params, CLIP)
     opt.step()
     return total / (n * lens.n_layers)
-
-
-class _Threads:
-    """Runs each step at the faster of one thread and all of them, re-measured now and then.
-
-    On two cores shared with other jobs OpenMP's threads wait on each other: a step of the
-    model and four boundaries took 3.0-3.7 s on one thread and 13.8-14.2 s on two while
-    others ran; on idle cores two threads win. (mechviz.sae has the same device.)
-    """
-
-    EVERY = 16  # steps between two tries of the slower choice
-
-    def __init__(self) -> None:
-        self.original = torch.get_num_threads()
-        self.options = sorted({1, self.original})
-        self.rate: dict[int, float] = {}
-        self.calls = 0
-
-    def run(self, amount: float, work: Callable[..., Any], *args: Any) -> Any:
-        """``work(*args)``; ``amount`` (tokens) over the seconds taken is the rate compared."""
-        unmeasured = [n for n in self.options if n not in self.rate]
-        if unmeasured:
-            n = unmeasured[0]
-        else:
-            ranked = sorted(self.options, key=self.rate.__getitem__)
-            n = ranked[0] if self.calls % self.EVERY == self.EVERY - 1 else ranked[-1]
-        torch.set_num_threads(n)
-        t0 = time.perf_counter()
-        try:
-            out = work(*args)
-        finally:
-            torch.set_num_threads(self.original)
-        rate = amount / max(time.perf_counter() - t0, 1e-9)
-        self.rate[n] = rate if n not in self.rate else 0.5 * (self.rate[n] + rate)
-        self.calls += 1
-        return out
 
 
 class _Progress:
@@ -623,7 +588,7 @@ def evaluate(
     model_ce = 0.0
     n_targets = n_rows = n_bytes = 0
     stream = itertools.islice(windows(eval_corpus, seq_len, seed=0), math.ceil(tokens / seq_len))
-    readout, threads = Readout(adapter), _Threads()
+    readout, threads = Readout(adapter), ThreadChooser()
     start = time.monotonic()
     while group := list(itertools.islice(stream, batch)):
         ids = torch.from_numpy(np.stack(group).astype(np.int64))
