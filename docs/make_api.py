@@ -56,7 +56,14 @@ EXAMPLES = {
     "LensCompare": "LensCompare.from_trace(ablated)",
     "PatchingMaps": "PatchingMaps.from_trace(patched)",
     "PatchingLegend": "PatchingLegend.from_trace(patched)",
+    "LensPair": "LensPair.from_trace(learned)",
+    "LensCurves": "LensCurves.from_trace(learned)",
+    "FeatureSum": "FeatureSum.from_trace(learned)",
+    "FeatureCard": "FeatureCard.from_trace(learned, int(learned.features.ids[-1, 0]))",
 }
+# Blocks drawn from the example trace with a tuned lens and SAE features
+# (example_trace("TunedLens")): pictured once that trace is shipped.
+LEARNED = {"LensPair", "LensCurves", "FeatureSum", "FeatureCard"}
 RENDER_EXAMPLE = 'mechviz.render("Attention", trace, format="png", beats=["grid"])'
 
 INTRO = """\
@@ -134,7 +141,8 @@ def page(pictures: set[str]) -> str:
 
 
 def picture_names() -> set[str]:
-    return set(EXAMPLES) | {"render"}
+    missing = {n for n in LEARNED if not (PICTURES / f"{n}.png").exists()}
+    return (set(EXAMPLES) - missing) | {"render"}
 
 
 def render_pictures() -> None:
@@ -146,14 +154,18 @@ def render_pictures() -> None:
     trace = mechviz.load(example_trace())
     ablated = mechviz.load(example_trace("Ablation"))
     patched = mechviz.load(example_trace("Patching"))
+    learned_path = example_trace("TunedLens")
+    learned = mechviz.load(learned_path) if learned_path.exists() else None
     for name, code in EXAMPLES.items():
+        if name in LEARNED and learned is None:
+            continue  # no example trace with learned readouts yet
 
         class Picture(TraceScene):
             example = code
 
             def construct(self) -> None:
                 scope = {k: getattr(mechviz.visual, k) for k in mechviz.visual.__all__}
-                scope |= {"ablated": ablated, "patched": patched}
+                scope |= {"ablated": ablated, "patched": patched, "learned": learned}
                 block = eval(self.example, {"trace": self.trace, **scope})  # noqa: S307
                 self.add(block.move_to([0, 0, 0]))
 

@@ -29,6 +29,14 @@ SCENES: dict[str, tuple[str, str]] = {
         "weight_stats",
         "sigma/mean(|w|) by layer, the parameter tally, layer-0 heads.",
     ),
+    "TunedLens": (
+        "tuned_lens",
+        "The logit lens beside a trained tuned lens; held-out bits per byte by layer.",
+    ),
+    "Features": (
+        "features",
+        "One residual vector as a sum of sparse-autoencoder features plus dark matter.",
+    ),
     "Ablation": ("ablation", "The prediction and lens before and after heads are ablated."),
     "Patching": ("patching", "Which clean-run activations restore the answer in a corrupt run."),
     "Compare": ("compare", "Two traces of one prompt length: the last position, A into B."),

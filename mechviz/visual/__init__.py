@@ -61,6 +61,10 @@ _LAZY = {
     "LensCompare": "mechviz.visual.ablation",
     "PatchingMaps": "mechviz.visual.patching",
     "PatchingLegend": "mechviz.visual.patching",
+    "LensPair": "mechviz.visual.learned",
+    "LensCurves": "mechviz.visual.learned",
+    "FeatureSum": "mechviz.visual.learned",
+    "FeatureCard": "mechviz.visual.learned",
 }
 
 __all__ = sorted(_LAZY)
