@@ -93,10 +93,14 @@ class TunedLens(TraceScene):
         self.top1_rows = (self.first_top1(ranks_logit), self.first_top1(ranks_tuned))
         answer = shown(self.vocab_text(self.answer))
         a, b = (self.row_words(r) for r in self.top1_rows)
-        self.caption(
-            f"Top-1 by layer: {answer} is on top for good from {b} in the tuned lens, "
-            f"from {a} in the logit lens."
-        )
+        if a == b:
+            words = f"Top-1 by layer: in both lenses {answer} is on top for good from {a}."
+        else:
+            words = (
+                f"Top-1 by layer: {answer} is on top for good from {b} in the tuned lens, "
+                f"from {a} in the logit lens."
+            )
+        self.caption(words)
         box = self.content
         self.swap(self.pair, None, run_time=0.4)
         table = LensCompare(logit, tuned, self.theme, box.width, box.height)
