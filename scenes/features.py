@@ -56,8 +56,8 @@ class Features(TraceScene):
         self.side = box.width >= SIDE_BY_SIDE
         if self.side:
             self.sum_box, self.card_box = box.split("x", 0.55, gap=0.6)
-        else:  # the card below: three lines of text
-            card_h = min(CARD_HEIGHT, box.height / 2)
+        else:  # below the sum: the card's three lines, then the held-out figures
+            card_h = min(max(CARD_HEIGHT, self.quality_panel().height + 0.5), box.height / 2)
             self.sum_box, self.card_box = box.split("y", 1 - card_h / box.height, gap=0.4)
         self.sum = FeatureSum.from_trace(
             self.trace,
@@ -108,7 +108,8 @@ class Features(TraceScene):
             self.wait(1.2)
         self.frame_mark = frame
 
-    def show_quality(self) -> None:
+    def quality_panel(self) -> VGroup:
+        """The held-out figures, one per line under a heading."""
         f = self.features
         lines = [
             f"variance explained  {f.eval_fve:.2f}",
@@ -118,14 +119,20 @@ class Features(TraceScene):
             f"(layer zeroed: {f.eval_ce_zero:.2f})",
         ]
         head = label("held out", style.BODY_TEXT, self.theme.foreground)
-        room = self.card_box
         texts = [label(x, style.MIN_TEXT, self.theme.foreground) for x in lines]
-        panel = VGroup(head, *texts).arrange(DOWN, buff=0.2, aligned_edge=LEFT)
+        return VGroup(head, *texts).arrange(DOWN, buff=0.2, aligned_edge=LEFT)
+
+    def show_quality(self) -> None:
+        f = self.features
+        room = self.card_box
+        panel = self.quality_panel()
         old = [m for m in (self.card, self.frame_mark) if m is not None]
         if panel.height > room.height or panel.width > room.width:
             room = self.content  # a narrow frame: the figures take the sum's place
             old.append(self.sum)
         panel.move_to(room.center).align_to([room.x0, 0, 0], LEFT)
+        if room is self.card_box and not self.side:
+            panel.align_to([0, room.y1, 0], UP)
         self.quality = panel
         self.caption(
             f"Held out: variance explained {f.eval_fve:.0%}; with the SAE in place the loss "

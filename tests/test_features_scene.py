@@ -147,3 +147,17 @@ def test_blocks_fit_their_room(trace, own_media) -> None:  # type: ignore[no-unt
             assert texts and all(cap_share(x) >= style.MIN_SHARE - 1e-3 for x in texts), name
     with pytest.raises(MechvizError, match="no card"):
         FeatureCard.from_trace(trace, -5)
+
+
+def test_a_card_whose_marked_token_is_white_space_shows_its_marker(trace, own_media) -> None:  # type: ignore[no-untyped-def]
+    """The real SAE's top feature of " is" fires on " " inside a line: it must still draw."""
+    f = trace.features
+    space = next(i for i, text in trace.vocab.items() if text == " ")
+    contexts = f.card_contexts.copy()
+    c = 0 if f.card_acts[0, 0] > 0 else 1
+    mark = int(f.card_marked[0, c])
+    contexts[0, c, mark] = space
+    cards = dataclasses.replace(f, card_contexts=contexts)
+    spaced = dataclasses.replace(trace, features=cards)
+    card = FeatureCard.from_trace(spaced, int(f.card_ids[0]), width=7.0)
+    assert card.marked is not None and card.marked.text.strip() != ""

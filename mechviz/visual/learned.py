@@ -619,7 +619,10 @@ class FeatureCard(VGroup):
         before = "".join(texts[i] for i in range(lo, mark))
         after = "".join(texts[i] for i in range(mark + 1, hi + 1))
         parts = VGroup()
-        marked = label(shown(texts[mark]) if not before else texts[mark], style.MIN_TEXT)
+        # Inside a line the token keeps its own space, unless it is nothing but
+        # white space (a blank token would draw nothing): then its marker shows.
+        plain = bool(before) and bool(texts[mark].strip())
+        marked = label(texts[mark] if plain else shown(texts[mark]), style.MIN_TEXT)
         marked.set_color(theme.background)
         box = Rectangle(
             width=marked.width + 0.16,

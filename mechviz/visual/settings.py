@@ -127,6 +127,9 @@ _current: SceneSettings | None = None
 SCENE_EXAMPLES = {
     "Ablation": "france_ablated.json",  # heads 23.4 and 29.1 ablated
     "Patching": "france_italy_patch.json",  # "The capital of France/Italy is"
+    # Traced with --tuned-lens --sae: the lens and SAE trained by `mechviz train-lens`, `train-sae`
+    "TunedLens": "capital_of_france_learned.json",
+    "Features": "capital_of_france_learned.json",
 }
 
 
