@@ -42,6 +42,8 @@ def test_scenes_lists_every_scene_with_one_line() -> None:
         "Dictionaries",
         "EmbeddingSimilarity",
         "WeightStats",
+        "TunedLens",
+        "Features",
         "Ablation",
         "Patching",
         "Compare",
