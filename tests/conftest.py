@@ -1,8 +1,21 @@
-"""Shared fixtures: a fake character tokenizer, tiny random models, the default model."""
+"""Shared fixtures: a fake character tokenizer, tiny random models, the default model.
+
+Also two guards that keep the suite independent of order (issue 20):
+
+- every test runs inside :func:`_global_state`, which snapshots the process-wide
+  state a test can change (Manim's ``config``, the scene settings in use, a
+  pending stop signal, the environment, the working folder, ``sys.path``,
+  torch's default dtype, grad mode and threads), restores it afterwards, and fails the
+  test that left it changed, naming what it changed;
+- ``MECHVIZ_TEST_ORDER=reverse`` runs the test files in reverse order, and
+  ``MECHVIZ_TEST_ORDER=shuffle:SEED`` in a seeded random order of files and of
+  the tests inside each file (the seed is printed in the header).
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,6 +24,128 @@ from typing import Any
 
 import pytest
 import torch
+
+# --- order and global state --------------------------------------------------------
+
+
+def _order() -> tuple[str, int | None]:
+    value = os.environ.get("MECHVIZ_TEST_ORDER", "").strip()
+    if value in ("", "file"):
+        return "file", None
+    if value == "reverse":
+        return "reverse", None
+    if value.startswith("shuffle:") and value[8:].isdigit():
+        return "shuffle", int(value[8:])
+    raise pytest.UsageError(
+        f"MECHVIZ_TEST_ORDER is {value!r}; use reverse or shuffle:SEED (a whole number)."
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    kind, seed = _order()
+    return f"test order: {kind}" + (f" (seed {seed})" if seed is not None else "")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
+    kind, seed = _order()
+    if kind == "file":
+        return
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(str(item.path), []).append(item)
+    groups = list(files.values())
+    if kind == "reverse":
+        groups.reverse()
+    else:
+        rng = random.Random(seed)
+        rng.shuffle(groups)
+        for group in groups:
+            rng.shuffle(group)
+    items[:] = [item for group in groups for item in group]
+
+
+def _manim_config() -> dict[str, Any]:
+    from manim import config
+
+    return dict(config._d)
+
+
+def _scene_settings() -> Any:
+    from mechviz.visual import settings
+
+    return settings._current
+
+
+def _stop_signals() -> list[int]:
+    from mechviz import errors
+
+    return list(errors._stop_signals)
+
+
+def _environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+
+
+@pytest.fixture(autouse=True)
+def _global_state():
+    """Restore what a test changed in the process, and fail the test that changed it."""
+    from manim import config
+
+    manim_before = config.copy()
+    before = {
+        "Manim's config": _manim_config(),
+        "the scene settings in use (mechviz.visual.settings.use)": _scene_settings(),
+        "a pending stop signal": _stop_signals(),
+        "os.environ": _environment(),
+        "the working folder": os.getcwd(),
+        "sys.path": list(sys.path),
+        "torch's default dtype": torch.get_default_dtype(),
+        "torch's grad mode": torch.is_grad_enabled(),
+        "torch's thread count": torch.get_num_threads(),
+    }
+    yield
+    after = {
+        "Manim's config": _manim_config(),
+        "the scene settings in use (mechviz.visual.settings.use)": _scene_settings(),
+        "a pending stop signal": _stop_signals(),
+        "os.environ": _environment(),
+        "the working folder": os.getcwd(),
+        "sys.path": list(sys.path),
+        "torch's default dtype": torch.get_default_dtype(),
+        "torch's grad mode": torch.is_grad_enabled(),
+        "torch's thread count": torch.get_num_threads(),
+    }
+    changed = [name for name in before if before[name] != after[name]]
+    if not changed:
+        return
+    # Put everything back before failing, so one leak fails one test, not the rest.
+    config.update(manim_before)
+    from mechviz import errors
+    from mechviz.visual import settings
+
+    settings._current = before["the scene settings in use (mechviz.visual.settings.use)"]
+    errors._stop_signals[:] = before["a pending stop signal"]
+    for name in set(after["os.environ"]) - set(before["os.environ"]):
+        del os.environ[name]
+    os.environ.update(before["os.environ"])
+    os.chdir(before["the working folder"])
+    sys.path[:] = before["sys.path"]
+    torch.set_default_dtype(before["torch's default dtype"])
+    torch.set_grad_enabled(before["torch's grad mode"])
+    torch.set_num_threads(before["torch's thread count"])
+    details = []
+    for name in changed:
+        if isinstance(before[name], dict):
+            keys = sorted(
+                k
+                for k in set(before[name]) | set(after[name])
+                if before[name].get(k) != after[name].get(k)
+            )
+            details.append(f"{name} ({', '.join(map(str, keys))})")
+        else:
+            details.append(name)
+    pytest.fail("This test left process-wide state changed: " + "; ".join(details), pytrace=False)
+
 
 # --- a fake tokenizer -------------------------------------------------------------
 

@@ -36,6 +36,11 @@ def render(folder: Path, manims: bool) -> tuple[list[np.ndarray], TraceScene]:
         "verbosity": "WARNING",
         "progress_bar": "none",
         "output_file": "shapes",
+        # Lossless and one thread: the decoded frames are the frames handed over, so
+        # the comparison sees what was drawn, not the encoder's rate control, which
+        # spreads a change anywhere in a clip over pixels elsewhere (and whose
+        # decisions depend on how many threads x264 picks on a machine).
+        "video_encoder_options": {"crf": "0", "preset": "ultrafast", "x264-params": "threads=1"},
     }
     with tempconfig(config), use(SceneSettings(trace=example_trace())):
         scene = Shapes(renderer=CairoRenderer()) if manims else Shapes()
