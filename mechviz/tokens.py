@@ -14,20 +14,65 @@ from mechviz.errors import MechvizError
 REPLACEMENT = "\ufffd"
 
 
-_VISIBLE = {" ": "·", "\n": "⏎", "\t": "⇥", "\r": "␍"}
+#: The marks that stand for invisible characters on screen (the legend's entries).
+#: A character that is itself one of these marks is written as its code point
+#: (``<U+00B7>``), so a mark always means the character it stands for.
+MARKS = {" ": "·", "\xa0": "⍽", "\n": "⏎", "\t": "⇥", "\r": "␍"}
+#: What each mark means, for a legend.
+MARK_NAMES = {
+    "·": "space",
+    "␣": "space",
+    "⍽": "no-break space",
+    "⏎": "newline",
+    "⇥": "tab",
+    "␍": "return",
+}
+#: A token of spaces only is drawn with this mark for each space: a lone ``·`` is
+#: too easily read as a full stop.
+LONE_SPACE = "␣"
+EMPTY = "∅"  # a token with no text at all
+_RESERVED = set(MARK_NAMES) | {EMPTY}
+_ZWJ = "\u200d"
 
 
 def shown(text: str) -> str:
-    """Token text made visible on screen: spaces as ``·``, newlines as ``⏎``.
+    """Token text made visible on screen, each invisible character by a mark of its own.
 
-    Other blanks (no-break and zero-width spaces, ...) show as ``·`` too, so no
-    token is drawn as an empty box.
+    A space is ``·`` (``␣`` in a token of spaces only, which a lone dot would
+    pass for a full stop), a no-break space ``⍽``, a newline ``⏎``, a tab ``⇥``,
+    a carriage return ``␍`` (:data:`MARKS`); other blanks and zero-width
+    characters are written as their code point (``<U+200B>``), as is a character
+    that is itself a mark, so no two different tokens look alike and nothing is
+    drawn as an empty box. A token with no text is ``∅``.
     """
-    out = "".join(
-        _VISIBLE.get(ch, "·" if ch.isspace() or ch in "\u200b\u200c\u200d\ufeff" else ch)
-        for ch in text
-    )
-    return out or "∅"
+    if text and set(text) == {" "}:
+        return LONE_SPACE * len(text)
+    out = []
+    for k, ch in enumerate(text):
+        if ch in MARKS:
+            out.append(MARKS[ch])
+        elif ch == _ZWJ and 0 < k < len(text) - 1 and _emoji_like(text[k - 1]):
+            out.append(ch)  # joins an emoji sequence (👩‍💻): part of what is drawn
+        elif ch in _RESERVED or ch.isspace() or unicodedata.category(ch) in ("Cf", "Cc"):
+            out.append(f"<U+{ord(ch):04X}>")
+        else:
+            out.append(ch)
+    return "".join(out) or EMPTY
+
+
+def marks_in(texts: Sequence[str]) -> list[str]:
+    """The marks :func:`shown` draws for ``texts`` (token texts), in legend order."""
+    found = {ch for text in texts for ch in shown(text) if ch in MARK_NAMES}
+    return [mark for mark in MARK_NAMES if mark in found]
+
+
+def legend(texts: Sequence[str]) -> str:
+    """What the marks drawn for ``texts`` stand for: ``"· = space, ⏎ = newline"``, or ""."""
+    marks = marks_in(texts)
+    names: dict[str, list[str]] = {}
+    for mark in marks:
+        names.setdefault(MARK_NAMES[mark], []).append(mark)
+    return ", ".join(f"{'/'.join(m)} = {name}" for name, m in names.items())
 
 
 @lru_cache(maxsize=1)

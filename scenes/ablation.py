@@ -27,6 +27,8 @@ class Ablation(TraceScene):
     changed; every other section of the trace is the changed run (after).
     """
 
+    shows_lens = True  # its tokens' marks go into the legend
+
     beats = {
         "map": "layers x heads, the changed heads (and MLPs) lit, and what was done to them",
         "before": "the model's next-token odds before the change",
@@ -148,9 +150,8 @@ class Ablation(TraceScene):
 
     def show_lens(self) -> None:
         table = self.get_lens()
-        self.caption(
-            f"Logit lens of the last position, top-1 by layer: {parting_words(table.differ)}."
-        )
+        how = parting_words(table.differ_top1, table.first.lens_ids.shape[0])
+        self.caption(f"Logit lens of the last position, top-1 by layer: {how}.")
         if self.lens_below_map:
             self.swap(self.readout, None, run_time=0.4)
         else:

@@ -10,11 +10,11 @@ from mechviz.heads import peaked, scores
 from mechviz.schema import Trace
 from mechviz.tokens import shown
 from mechviz.visual.attention import (
+    MIN_ARC_WEIGHT,
     AttentionArcs,
     AttentionGrid,
     HeadGallery,
     query_position,
-    strongest_keys,
 )
 from mechviz.visual.base import Box, TraceScene
 
@@ -122,11 +122,7 @@ class Attention(TraceScene):
 
     def show_arcs(self) -> None:
         q = self.query
-        keys = strongest_keys(self.pattern, q)
-        read = ", ".join(
-            f"{shown(self.token_texts[k])} ({self.pattern[q, k]:.2f})" for k in keys[:3]
-        )
-        more = " …" if len(keys) > 3 else ""
+        read, more = self.reads(q)
         self.caption(
             f"From {shown(self.token_texts[q])} (position {q}), this head reads {read}{more}; "
             "arc width is the weight."
@@ -148,6 +144,15 @@ class Attention(TraceScene):
         self.play(FadeIn(arcs.arcs), run_time=0.9)
         self.arcs = arcs
         self.wait(0.8)
+
+    def reads(self, q: int) -> tuple[str, str]:
+        """The query's strongest reads in words, itself included ("itself (0.49), …")."""
+        w = self.pattern[q, : q + 1]
+        order = [int(k) for k in np.argsort(-w, kind="stable")]
+        strong = [k for k in order if w[k] >= MIN_ARC_WEIGHT] or order[:1]
+        names = ["itself" if k == q else shown(self.token_texts[k]) for k in strong[:3]]
+        words = ", ".join(f"{name} ({w[k]:.2f})" for name, k in zip(names, strong))
+        return words, " …" if len(strong) > 3 else ""
 
     def show_all_heads(self) -> None:
         H = self.trace.model.n_heads

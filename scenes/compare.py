@@ -35,6 +35,8 @@ class Compare(TraceScene):
     ablated). Two traces of different models or prompt lengths are refused.
     """
 
+    shows_lens = True  # its tokens' marks go into the legend
+
     beats = {
         "names": "what A and B are: their prompts, and what was changed in either",
         "output": "A's next-token odds, morphing into B's; A's answer in both",
@@ -129,7 +131,7 @@ class Compare(TraceScene):
         room = self.room
         table = LensCompare(self.a, self.b, self.theme, room.width, room.height)
         table.move_to(room.center)
-        how = parting_words(table.differ)
+        how = parting_words(table.differ_top1, table.first.lens_ids.shape[0])
         self.caption(f"Logit lens of the last position, top-1 by layer: {how}.")
         self.swap(self.readout, None, run_time=0.4)
         self.play(FadeIn(table.header), run_time=0.3)

@@ -20,6 +20,8 @@ class Dictionaries(TraceScene):
     dictionary is read after the settings' ``layer`` (default: the middle one).
     """
 
+    shows_lens = True  # its tokens' marks go into the legend
+
     beats = {
         "input": "the stream after each layer, its closest rows of W_E (cosine A), row by row",
         "contrast": "beside it, the output dictionary W_U, or the logit lens when W_E = W_U",

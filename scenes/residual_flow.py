@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from manim import UP, Animation, FadeIn, Line, VGroup, config
+from manim import UP, Animation, FadeIn, Line, VGroup, smooth
 
 from mechviz.tokens import shown
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.readout import LensReadout, answer_step, lens_steps
-from mechviz.visual.residual import ResidualStreams
+from mechviz.visual.residual import ResidualStreams, WriteBars
 
 
 class ResidualFlow(TraceScene):
     """Each position's stream rises layer by layer; attention and MLP add their writes."""
+
+    shows_lens = True  # its tokens' marks go into the legend
 
     beats = {
         "streams": "one residual stream per token, max-pooled, with its attention and MLP writes",
@@ -20,8 +22,9 @@ class ResidualFlow(TraceScene):
     }
     n_bars = 4  # tokens in the readout
     slow_layers = 3  # layers at each end shown one at a time; the middle fast-forwards
-    slow_time = 0.6  # seconds per layer (shared by its two half-steps when the trace has lens_mid)
-    fast_time = 0.12
+    slow_time = 0.8  # seconds per slow layer (shared by its two half-steps with lens_mid)
+    fast_time = 0.27  # seconds per other layer: 4 frames at 15 fps, 2 of them for the reading
+    dim = 0.72  # opacity of the veil over the layers the rise has not reached yet
     min_column = 0.42  # narrowest stream column: room for a turned token label
 
     def construct(self) -> None:
@@ -39,14 +42,10 @@ class ResidualFlow(TraceScene):
         shown_n = min(
             trace.n_positions, ResidualStreams.columns(self.get_panels()[0].width, self.min_column)
         )
-        cut = (
-            f" (last {shown_n} of {trace.n_positions} tokens)"
-            if shown_n < trace.n_positions
-            else ""
-        )
+        cut = f" (last {shown_n} of {trace.n_positions})" if shown_n < trace.n_positions else ""
         self.caption(
             f"Each token's stream{cut}: {trace.model.d_model} numbers, max-pooled "
-            "(blue < 0 < red). Attention and MLP add to it."
+            "(blue < 0 < red); attention and MLP add to it."
         )
         self.panel, self.readout_box = self.get_panels()  # after the caption: it may rise
         p = self.panel
@@ -68,43 +67,81 @@ class ResidualFlow(TraceScene):
     def rise(self) -> None:
         """Reveal the streams layer by layer; the readout follows the last position.
 
-        With ``lens_mid`` each layer is two half-steps (after attention, after the
-        MLP) in the time of one, so a viewer sees which sub-block moved the answer.
+        With ``lens_mid`` a layer is two half-steps (after attention, after the
+        MLP), so a viewer sees which sub-block moved the answer. The layers at
+        both ends, the answer's and those of the framed writes (:meth:`slow_layers_of`)
+        go at ``slow_time`` a layer; the others at ``fast_time``, a whole layer a
+        step (the caption says which). Each step moves the marker to its boundary
+        in the first half of its time; then the readout reads it, every part at
+        once, and holds.
         """
         trace, streams, box = self.trace, self.streams, self.readout_box
-        L = trace.n_layers
-        steps = lens_steps(trace)[1:]  # the embedding is shown first
-        half = len(steps) > L
-        how = "after each attention and MLP" if half else "layer by layer"
-        self.caption(
-            f"The logit lens at {shown(self.token_texts[-1])}, {how}: the top "
-            f"{self.n_bars} next tokens and the final answer's rank."
-        )
+        slow = self.slow_layers_of()
+        steps = self.rise_steps(slow)
+        self.caption(self.rise_caption(slow))
         readout = LensReadout.from_trace(
             trace, -1, width=box.width, height=box.height, theme=self.theme, k=self.n_bars
         )
         readout.move_to([box.center[0], box.y1 - 0.05 - readout.height / 2, 0])
         self.readout = readout
-        self.play(FadeIn(readout), *streams.reveal_to(None), run_time=0.5)
+        # The picture stays: the layers not reached yet are dimmed, not wiped.
+        cover = streams.cover
+        dim = 0.0 if self.settings.transparent else self.dim
+        y = streams.y_of(None)
+        cover.set_fill(opacity=0.0)
+        cover.stretch_to_fit_height(max(streams.box[3] - y, 0.001), about_edge=UP)
+        self.play(FadeIn(readout), cover.animate.set_fill(opacity=dim), run_time=0.5)
         self.add(streams.get_marker())
         self.answer_mark = None
         first = answer_step(trace)
-        share = len(steps) / L  # half-steps share their layer's time
-        frame = 1 / config.frame_rate
+        half = self.half_steps
         for layer, mid in steps:
-            slow = layer < self.slow_layers or layer >= L - self.slow_layers
-            self.play(
-                *self.reveal_to(layer, mid),
-                *readout.step_to(layer, mid),
-                # At least one frame: a shorter play is stretched to it anyway, with a warning.
-                run_time=max((self.slow_time if slow else self.fast_time) / share, frame),
-            )
+            per_layer = self.slow_time if layer in slow else self.fast_time
+            run_time = per_layer / 2 if half and layer in slow else per_layer
+            reveal = self.reveal_to(layer, mid)
+            for anim in reveal:
+                anim.rate_func = _arrive_by_half
+            self.play(*reveal, *readout.step_to(layer, mid, at=0.5), run_time=run_time)
             if self.answer_mark is None and (layer, mid) == first:
                 tick = readout.answer_tick(layer, mid)
                 line = self.boundary_line(layer, mid)
                 self.answer_mark = VGroup(line, *([tick] if tick is not None else []))
                 self.play(FadeIn(self.answer_mark), run_time=0.5)
         self.remove(streams.cover)
+
+    @property
+    def half_steps(self) -> bool:
+        """Whether the trace reads each layer after its attention too (``lens_mid``)."""
+        return len(lens_steps(self.trace)) > self.trace.n_layers + 1
+
+    def slow_layers_of(self) -> list[int]:
+        """The layers shown slowly: both ends, the answer's, and those of the framed writes."""
+        L = self.trace.n_layers
+        layers = set(range(min(self.slow_layers, L))) | set(range(max(L - self.slow_layers, 0), L))
+        answer, _ = answer_step(self.trace)
+        if answer is not None:
+            layers.add(answer)
+        layers |= {layer for _, layer, _ in WriteBars.largest(self.trace, self.streams.positions)}
+        return sorted(layers)
+
+    def rise_steps(self, slow: list[int]) -> list[tuple[int, bool]]:
+        """The readout's steps: both halves of the slow layers, whole layers elsewhere."""
+        steps = lens_steps(self.trace)[1:]  # the embedding is shown first
+        return [(layer, mid) for layer, mid in steps if not mid or layer in slow]
+
+    def rise_caption(self, slow: list[int]) -> str:
+        """The caption of the rise, saying which layers it reads half by half."""
+        answer = shown(self.token_texts[-1])
+        what = f"top {self.n_bars} next tokens, the answer's rank."
+        if not self.half_steps:
+            return f"Logit lens at {answer}, layer by layer: {what}"
+        fast = [layer for layer in range(self.trace.n_layers) if layer not in slow]
+        if not fast:
+            return f"Logit lens at {answer}, after each attention and MLP: {what}"
+        return (
+            f"Logit lens at {answer}, after each attention and MLP (layers "
+            f"{_ranges(fast)}: whole): {what}"
+        )
 
     def show_prediction(self) -> None:
         trace = self.trace
@@ -155,15 +192,50 @@ class ResidualFlow(TraceScene):
     # --- layout -----------------------------------------------------------------------
     @property
     def stacked(self) -> bool:
-        """Streams above the readout (portrait and square frames), else side by side."""
-        return self.frame.width < 1.3 * self.frame.height  # 1:1 included: too narrow side by side
+        """Streams above the readout on portrait frames, else side by side.
+
+        A square (or 4:5) frame stacked leaves the streams about a unit of height once the
+        title, the caption and the turned token labels have theirs (on Gemma's six
+        tokens, a line): side by side they keep the whole height.
+        """
+        return self.frame.width < 0.7 * self.frame.height
 
     def get_panels(self) -> tuple[Box, Box]:
-        """The streams' panel and the readout's: side by side, or stacked on portrait."""
-        if self.stacked:
-            top, bottom = self.content.split("y", 0.5, gap=0.35)
-            return top, bottom
-        return self.content.split("x", 0.56, gap=0.4)
+        """The streams' panel and the readout's: side by side, or stacked on portrait.
+
+        Stacked, the readout gets the height it takes in at most half the room
+        (it drops its chart, then bars, to fit), and the streams get the rest.
+        """
+        if not self.stacked:
+            square = self.frame.width < 1.3 * self.frame.height
+            return self.content.split("x", 0.5 if square else 0.56, gap=0.4)
+        c, gap = self.content, 0.35
+        probe = LensReadout.from_trace(
+            self.trace,
+            -1,
+            width=c.width,
+            height=(c.height - gap) / 2,
+            theme=self.theme,
+            k=self.n_bars,
+        )
+        share = 1.0 - (probe.height + 0.1) / (c.height - gap)
+        return c.split("y", max(share, 0.5), gap=gap)
+
+
+def _arrive_by_half(t: float) -> float:
+    """Smooth motion done by the middle of the animation, then still (the reading's half)."""
+    return smooth(min(1.0, 2.0 * t))
+
+
+def _ranges(layers: list[int]) -> str:
+    """``[3, 4, 5, 7]`` as ``"3-5, 7"`` (with an en dash)."""
+    runs: list[list[int]] = []
+    for layer in layers:
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
 
 
 __all__ = ["ResidualFlow"]

@@ -20,6 +20,8 @@ class TunedLens(TraceScene):
     tokens at every lens row, and its held-out bits per byte beside the logit lens's.
     """
 
+    shows_lens = True  # its tokens' marks go into the legend
+
     beats = {
         "step": "both lenses on the last position's residuals, side by side, layer by layer",
         "table": "each lens's top-1 token by layer, and the answer's probability in both",

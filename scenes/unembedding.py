@@ -14,6 +14,8 @@ from mechviz.visual.mobjects import MorphBars, ProbBars
 class Unembedding(TraceScene):
     """Final norm and W_U turn the last position's vector into the model's next-token odds."""
 
+    shows_lens = True  # its tokens' marks go into the legend
+
     beats = {
         "pipeline": "the last vector through the final norm, W_U and softmax",
         "bars": "the model's next-token odds as bars",

@@ -24,6 +24,8 @@ class WeightStats(TraceScene):
     TRACE --weights``).
     """
 
+    shows_lens = True  # its tokens' marks go into the legend
+
     beats = {
         "ratios": "sigma / mean(|w|) of W_Q, W_K, W_V, W_O by layer, beside a Gaussian's 1.25",
         "tally": "the parameter count by component, adding up to the model's total",

@@ -82,8 +82,13 @@ def _stop_signals() -> list[int]:
     return list(errors._stop_signals)
 
 
+# Set by pytest itself, or by a library the first time one of its parts is imported
+# (torch's optimizers import torch._inductor, which names its cache folder).
+_OWN_VARIABLES = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"}
+
+
 def _environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    return {k: v for k, v in os.environ.items() if k not in _OWN_VARIABLES}
 
 
 @pytest.fixture(autouse=True)

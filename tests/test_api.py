@@ -35,6 +35,7 @@ def test_trace_loads_the_model_once(default_model, monkeypatch: pytest.MonkeyPat
 
     loads = []
     real = mechviz.models.load_model
+
     def counting(*a, **k):  # noqa: ANN002, ANN003, ANN202
         loads.append(a)
         return real(*a, **k)

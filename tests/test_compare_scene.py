@@ -102,7 +102,8 @@ def test_numbers_on_screen_are_both_traces(pair, tmp_path: Path) -> None:  # typ
         y = shown_prob(b.lens.top_ids[row, -1], b.lens.top_probs[row, -1], paris)
         assert table.probs[i].text == f"{x}→{y}"
     assert table.differ[0] == 24  # the lens parts after layer 23, the first ablated head's
-    assert "the same up to layer 22, different from layer 23 on" in scene.cues[2].text
+    # Only layers 25 and 28 differ in top-1 (issue 21: "from layer 23 on" was false).
+    assert "different at layers 25 and 28, the same at the others" in scene.cues[2].text
 
 
 def test_the_other_way_round(tmp_path: Path) -> None:

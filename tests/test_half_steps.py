@@ -160,7 +160,9 @@ def test_scene_steps_by_half_layers_in_about_the_same_time(tmp_path: Path) -> No
     half = timed(early, tmp_path)
     whole = timed(dataclasses.replace(early, lens_mid=None), tmp_path)
     rise = [t for beat, t in half.played if beat == "rise"]
-    assert len(rise) == 2 * L + 4  # caption (2), fade in, 2 L half-steps, the mark
+    # caption (2), fade in, both halves of the slow layers and the others whole, the mark
+    slow = half.slow_layers_of()
+    assert 20 in slow and len(rise) == 2 * len(slow) + (L - len(slow)) + 4
     assert len([t for beat, t in whole.played if beat == "rise"]) == L + 4
     total_half, total_whole = sum(rise), sum(t for b, t in whole.played if b == "rise")
     assert total_half == pytest.approx(total_whole, rel=0.1)

@@ -76,7 +76,14 @@ def test_legible_at_every_aspect(aspect: str, tmp_path: Path) -> None:
     check_legible(scene)
     assert list(scene.beat_texts) == list(EmbeddingSimilarity.beats)
     W = len(scene.similarity.words)
-    assert scene.matrix.n == W, f"{aspect}: the matrix leaves words out"
+    if aspect == "1:1":  # the legend of marks takes a line: the matrix may say it is cut
+        said = (
+            any(f"first{scene.matrix.n}of{W}words" in t.text for t in scene.beat_texts["matrix"])
+            or scene.matrix.n == W
+        )
+        assert scene.matrix.n >= W - 3 and said, f"{aspect}: the matrix leaves words out unsaid"
+    else:
+        assert scene.matrix.n == W, f"{aspect}: the matrix leaves words out"
 
 
 def test_legible_light(tmp_path: Path) -> None:

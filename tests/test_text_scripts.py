@@ -126,7 +126,7 @@ def test_composes_with_shown() -> None:
         "…🍕…",
         "…🍕",
     ]
-    assert shown(readable("  ")) == "··"
+    assert shown(readable("  ")) == "␣␣"  # spaces only: open boxes, not dots
 
 
 def test_drawable_marks_rtl_and_emoji() -> None:

@@ -31,6 +31,7 @@ _LAZY = {
     "TokenRow": "mechviz.visual.mobjects",
     "ProbBars": "mechviz.visual.mobjects",
     "MorphBars": "mechviz.visual.mobjects",
+    "SwitchAt": "mechviz.visual.mobjects",
     "Heatmap": "mechviz.visual.mobjects",
     "AttentionGrid": "mechviz.visual.attention",
     "AttentionArcs": "mechviz.visual.attention",

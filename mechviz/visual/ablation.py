@@ -46,6 +46,7 @@ __all__ = [
     "differing_rows",
     "head_names",
     "parting_words",
+    "top1_rows",
     "prob_text",
 ]
 
@@ -218,19 +219,50 @@ def prob_text(reading: Reading, token_id: int, row: int | None = None) -> str:
     return f"<{max(reading.floor(row), 0.005):.2f}"
 
 
-def parting_words(differ: Sequence[int]) -> str:
-    """Where two lenses part, in words, from the rows where they differ (:func:`differing_rows`).
+def parting_words(differ: Sequence[int], n_rows: int | None = None) -> str:
+    """Where two lenses' top-1 differ, in words, from those lens rows (:func:`top1_rows`).
 
-    "the same up to layer 22, different from layer 23 on", "different from the
-    embedding on", or "the same at every layer".
+    Rows are lens rows: 0 the embedding, ``r`` after layer ``r - 1``. With
+    ``n_rows`` (the lens's rows) the words say exactly which rows differ:
+    "the same up to layer 22, different from layer 23 on" only when every row
+    from layer 23 to the last differs, else "different at layers 25 and 28,
+    the same at the others". Without it, the first difference is taken to last.
     """
-    if not differ:
+    rows = sorted(int(r) for r in differ)
+    if not rows:
         return "the same at every layer"
-    first = int(differ[0])  # a lens row: 0 the embedding, r after layer r - 1
-    if first == 0:
-        return "different from the embedding on"
-    same = "the same at the embedding" if first == 1 else f"the same up to layer {first - 2}"
-    return f"{same}, different from layer {first - 1} on"
+    first = rows[0]
+    to_the_end = n_rows is None or rows == list(range(first, n_rows))
+    if to_the_end:
+        if first == 0:
+            return "different from the embedding on"
+        same = "the same at the embedding" if first == 1 else f"the same up to layer {first - 2}"
+        return f"{same}, different from layer {first - 1} on"
+    layers = [r - 1 for r in rows if r > 0]
+    where = []
+    if rows[0] == 0:
+        where.append("the embedding")
+    if layers:
+        word = "layer" if len(layers) == 1 else "layers"
+        where.append(f"{word} {_spans(layers)}")
+    return f"different at {' and '.join(where)}, the same at the others"
+
+
+def _spans(layers: Sequence[int]) -> str:
+    """``[23, 24, 25, 28]`` as ``"23–25 and 28"``."""
+    runs: list[list[int]] = []
+    for layer in layers:
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    parts = [f"{r[0]}–{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def top1_rows(a: Reading, b: Reading) -> list[int]:
+    """Lens rows where the two runs' top-1 tokens differ (what the tables' cells show)."""
+    return [int(r) for r in np.nonzero(a.lens_ids[:, 0] != b.lens_ids[:, 0])[0]]
 
 
 def differing_rows(a: Reading, b: Reading) -> list[int]:
@@ -615,7 +647,8 @@ class LensCompare(VGroup):
         first, second: The two readings.
         answer: The answer's token id (the first run's top-1).
         lens_rows: The lens row of each table row.
-        differ: Lens rows where the two runs differ.
+        differ: Lens rows where the two runs differ (top-k tokens or probabilities).
+        differ_top1: Lens rows where their top-1 tokens differ (what the cells show).
         left_out: Lens rows not shown.
         header: The note(s) and the column heads.
         names: The row names.
@@ -640,6 +673,7 @@ class LensCompare(VGroup):
         self.answer = first.answer
         n = first.lens_ids.shape[0]
         self.differ = differing_rows(first, second)
+        self.differ_top1 = top1_rows(first, second)
         answer = shown(first.vocab(self.answer))
         p_head = f"p({answer})"
         p_w = max(measure("<0.00→<0.00", style.MIN_TEXT, style.MONO), measure(p_head, 24)) + 0.2

@@ -52,7 +52,7 @@ MIN_CELL = 0.36  # a grid row or column: room for a token label at MIN_TEXT
 ARC_ROW = 0.46  # a token box in the arcs column
 MIN_ARC_WEIGHT = 0.05  # keys drawn as arcs: at least this weight ...
 MAX_ARC_KEYS = 6  # ... and at most this many, strongest first
-MIN_DRAWN = 0.01  # weights below this get no arc and no number (except the strongest key)
+MIN_DRAWN = 0.01  # a shown key whose weight rounds (2 decimals) below this gets no arc
 
 
 # --- choices shared by the blocks ---------------------------------------------------------
@@ -383,9 +383,10 @@ class AttentionArcs(_OneHead, VGroup):
 
     The column holds the query (framed), the first token, the strongest keys (see
     :func:`strongest_keys`) and, room left, the tokens just before the query; "…"
-    stands where tokens were left out. An arc runs from the query to every shown key
-    with weight >= 0.01, its width and opacity growing with the weight. The strongest
-    key other than the query itself always has its arc, whatever the room.
+    stands where tokens were left out. Every shown key has its weight beside it, and
+    an arc from the query when that weight reads 0.01 or more (two decimals), its
+    width and opacity growing with the weight. The strongest key other than the
+    query itself is always shown, whatever the room.
 
     Args:
         pattern: The head's weights, ``[P, P]`` (query x key).
@@ -502,9 +503,9 @@ class AttentionArcs(_OneHead, VGroup):
             self.boxes[p] = token
             self.tokens.add(token)
             weight = float(self.pattern[q, p])
-            if weight >= MIN_DRAWN or p == q or p in self.keys[:1]:
-                color = theme.foreground if weight >= MIN_ARC_WEIGHT else theme.muted
-                self.numbers.add(center_on(number(f"{weight:.2f}", size, color), [num_w / 2, y, 0]))
+            # Every key shown says its weight; it has an arc when that says 0.01 or more.
+            color = theme.foreground if weight >= MIN_ARC_WEIGHT else theme.muted
+            self.numbers.add(center_on(number(f"{weight:.2f}", size, color), [num_w / 2, y, 0]))
         self.focus = SurroundingRectangle(
             self.boxes[q], color=theme.highlight, buff=0.05, stroke_width=4
         )
@@ -520,7 +521,7 @@ class AttentionArcs(_OneHead, VGroup):
         self.arc_keys: list[int] = []
         for p in self.positions:
             weight = float(self.pattern[q, p])
-            if p == q or (weight < MIN_DRAWN and p not in self.keys[:1]):
+            if p == q or round(weight, 2) < MIN_DRAWN:  # no arc for a weight shown as 0.00
                 continue
             start = np.array([right, boxes[p].get_center()[1], 0])
             chord = float(np.hypot(*(end - start)[:2]))

@@ -19,6 +19,7 @@ from manim import (
     AnimationGroup,
     FadeIn,
     FadeOut,
+    Group,
     Mobject,
     Rectangle,
     Scene,
@@ -35,10 +36,10 @@ from manim.utils.iterables import list_update
 from mechviz.errors import MechvizError, raise_if_stopped
 from mechviz.io import atomic_write, load_trace
 from mechviz.schema import Trace
-from mechviz.tokens import readable, readable_tokens
+from mechviz.tokens import legend, readable, readable_tokens
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
-from mechviz.visual.text import block_height, cap_share, paragraph
+from mechviz.visual.text import baseline, block_height, cap_share, label, paragraph
 
 
 @dataclass
@@ -188,6 +189,23 @@ class TraceScene(Scene):
             self.frame.y1 - m - 0.8,
         )
 
+    #: Whether the scene draws logit-lens readings (tables, bars): their tokens'
+    #: marks then go into the legend too.
+    shows_lens: ClassVar[bool] = False
+
+    def legend_texts(self) -> list[str]:
+        """Token texts the scene can draw, for the legend of marks.
+
+        The prompt and the prediction; with :attr:`shows_lens`, each layer's
+        top-1 and the last position's top-k too.
+        """
+        trace = self.trace
+        ids = {int(trace.output.top_ids[-1, 0])}
+        if self.shows_lens:
+            ids |= {int(i) for i in np.unique(trace.lens.top_ids[:, :, 0])}
+            ids |= {int(i) for i in np.unique(trace.lens.top_ids[:, -1])}
+        return list(trace.tokens.text) + [trace.token_text(i) for i in sorted(ids)]
+
     def vocab_text(self, token_id: int) -> str:
         """A predicted token's text, byte fragments made readable."""
         return readable(self.trace.token_text(token_id))
@@ -230,15 +248,58 @@ class TraceScene(Scene):
 
     # --- the frame: title and caption ---------------------------------------------------
     def show_title(self, text: str, run_time: float = 0.6) -> None:
-        """The scene's title, top left, wrapped on narrow frames."""
-        title = paragraph(
+        """The scene's title, top left, wrapped on narrow frames; the marks' legend beside it.
+
+        A wrapped title is one text per line, so the legend can stand beside its
+        last line (on that line's baseline) when there is room, else on a line of
+        its own below.
+        """
+        block = paragraph(
             text, style.TITLE_TEXT, self.theme.foreground, max_width=self.frame.width - 0.6
         )
-        title.to_corner(UP + LEFT, buff=style.BUFF)
+        block.to_corner(UP + LEFT, buff=style.BUFF)
+        words = block.original_text.split("\n")
+        step = block_height(2, style.TITLE_TEXT) - block_height(1, style.TITLE_TEXT)
+        first = (
+            baseline(label(words[0], style.TITLE_TEXT))
+            - label(words[0], style.TITLE_TEXT).get_top()[1]
+        )
+        top_line = block.get_top()[1] + first
+        lines = []
+        for i, words_i in enumerate(words):
+            line = label(words_i, style.TITLE_TEXT, self.theme.foreground)
+            line.shift(
+                [block.get_left()[0] - line.get_left()[0], top_line - i * step - baseline(line), 0]
+            )
+            lines.append(line)
+        title = Group(*lines)
         self._title = title
-        top = title.get_bottom()[1] - 0.25
+        top = min(block.get_bottom()[1], title.get_bottom()[1]) - 0.25
+        key = self.mark_legend()
+        if key is not None:
+            last = lines[-1]
+            room = self.frame.x1 - style.BUFF - last.get_right()[0] - 0.35
+            if key.width <= room:
+                key.move_to([self.frame.x1 - style.BUFF - key.width / 2, 0, 0])
+                key.shift([0, baseline(last) - baseline(key), 0])
+            else:  # no room beside the title: a line of its own below it
+                key.next_to(title, DOWN, buff=0.1).align_to(title, LEFT)
+                top = key.get_bottom()[1] - 0.2
+            title = Group(*lines, key)
         self.content = Box(self.content.x0, self.content.x1, self.content.y0, top)
         self.swap(None, title, run_time=run_time)
+
+    def mark_legend(self) -> Mobject | None:
+        """What the marks for invisible characters mean (``· = space``), or None.
+
+        It covers :meth:`legend_texts`: the tokens this scene can draw
+        (:func:`mechviz.tokens.legend`).
+        """
+        texts = self.legend_texts()
+        words = legend(texts)
+        if not words:
+            return None
+        return label(words, style.MIN_TEXT, self.theme.muted)
 
     def swap(self, old: Mobject | None, new: Mobject | None, run_time: float = 0.4) -> None:
         """Fade ``old`` out and ``new`` in (either may be ``None``), in a place of their own.

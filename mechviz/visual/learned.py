@@ -28,7 +28,7 @@ from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.ablation import Reading
 from mechviz.visual.blocks import TraceView, room
-from mechviz.visual.mobjects import MorphBars, ProbBars
+from mechviz.visual.mobjects import ProbBars, SwitchAt
 from mechviz.visual.style import Theme
 from mechviz.visual.text import center_on, label, measure, number, numbered
 
@@ -213,11 +213,8 @@ class LensPair(VGroup):
         group.value = rank
         return group
 
-    def step_to(self, row: int) -> list[Animation]:
-        """Move both lenses to lens ``row`` (0 the embedding); play what it returns.
-
-        The heading and ranks change at once; the bars morph.
-        """
+    def set_row(self, row: int) -> LensPair:
+        """Show both lenses at lens ``row`` now: heading, ranks and bars together."""
         heading = (
             label("embedding", style.BODY_TEXT, self.theme.foreground)
             if row == 0
@@ -227,7 +224,6 @@ class LensPair(VGroup):
         self.submobjects[self.submobjects.index(self.heading)] = heading
         self.heading = heading
         self.row = row
-        anims: list[Animation] = []
         for i, tuned in enumerate((False, True)):
             old = self.ranks[i]
             new = self._rank_line(tuned, row, words=old[0])  # only the number changes
@@ -235,8 +231,17 @@ class LensPair(VGroup):
             panel = self.panels[i]
             panel.submobjects[panel.submobjects.index(old)] = new
             texts, probs = self.top(tuned, row)
-            anims.append(MorphBars(self.bars[i], texts, probs))
-        return anims
+            self.bars[i].set_values(texts, probs)
+            self.bars[i].texts, self.bars[i].colors = list(texts), None
+        return self
+
+    def step_to(self, row: int, at: float = 0.5) -> list[Animation]:
+        """Move both lenses to lens ``row`` (0 the embedding); play what it returns.
+
+        At ``at`` of the animation the heading, ranks and both lenses' bars
+        change together (:class:`~mechviz.visual.mobjects.SwitchAt`).
+        """
+        return [SwitchAt(self, lambda: self.set_row(row), at)]
 
 
 # --- the held-out curves -----------------------------------------------------------------

@@ -21,9 +21,11 @@ from manim import (
     Animation,
     Group,
     ImageMobject,
+    Mobject,
     Rectangle,
     RoundedRectangle,
     VGroup,
+    linear,
 )
 from manim.constants import RESAMPLING_ALGORITHMS
 
@@ -42,6 +44,7 @@ __all__ = [
     "Heatmap",
     "ProbBars",
     "MorphBars",
+    "SwitchAt",
     "TokenBox",
     "TokenRow",
     "grid_image",
@@ -424,10 +427,10 @@ class ProbBars(VGroup):
     """A next-token bar chart: token, bar (length = probability), value; rows ``rows[i]``.
 
     :meth:`set_values` redraws it for new tokens and probabilities (what
-    :class:`MorphBars` interpolates), so a value always matches its bar. Built
-    with :meth:`from_trace`, it reads the logit lens and steps through layers:
-    ``bars.set_from_trace(layer)`` jumps, ``self.play(bars.step_to(layer))``
-    morphs.
+    :class:`MorphBars` applies at one instant), so a value always matches its
+    bar. Built with :meth:`from_trace`, it reads the logit lens and steps
+    through layers: ``bars.set_from_trace(layer)`` jumps now,
+    ``self.play(bars.step_to(layer))`` halfway through the animation.
 
     Args:
         texts: Token texts, one per row, most likely first.
@@ -587,7 +590,7 @@ class ProbBars(VGroup):
         return self
 
     def step_to(self, layer: int | None, **kwargs: object) -> MorphBars:
-        """An animation: the bars morph to the lens after ``layer`` (kwargs go to the animation)."""
+        """An animation: the bars change to the lens after ``layer`` (kwargs go to MorphBars)."""
         texts, probs, colors = self.lens_values(layer)
         self.layer = layer
         return MorphBars(self, texts, probs, colors, **kwargs)
@@ -648,10 +651,49 @@ def _lens_top(
     return [view.vocab_text(i) for i in ids], t.lens.top_probs[row, position, :n]
 
 
-class MorphBars(Animation):
-    """Bars slide from their values to new ones; tokens swap at the midpoint.
+class SwitchAt(Animation):
+    """Change a mobject once, at one instant of an animation: ``apply()`` at ``at``.
 
-    The value labels track the bars' lengths on every frame.
+    A readout (a heading, bars, their values, counters) is one state: every
+    part shows the step it was at, then the next step, all on the same frame.
+    Drawing the values between two steps would show numbers that were never
+    recorded, and parts that move at different paces disagree with each other.
+
+    Args:
+        mobject: What changes (redrawn on every frame of the animation).
+        apply: Makes the change; called once.
+        at: When, as a share of the run time (0: the first frame; 1: after the
+            last, so the frames show the old state and the next play the new).
+
+    """
+
+    def __init__(
+        self, mobject: Mobject, apply: Callable[[], object], at: float = 0.5, **kwargs: object
+    ) -> None:
+        self.apply, self.at, self.done = apply, float(at), False
+        kwargs.setdefault("rate_func", linear)
+        super().__init__(mobject, **kwargs)
+
+    def create_starting_mobject(self) -> VGroup:
+        """An empty group: nothing is interpolated; a deep copy would be wasted."""
+        return VGroup()
+
+    def interpolate_mobject(self, alpha: float) -> None:
+        if not self.done and alpha >= self.at:
+            self.apply()
+            self.done = True
+
+    def finish(self) -> None:
+        super().finish()
+        self.interpolate_mobject(1.0)
+
+
+class MorphBars(SwitchAt):
+    """The bars move to new tokens and values, every row at once, at ``at`` of the run time.
+
+    Names, bars, values and colours change on the same frame: no frame shows a
+    bar whose length is between two recorded probabilities, or a value beside
+    a bar of another length.
     """
 
     def __init__(
@@ -660,24 +702,13 @@ class MorphBars(Animation):
         texts: Sequence[str],
         probs: Sequence[float],
         colors: Sequence[object] | None = None,
+        at: float = 0.5,
         **kwargs: object,
     ) -> None:
         self.texts, self.probs, self.colors = list(texts), [float(p) for p in probs], colors
-        self.start_texts, self.start_colors = bars.texts, bars.colors
-        self.start_probs = [bars.values[i] for i in range(len(bars.rows))]
-        super().__init__(bars, **kwargs)
 
-    def create_starting_mobject(self) -> VGroup:
-        """An empty group: interpolation reads the stored values; a deep copy would be wasted."""
-        return VGroup()
+        def apply() -> None:
+            bars.set_values(self.texts, self.probs, self.colors)
+            bars.texts, bars.colors = self.texts, self.colors
 
-    def interpolate_mobject(self, alpha: float) -> None:
-        a = self.rate_func(alpha)
-        probs = [(1 - a) * p0 + a * p1 for p0, p1 in zip(self.start_probs, self.probs)]
-        texts = self.texts if a >= 0.5 else self.start_texts
-        colors = self.colors if a >= 0.5 else self.start_colors
-        self.mobject.set_values(texts, probs, colors)
-
-    def finish(self) -> None:
-        super().finish()
-        self.mobject.texts, self.mobject.colors = self.texts, self.colors
+        super().__init__(bars, apply, at, **kwargs)

@@ -5,9 +5,10 @@ at one position after a given layer: a heading ("embedding", "after layer N"),
 the top-k next tokens as :class:`~mechviz.visual.mobjects.ProbBars`, counters
 (the final answer's rank, the lens entropy in bits, the stream's norm) and the
 answer's probability by layer as a small chart. ``step_to(layer)`` returns the
-animations to the next layer: the bars morph, the counters and heading change,
-the chart's line grows. A trace with ``lens_mid`` also reads each layer halfway,
-after its attention and before its MLP: ``step_to(layer, mid=True)``, headed
+animations to the next layer: halfway through them the heading, bars, counters
+and chart change together (one state, never two steps in one frame). A trace
+with ``lens_mid`` also reads each layer halfway, after its attention and before
+its MLP: ``step_to(layer, mid=True)``, headed
 "layer N · after attention" (and "layer N · after MLP" for the layer's end).
 Every number is read from the trace (``trace.lens``, ``trace.lens_mid``,
 ``trace.resid.norm``).
@@ -25,9 +26,9 @@ from mechviz.schema import Lens, MidLens, Trace
 from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
-from mechviz.visual.mobjects import MorphBars, ProbBars
+from mechviz.visual.mobjects import ProbBars, SwitchAt
 from mechviz.visual.style import Theme
-from mechviz.visual.text import Number, baseline, label, number, numbered
+from mechviz.visual.text import Number, baseline, label, measure, number, numbered
 
 __all__ = ["LensReadout", "answer_step", "lens_steps", "step_name"]
 
@@ -304,15 +305,39 @@ class LensReadout(VGroup):
     # --- parts -----------------------------------------------------------------------
     def _counters(self) -> VGroup:
         theme = self.theme
-        names = [f"rank of {shown(self.answer_text)}", "entropy, bits", "‖resid‖"]
+        # The room the values need is the widest any step shows (a norm of 35,988 on
+        # Gemma), kept by an invisible line: a later value never leaves the room.
+        widest = max(
+            number(text, style.MIN_TEXT).width
+            for step in lens_steps(self.trace, self.half)
+            for text in self._counter_texts(*step)
+        )
+        # A narrow room says less, never a cut word: the answer's name goes first.
+        fit = self.room_width - widest - 0.35
+        for names in (
+            [f"rank of {shown(self.answer_text)}", "entropy, bits", "‖resid‖"],
+            ["answer's rank", "entropy, bits", "‖resid‖"],
+            ["rank", "bits", "‖resid‖"],
+        ):
+            if max(measure(n, style.MIN_TEXT) for n in names) <= fit:
+                break
         rows = VGroup(
-            *[label(n, style.MIN_TEXT, theme.muted, max_width=self.room_width - 1.6) for n in names]
+            *[label(n, style.MIN_TEXT, theme.muted, max_width=max(fit, 0.5)) for n in names]
         ).arrange(DOWN, buff=0.14, aligned_edge=LEFT)
         self.counter_rows = rows
         self.counter_values = VGroup(*[Number("0", style.MIN_TEXT) for _ in names])
-        group = VGroup(rows, self.counter_values)
+        right = rows.get_right()[0] + 0.3
+        y = rows[0].get_bottom()[1]  # on the first row: it stays when the others go
+        self.counter_room = Line([right, y, 0], [right + widest, y, 0]).set_stroke(
+            opacity=0.0, width=0
+        )
+        group = VGroup(rows, self.counter_values, self.counter_room)
         self.set_counters(None)
         return group
+
+    def _counter_texts(self, layer: int | None, mid: bool = False) -> list[str]:
+        rank, bits, norm = self.counter_values_at(layer, mid)
+        return [f"{rank:,}", f"{bits:.1f}", f"{norm:.0f}"]
 
     def set_counters(self, layer: int | None, mid: bool = False) -> LensReadout:
         """Show the counters after ``layer`` (``None``: embedding; ``mid``: its attention).
@@ -325,8 +350,8 @@ class LensReadout(VGroup):
 
         """
         theme = self.theme
-        rank, bits, norm = self.counter_values_at(layer, mid)
-        texts = [f"{rank:,}", f"{bits:.1f}", f"{norm:.0f}"]
+        rank = self.counter_values_at(layer, mid)[0]
+        texts = self._counter_texts(layer, mid)
         colors = [theme.highlight if rank == 1 else theme.foreground] + [theme.foreground] * 2
         right = self.counter_rows.get_right()[0]
         for i, (text, color) in enumerate(list(zip(texts, colors))[: len(self.counter_rows)]):
@@ -364,16 +389,14 @@ class LensReadout(VGroup):
         return np.array([x, box.get_bottom()[1] + box.height * prob, 0.0])
 
     # --- animation -------------------------------------------------------------------
-    def step_to(self, layer: int | None, mid: bool = False) -> list[Animation]:
-        """Move the readout to ``layer`` (``None``: embedding); play what it returns.
+    def set_step(self, layer: int | None, mid: bool = False) -> LensReadout:
+        """Show the reading after ``layer`` (``None``: embedding; ``mid``: after its attention).
 
-        The heading and counters change at once; the bars morph
-        (:class:`MorphBars`) and the chart's line grows to ``layer`` during the
-        animations. ``mid`` stops halfway through the layer, after its attention
-        (``trace.lens_mid``; the readout must step by half-layers).
+        Every part changes at once (heading, bars and their tokens and values,
+        counters, the chart's line), so no frame shows two steps together.
 
         Returns:
-            The animations to play together.
+            The readout itself.
 
         """
         if mid and not self.half:
@@ -386,16 +409,30 @@ class LensReadout(VGroup):
         self.heading = heading
         self.layer, self.mid = layer, mid
         self.set_counters(layer, mid)
-        anims: list[Animation] = [MorphBars(self.bars, texts, probs, colors)]
+        self.bars.set_values(texts, probs, colors)
+        self.bars.texts, self.bars.colors = list(texts), colors
         if self.has_chart:
             steps = lens_steps(self.trace, self.half)
             points = [self.chart_point(*s) for s in steps[: steps.index((layer, mid)) + 1]]
-            if len(points) == 1:
-                points = points * 2
-            line = VMobject(stroke_color=self.theme.highlight, stroke_width=4)
-            line.set_points_as_corners(points)
-            anims.append(self.chart_line.animate.become(line).build())
-        return anims
+            self.chart_line.set_points_as_corners(points * 2 if len(points) == 1 else points)
+        return self
+
+    def step_to(self, layer: int | None, mid: bool = False, at: float = 0.5) -> list[Animation]:
+        """Move the readout to ``layer`` (``None``: embedding); play what it returns.
+
+        The readout is one state: it shows the step it was at until ``at`` of the
+        animation (a share of its run time), then the new step, every part on
+        the same frame (:meth:`set_step`). A value between two readings is never
+        drawn: it was never recorded. ``mid`` stops halfway through the layer,
+        after its attention (``trace.lens_mid``; the readout must step by half-layers).
+
+        Returns:
+            The animations to play together.
+
+        """
+        if mid and not self.half:
+            raise MechvizError("This readout steps by whole layers; build it with half=True.")
+        return [SwitchAt(self, lambda: self.set_step(layer, mid), at)]
 
     def answer_tick(self, layer: int | None, mid: bool = False) -> Line | None:
         """A tick on the chart at ``layer`` (where the answer becomes top-1), or ``None``.

@@ -153,6 +153,7 @@ def _cached(text: str, size: float, font: str, weight: str) -> Text:
         mob._mv_font_size = float(size)  # what the legibility check reads
         mob._mv_font = font
         mob._mv_spread = _spread(mob)
+        mob._mv_drop = ink_drop(text, font, weight)
         _CACHE[key] = mob
     return _clone(mob)
 
@@ -189,12 +190,55 @@ def cap_share(text: Text, frame_short_side: float = style.SHORT_SIDE) -> float:
     return style.cap_height(font_size_of(text), font) / frame_short_side
 
 
-def baseline(text: Text) -> float:
-    """The y of ``text``'s baseline: the median bottom of its characters.
+def _glyph_drop(ch: str, font: str, weight: str) -> float | None:
+    """Where ``ch``'s ink ends, above (+) or below (-) the baseline, in capital heights.
 
-    Descenders (``g``, ``y``) and raised marks (``·``, ``'``) sit off the
-    baseline; most characters sit on it.
+    Measured from Pango's own drawing, once per character: ``ch`` and a capital
+    ``H`` on one line, whose bottom is the baseline. None for a character that
+    draws no ink (a blank, a format control).
     """
+    key = (ch, font, weight)
+    if key in _DROPS:
+        return _DROPS[key]
+    drop = None
+    if not (ch.isspace() or unicodedata.category(ch) in ("Cf", "Cc", "Zs", "Zl", "Zp")):
+        mob = style.make_text(drawable(ch) + "H", font=font, font_size=48, weight=weight)
+        glyphs = [g for g in mob.submobjects if g.has_points()]
+        if len(glyphs) >= 2:
+            ref = max(glyphs, key=lambda g: g.get_right()[0])
+            ink = [g.get_bottom()[1] for g in glyphs if g is not ref]
+            drop = (min(ink) - ref.get_bottom()[1]) / ref.height
+    _DROPS[key] = drop
+    return drop
+
+
+_DROPS: dict[tuple[str, str, str], float | None] = {}
+
+
+def ink_drop(text: str, font: str = style.FONT, weight: str = "NORMAL") -> float | None:
+    """How far the lowest ink of one line of ``text`` is from its baseline, in capital heights.
+
+    Positive when every character sits above the baseline (``·``, ``'``, ``-``),
+    negative with a descender (``g``, ``y``). None for several lines or no ink.
+    """
+    if "\n" in text:
+        return None
+    drops = [d for d in (_glyph_drop(ch, font, weight) for ch in set(text)) if d is not None]
+    return min(drops) if drops else None
+
+
+def baseline(text: Text) -> float:
+    """The y of ``text``'s baseline, from the font: where its capitals stand.
+
+    Labels made here know how far their lowest ink is from the baseline
+    (:func:`ink_drop`), so ``·a``, ``by``, ``-`` and ``·`` stand on the same line
+    as ``Paris``. Other texts fall back to the median bottom of their glyphs.
+    """
+    drop = getattr(text, "_mv_drop", None)
+    if drop is not None:
+        size = font_size_of(text)
+        cap = style.cap_height(size, getattr(text, "_mv_font", style.FONT))
+        return float(text.get_bottom()[1]) - drop * cap
     bottoms = [c.get_bottom()[1] for c in text.family_members_with_points()]
     return float(np.median(bottoms)) if bottoms else float(text.get_bottom()[1])
 
@@ -241,6 +285,7 @@ class Number(VGroup):
         self._mv_font_size = float(size)
         self._mv_font = font
         self._mv_spread = _spread(self)
+        self._mv_drop = ink_drop(text, font)
 
 
 _NUMBERS: dict[tuple[str, float, str, str], Number] = {}
