@@ -35,6 +35,7 @@ __all__ = [
     "WholePicture",
     "check_whole",
     "colorize",
+    "legend_number",
     "resample",
     "whole_image",
     "whole_picture",
@@ -404,8 +405,19 @@ def _legend_bar(
     img[y : y + h, x : x + w] = colorize(t, cmap, pal, signed)[None]
 
 
-def _number(v: float) -> str:
-    return f"{v:.3g}"
+def legend_number(v: float) -> str:
+    """A colour scale's end as a person writes it: three figures, never an exponent.
+
+    ``1070.4`` is ``"1,070"`` (``.3g`` wrote ``1.07e+03``), ``23.46`` is ``"23.5"``,
+    ``0.01234`` is ``"0.0123"``.
+    """
+    a = abs(float(v))
+    if a >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}" if a >= 1e-3 or a == 0 else f"{v:.1e}"
+
+
+_number = legend_number
 
 
 # --- the picture ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from mechviz.wholemodel import (
     check_whole,
     colorize,
     get_cmap,
+    legend_number,
     palette,
     whole_picture,
     whole_svg,
@@ -222,8 +223,8 @@ class WholeModel(TraceScene):
             ("MLP activations", True, pic.mlp_scale),
             ("attention, probability", False, 1.0),
         ):
-            low = "0" if not signed or cmap.magnitude else f"−{scale:.3g}"
-            high = f"{scale:.3g}" if signed else "1"
+            low = "0" if not signed or cmap.magnitude else f"−{legend_number(scale)}"
+            high = legend_number(scale) if signed else "1"
             t = np.linspace(-1 if signed else 0, 1, 64)[None]
             bar = grid_image(colorize(t, cmap, pal, signed), BAR_W, 0.22)
             lo = label(low, style.MIN_TEXT, self.theme.muted)

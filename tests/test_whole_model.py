@@ -18,7 +18,14 @@ from mechviz.rendering import render_scene
 from mechviz.schema import Trace
 from mechviz.visual import settings as scene_settings
 from mechviz.visual.settings import SceneSettings, example_trace, from_environment
-from mechviz.wholemodel import CMAPS, get_cmap, resample, whole_image, whole_picture
+from mechviz.wholemodel import (
+    CMAPS,
+    get_cmap,
+    legend_number,
+    resample,
+    whole_image,
+    whole_picture,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "data" / "small_trace.json"
@@ -201,7 +208,7 @@ def test_numbers_on_screen_are_the_trace_values(trace: Trace, tmp_path: Path) ->
     token, prob = trace.prediction
     assert f"{prob:.2f}" in texts
     pic = whole_picture(trace, 400)
-    assert f"{pic.resid_scale:.3g}" in texts and f"{pic.mlp_scale:.3g}" in texts
+    assert legend_number(pic.resid_scale) in texts and legend_number(pic.mlp_scale) in texts
     axis = [m.text for m in scene.axis]  # layer numbers, every k-th
     assert axis[0] == "0" and len(axis) >= 3
     assert all(0 <= int(a) < trace.n_layers for a in axis)
@@ -246,3 +253,10 @@ def test_tiny_model_traces_draw_with_their_own_layer_count(family: str, tmp_path
         assert len(body) == tiny.n_layers + 2
     scene, _ = run(tiny, tmp_path, aspect="9:16")
     check_legible(scene)
+
+
+def test_legend_numbers_have_no_exponent() -> None:
+    # Gemma's MLP scale printed as -1.07e+03 (issue 21, item 6).
+    assert legend_number(-1070.4) == "-1,070" and legend_number(35988.2) == "35,988"
+    assert legend_number(23.46) == "23.5" and legend_number(0.01234) == "0.0123"
+    assert legend_number(4.0) == "4" and "e" not in legend_number(999.9)
