@@ -8,6 +8,7 @@ from mechviz.tokens import shown
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.readout import LensReadout, answer_step, lens_steps
 from mechviz.visual.residual import ResidualStreams, WriteBars
+from mechviz.visual.text import spans
 
 
 class ResidualFlow(TraceScene):
@@ -140,7 +141,7 @@ class ResidualFlow(TraceScene):
             return f"Logit lens at {answer}, after each attention and MLP: {what}"
         return (
             f"Logit lens at {answer}, after each attention and MLP (layers "
-            f"{_ranges(fast)}: whole): {what}"
+            f"{spans(fast)}: whole): {what}"
         )
 
     def show_prediction(self) -> None:
@@ -225,17 +226,6 @@ class ResidualFlow(TraceScene):
 def _arrive_by_half(t: float) -> float:
     """Smooth motion done by the middle of the animation, then still (the reading's half)."""
     return smooth(min(1.0, 2.0 * t))
-
-
-def _ranges(layers: list[int]) -> str:
-    """``[3, 4, 5, 7]`` as ``"3-5, 7"`` (with an en dash)."""
-    runs: list[list[int]] = []
-    for layer in layers:
-        if runs and layer == runs[-1][-1] + 1:
-            runs[-1].append(layer)
-        else:
-            runs.append([layer])
-    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
 
 
 __all__ = ["ResidualFlow"]

@@ -91,35 +91,30 @@ def _environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _OWN_VARIABLES}
 
 
+def _snapshot() -> dict[str, Any]:
+    """The process-wide state a test can change, by name (see :func:`_global_state`)."""
+    return {
+        "Manim's config": _manim_config(),
+        "the scene settings in use (mechviz.visual.settings.use)": _scene_settings(),
+        "a pending stop signal": _stop_signals(),
+        "os.environ": _environment(),
+        "the working folder": os.getcwd(),
+        "sys.path": list(sys.path),
+        "torch's default dtype": torch.get_default_dtype(),
+        "torch's grad mode": torch.is_grad_enabled(),
+        "torch's thread count": torch.get_num_threads(),
+    }
+
+
 @pytest.fixture(autouse=True)
 def _global_state():
     """Restore what a test changed in the process, and fail the test that changed it."""
     from manim import config
 
     manim_before = config.copy()
-    before = {
-        "Manim's config": _manim_config(),
-        "the scene settings in use (mechviz.visual.settings.use)": _scene_settings(),
-        "a pending stop signal": _stop_signals(),
-        "os.environ": _environment(),
-        "the working folder": os.getcwd(),
-        "sys.path": list(sys.path),
-        "torch's default dtype": torch.get_default_dtype(),
-        "torch's grad mode": torch.is_grad_enabled(),
-        "torch's thread count": torch.get_num_threads(),
-    }
+    before = _snapshot()
     yield
-    after = {
-        "Manim's config": _manim_config(),
-        "the scene settings in use (mechviz.visual.settings.use)": _scene_settings(),
-        "a pending stop signal": _stop_signals(),
-        "os.environ": _environment(),
-        "the working folder": os.getcwd(),
-        "sys.path": list(sys.path),
-        "torch's default dtype": torch.get_default_dtype(),
-        "torch's grad mode": torch.is_grad_enabled(),
-        "torch's thread count": torch.get_num_threads(),
-    }
+    after = _snapshot()
     changed = [name for name in before if before[name] != after[name]]
     if not changed:
         return

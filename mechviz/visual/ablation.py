@@ -33,7 +33,7 @@ from mechviz.visual import style
 from mechviz.visual.blocks import resolve_theme, resolve_trace, room
 from mechviz.visual.mobjects import ProbBars
 from mechviz.visual.style import Theme
-from mechviz.visual.text import center_on, label, measure, number
+from mechviz.visual.text import center_on, label, measure, number, spans
 
 __all__ = [
     "BeforeAfter",
@@ -244,20 +244,8 @@ def parting_words(differ: Sequence[int], n_rows: int | None = None) -> str:
         where.append("the embedding")
     if layers:
         word = "layer" if len(layers) == 1 else "layers"
-        where.append(f"{word} {_spans(layers)}")
+        where.append(f"{word} {spans(layers)}")
     return f"different at {' and '.join(where)}, the same at the others"
-
-
-def _spans(layers: Sequence[int]) -> str:
-    """``[23, 24, 25, 28]`` as ``"23–25 and 28"``."""
-    runs: list[list[int]] = []
-    for layer in layers:
-        if runs and layer == runs[-1][-1] + 1:
-            runs[-1].append(layer)
-        else:
-            runs.append([layer])
-    parts = [f"{r[0]}–{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def top1_rows(a: Reading, b: Reading) -> list[int]:

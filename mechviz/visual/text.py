@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -345,3 +346,15 @@ def _digit_glyphs(
 def block_height(lines: int, size: float = style.BODY_TEXT, font: str = style.FONT) -> float:
     """Height of a :func:`paragraph` of ``lines`` lines at ``size``, in scene units."""
     return float(_cached("\n".join(["Hg"] * lines), size, font, "NORMAL").height)
+
+
+def spans(numbers: Sequence[int]) -> str:
+    """Sorted whole numbers in words: ``[23, 24, 25, 28]`` is ``"23–25 and 28"`` (en dash)."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    parts = [f"{r[0]}–{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
