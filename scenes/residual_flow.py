@@ -139,10 +139,7 @@ class ResidualFlow(TraceScene):
         fast = [layer for layer in range(self.trace.n_layers) if layer not in slow]
         if not fast:
             return f"Logit lens at {answer}, after each attention and MLP: {what}"
-        return (
-            f"Logit lens at {answer}, after each attention and MLP (layers "
-            f"{spans(fast)}: whole): {what}"
-        )
+        return f"Logit lens at {answer} after each attention and MLP ({spans(fast)} whole): {what}"
 
     def show_prediction(self) -> None:
         trace = self.trace
