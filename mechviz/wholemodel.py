@@ -417,9 +417,6 @@ def legend_number(v: float) -> str:
     return f"{v:.3g}" if a >= 1e-3 or a == 0 else f"{v:.1e}"
 
 
-_number = legend_number
-
-
 # --- the picture ---------------------------------------------------------------------------
 
 
@@ -619,8 +616,8 @@ def _labels(
         ("MLP", True, scales[1]),
         ("attention, probability", False, 1.0),
     ):
-        low = "0" if not signed or cmap.magnitude else f"−{_number(scale)}"
-        high = _number(scale) if signed else "1"
+        low = "0" if not signed or cmap.magnitude else f"−{legend_number(scale)}"
+        high = legend_number(scale) if signed else "1"
         x2 = x + font.getlength(name) + size * 0.6
         x3 = int(x2 + font.getlength(low) + size * 0.4)
         end = x3 + bar_w + size * 0.4 + font.getlength(high)

@@ -41,7 +41,7 @@ class ResidualFlow(TraceScene):
     def show_streams(self) -> None:
         trace = self.trace
         shown_n = min(
-            trace.n_positions, ResidualStreams.columns(self.get_panels()[0].width, self.min_column)
+            trace.n_positions, ResidualStreams.columns(self.panel_width(), self.min_column)
         )
         cut = f" (last {shown_n} of {trace.n_positions})" if shown_n < trace.n_positions else ""
         self.caption(
@@ -198,6 +198,14 @@ class ResidualFlow(TraceScene):
         """
         return self.frame.width < 0.7 * self.frame.height
 
+    def panel_width(self) -> float:
+        """The streams' panel width (what :meth:`get_panels` gives, without laying out)."""
+        return self.content.width if self.stacked else self._side_by_side()[0].width
+
+    def _side_by_side(self) -> tuple[Box, Box]:
+        square = self.frame.width < 1.3 * self.frame.height
+        return self.content.split("x", 0.5 if square else 0.56, gap=0.4)
+
     def get_panels(self) -> tuple[Box, Box]:
         """The streams' panel and the readout's: side by side, or stacked on portrait.
 
@@ -205,8 +213,7 @@ class ResidualFlow(TraceScene):
         (it drops its chart, then bars, to fit), and the streams get the rest.
         """
         if not self.stacked:
-            square = self.frame.width < 1.3 * self.frame.height
-            return self.content.split("x", 0.5 if square else 0.56, gap=0.4)
+            return self._side_by_side()
         c, gap = self.content, 0.35
         probe = LensReadout.from_trace(
             self.trace,
