@@ -9,6 +9,7 @@ from manim import (
     LEFT,
     UP,
     Create,
+    FadeIn,
     FadeOut,
     Group,
     Rectangle,
@@ -112,23 +113,34 @@ class Patching(TraceScene):
             "heads": "Each head's output patched alone, at every position; blue (below 0) "
             f"pushes further towards {self.wrong}.",
             "mlp": "Each MLP's output patched alone, at every position.",
-            "summary": self.summary_caption(),
+            "summary": self.summary_caption(self.on_screen_at_end()),
         }
 
-    def summary_caption(self) -> str:
-        """The strongest head and MLP with their values, and the stream's runs."""
+    def on_screen_at_end(self) -> tuple[str, ...]:
+        """The maps the summary frames: the plan's last group (all three before a plan)."""
+        plan = getattr(self, "plan", None)
+        return plan.groups[-1] if plan is not None and not plan.together else KINDS
+
+    def summary_caption(self, kinds: tuple[str, ...] = KINDS) -> str:
+        """The strongest head and MLP with their values, and the stream's runs.
+
+        Only the maps of ``kinds`` (those on screen) are spoken of: a frame too
+        small for the stream's map beside the others does not describe it here.
+        """
         firsts = {}
         for site in self.sites:
-            if site.value >= 0 or site.kind == "resid":
+            if site.kind in kinds and (site.value >= 0 or site.kind == "resid"):
                 firsts.setdefault(site.kind, site)
         parts = [f"{s.name} ({s.text})" for k, s in firsts.items() if k != "resid"]
         names = column_texts(self.trace)
         runs = [
-            f"{names[s.col]} ({s.name.rsplit(', ', 1)[1]})" for s in self.sites if s.kind == "resid"
+            f"{names[s.col]} ({s.name.rsplit(', ', 1)[1]})"
+            for s in self.sites
+            if s.kind == "resid" and "resid" in kinds
         ]
-        text = "Restore most: " + ", ".join(parts)
+        text = "Restore most: " + ", ".join(parts) if parts else "Restore most:"
         if runs:
-            text += "; the stream at " + " and ".join(runs)
+            text += ("; the stream at " if parts else " the stream at ") + " and ".join(runs)
         return text + "."
 
     # --- beats ------------------------------------------------------------------------
@@ -192,8 +204,14 @@ class Patching(TraceScene):
         firsts = {s.kind: s for s in reversed(self.sites) if s.value >= 0}  # each kind's best
         framed = [s for s in self.sites if s in self.site_list.sites or s in firsts.values()]
         self.frames = VGroup(*(self.frame_of(s) for s in framed if s.kind in self.maps.kinds))
+        # Each framed row named on the axis (a row between two labels reads as its neighbour).
+        slots = [s.first for s in framed if s.kind in self.maps.kinds and s.kind != "resid"]
+        self.row_names, displaced = self.maps.name_rows(slots)
         if len(self.frames):
-            self.play(*(Create(f) for f in self.frames), run_time=0.8)
+            moves = [Create(f) for f in self.frames]
+            if len(self.row_names):
+                moves += [FadeIn(self.row_names)] + ([FadeOut(displaced)] if len(displaced) else [])
+            self.play(*moves, run_time=0.8)
         self.wait(self.hold_time)
 
     # --- builders ---------------------------------------------------------------------

@@ -214,3 +214,30 @@ def check_blocks(trace, theme: str, w: float, h: float) -> None:  # type: ignore
     assert {s.kind for s in listed.sites} == {"resid", "heads", "mlp"}  # every kind's first
     with pytest.raises(MechvizError, match="Unknown patching site"):
         PatchingMaps.from_trace(trace, kinds=("neurons",))
+
+
+@pytest.mark.parametrize("aspect", list(scene_settings.ASPECTS))
+def test_summary_speaks_only_of_maps_on_screen(aspect: str) -> None:
+    """Issue 21: at 1:1 the stream's map is gone by the summary; its caption said the stream."""
+    scene = run(_media(aspect), aspect=aspect)
+    text = scene.cues[-1].text
+    assert ("stream" in text) == ("resid" in scene.maps.kinds), (scene.maps.kinds, text)
+    for site in scene.site_list.sites:  # every map the caption names is on screen
+        if site.kind != "resid" and site.name in text:
+            assert site.kind in scene.maps.kinds
+
+
+@pytest.mark.parametrize("aspect", list(scene_settings.ASPECTS))
+def test_framed_rows_are_named_on_the_axis(aspect: str) -> None:
+    """Issue 21: with every 5th row labelled, head 23.4's frame sat beside the label 24."""
+    scene = run(_media(aspect), aspect=aspect)
+    maps = scene.maps
+    names = {t.text: t for t in scene.row_names}
+    head = next(s for s in scene.sites if s.kind == "heads")
+    assert head.name == "head 23.4"
+    mob = names["23"]
+    assert mob.get_center()[1] == pytest.approx(maps.slot_y(head.first), abs=0.03)
+    # The regular labels it displaced left the screen (check_legible: nothing overlaps).
+    texts = [t.text for t in scene.beat_texts["summary"]]
+    assert texts.count("23") == 1
+    check_legible(scene)

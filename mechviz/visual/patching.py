@@ -404,6 +404,42 @@ class PatchingMaps(Group):
         )
         return veil.move_to([(left + right) / 2, (top + bottom) / 2, 0])
 
+    def name_rows(self, slots: Sequence[int], color: object = None) -> tuple[VGroup, VGroup]:
+        """Axis labels for row ``slots`` (framed sites' layers), and the labels they displace.
+
+        With every few rows labelled, a framed row between two labels reads as its
+        neighbour's layer (head 23.4 beside the label 24): each of ``slots`` gets
+        its own label, in ``color`` (default: the highlight), and the regular
+        labels closer than a label's height to one of them give way. ``embed``
+        never does: a slot too close to it keeps no label of its own (the list
+        beside the maps names it).
+
+        Returns:
+            ``(names, displaced)``: the new labels (not added to anything) and the
+            regular row labels they replace on screen.
+
+        """
+        color = color if color is not None else self.view.theme.highlight
+        right = float(self.heading.get_right()[0])  # the axis' right edge, wherever it moved
+        room = LABEL_PITCH - 0.02
+        wanted = sorted(set(int(s) for s in slots if self.first_slot <= s < self.n_slots))
+        if self.first_slot == 0:  # "embed" stays: the stream's first row has no other name
+            wanted = [s for s in wanted if s == 0 or abs(self.slot_y(s) - self.slot_y(0)) >= room]
+        names = VGroup()
+        for slot in wanted:
+            mob = label(row_name(slot), style.MIN_TEXT, color)
+            center_on(mob, [0, self.slot_y(slot), 0])
+            mob.shift(RIGHT * (right - mob.get_right()[0]))
+            names.add(mob)
+        displaced = VGroup(
+            *(
+                mob
+                for slot, mob in zip(self.labelled, self.row_labels)
+                if any(abs(self.slot_y(slot) - self.slot_y(s)) < room for s in wanted)
+            )
+        )
+        return names, displaced
+
     # --- builders -------------------------------------------------------------------------
     def _col_labels(
         self, grid: Heatmap, texts: list[str], colors: list, upright: bool, col_h: float
