@@ -352,7 +352,7 @@ def render(
     *,
     format: str = "gif",
     quality: str = "low",
-    aspect: str = "16:9",
+    aspect: str | None = None,
     theme: str = "dark",
     beats: Sequence[str] | None = None,
     output: str | os.PathLike[str] | None = None,
@@ -369,10 +369,11 @@ def render(
         scene: A scene's name (``"ResidualFlow"``; see ``mechviz scenes``) or a
             :class:`mechviz.visual.TraceScene` subclass of your own.
         trace: A :class:`Trace` or the path of a trace file.
-        format: ``"gif"``, ``"mp4"``, ``"png"`` (the last frame), ``"mov"`` or ``"webm"``.
+        format: ``"gif"``, ``"mp4"``, ``"png"`` (the last frame; WholeModel's is
+            its still unless ``aspect`` is given), ``"mov"`` or ``"webm"``.
         quality: ``"low"``, ``"medium"``, ``"high"`` or ``"4k"``: the shorter side
             is 480, 720, 1080 or 2160 pixels.
-        aspect: ``"16:9"``, ``"1:1"``, ``"4:5"`` or ``"9:16"``.
+        aspect: ``"16:9"`` (the default), ``"1:1"``, ``"4:5"`` or ``"9:16"``.
         theme: ``"dark"`` or ``"light"``.
         beats: Render only these beats (default: all).
         output: Where to write. Default: ``renders/<trace stem>/<Scene>.<format>``
@@ -417,7 +418,7 @@ def render(
         scene_options["layers"] = tuple(scene_options["layers"])
     settings = SceneSettings(
         trace=trace,
-        aspect=aspect,
+        aspect=aspect or "16:9",
         theme=theme,
         transparent=transparent,
         fps=fps,
@@ -433,6 +434,7 @@ def render(
         format,
         Path(output) if output is not None else None,
         progress=progress,
+        still=aspect is None,
     )
     return Rendered(path)
 

@@ -339,7 +339,8 @@ def scene_options(func):  # type: ignore[no-untyped-def]
             default="16:9",
             show_default=True,
             type=click.Choice(list(ASPECTS)),
-            help="Frame shape; the layout re-flows for it.",
+            help="Frame shape; the layout re-flows for it (WholeModel: a png at this shape, "
+            "not the still).",
         ),
         click.option(
             "--theme", default="dark", show_default=True, type=click.Choice(["dark", "light"])
@@ -419,7 +420,8 @@ def scene_options(func):  # type: ignore[no-untyped-def]
             type=click.IntRange(300, 8000),
             default=None,
             metavar="PX",
-            help="WholeModel: the still's width in pixels (png, svg) [default: 1000].",
+            help="WholeModel: the still's width in pixels (png without --aspect, svg) "
+            "[default: 1000].",
         ),
         click.option(
             "--cmap",
@@ -480,7 +482,8 @@ LEARNED = {"tuned_lens": "tuned_lens", "features": "sae"}  # section -> trace op
     "fmt",
     default=None,
     type=click.Choice(["gif", "mp4", "png", "mov", "webm", "svg"]),
-    help="png saves the last frame (WholeModel: the still at --width); svg: the WholeModel "
+    help="png saves the last frame (WholeModel: the still at --width, or with --aspect "
+    "its last frame); svg: the WholeModel "
     "still as vectors; mov and webm keep --transparent [default: from the -o extension, "
     "else gif].",
 )
@@ -554,6 +557,14 @@ def scene(
             raise MechvizError(f"With `all`, -o names a folder, not a file: {output}.")
     else:
         fmt = _format(fmt, output, FORMATS)
+    # WholeModel's PNG is its still (own shape, --width); an explicit --aspect asks for
+    # the last frame at that shape instead, legible like every other scene's.
+    still = ctx.get_parameter_source("aspect") in (ParameterSource.DEFAULT, None)
+    if not still and fmt == "png" and "WholeModel" in names and look["width"] is not None:
+        raise MechvizError(
+            "WholeModel's PNG is either the still at --width or the last frame at --aspect; "
+            "give one of the two."
+        )
     if look["gif_width"] is not None or look["max_mb"] is not None:
         if fmt != "gif":
             raise MechvizError(f"--gif-width and --max-mb apply to GIFs, not {fmt}.")
@@ -668,6 +679,7 @@ def scene(
             gif=gif,
             notes=notes,
             captions=look["captions"],
+            still=still,
         )
         for note in notes:
             say(note)

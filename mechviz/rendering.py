@@ -124,6 +124,7 @@ def render_scene(
     gif: GifOptions | None = None,
     notes: list[str] | None = None,
     captions: bool = False,
+    still: bool = True,
 ) -> Path:
     """Render scene ``name`` to ``output``, atomically; returns the path written.
 
@@ -144,6 +145,9 @@ def render_scene(
         gif: Frame rate, width and size budget of a GIF.
         notes: Lines for the user (what the GIF budget chose) are appended here.
         captions: Also write ``output`` with the suffix ``.srt``: one cue per beat.
+        still: For a scene with a still (WholeModel), ``png`` writes the still;
+            ``False`` writes the last frame at ``settings.aspect`` and ``quality``
+            instead, like any other scene.
 
     """
     from manim import tempconfig
@@ -171,7 +175,7 @@ def render_scene(
         raise MechvizError(
             f"{fmt.upper()} is for still pictures; {name} has none (the scenes with one: {stills})."
         )
-    if fmt in ("png", *STILL_FORMATS) and hasattr(cls, "still"):
+    if fmt in STILL_FORMATS or (fmt == "png" and still and hasattr(cls, "still")):
         if captions:
             raise MechvizError(f"{name}'s {fmt.upper()} is a still picture: it has no captions.")
         return write_still(cls, settings, output, make_parents, fmt)

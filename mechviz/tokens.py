@@ -17,12 +17,12 @@ REPLACEMENT = "\ufffd"
 #: The marks that stand for invisible characters on screen (the legend's entries).
 #: A character that is itself one of these marks is written as its code point
 #: (``<U+00B7>``), so a mark always means the character it stands for.
-MARKS = {" ": "·", "\xa0": "⍽", "\n": "⏎", "\t": "⇥", "\r": "␍"}
+MARKS = {" ": "·", "\xa0": "◦", "\n": "⏎", "\t": "⇥", "\r": "␍"}
 #: What each mark means, for a legend.
 MARK_NAMES = {
     "·": "space",
     "␣": "space",
-    "⍽": "no-break space",
+    "◦": "no-break space",
     "⏎": "newline",
     "⇥": "tab",
     "␍": "return",
@@ -39,7 +39,8 @@ def shown(text: str) -> str:
     """Token text made visible on screen, each invisible character by a mark of its own.
 
     A space is ``·`` (``␣`` in a token of spaces only, which a lone dot would
-    pass for a full stop), a no-break space ``⍽``, a newline ``⏎``, a tab ``⇥``,
+    pass for a full stop), a no-break space ``◦`` (hollow; ``⍽`` passed for ``␣``
+    at 480p), a newline ``⏎``, a tab ``⇥``,
     a carriage return ``␍`` (:data:`MARKS`); other blanks and zero-width
     characters are written as their code point (``<U+200B>``), as is a character
     that is itself a mark, so no two different tokens look alike and nothing is

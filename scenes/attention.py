@@ -168,7 +168,7 @@ class Attention(TraceScene):
             theme=self.theme,
             highlight=self.head,
         ).move_to(c.center)
-        self.swap(None, gallery.panels, run_time=1.0)
+        self.swap(None, Group(gallery.panels, gallery.token_labels, gallery.note), run_time=1.0)
         self.play(FadeIn(gallery.frame), run_time=0.5)
         self.wait(1.0)
 

@@ -8,7 +8,7 @@ from mechviz.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.attribution import resolve_position
 from mechviz.visual.base import TraceScene
-from mechviz.visual.learned import FeatureCard, FeatureSum
+from mechviz.visual.learned import NOTE, FeatureCard, FeatureSum
 from mechviz.visual.text import label
 
 SIDE_BY_SIDE = 10.0  # a content box at least this wide puts the card right of the sum
@@ -47,7 +47,7 @@ class Features(TraceScene):
         s = self.sum
         return (
             f"The top {len(s.shown_ids)} of {s.active} active features, the shared bias and "
-            f"the error (dark matter: {s.share:.0%} of ‖x‖). Bars are lengths."
+            f"the error (dark matter: {s.share:.0%} of ‖x‖)."
         )
 
     # --- beats ------------------------------------------------------------------------
@@ -66,11 +66,15 @@ class Features(TraceScene):
             height=self.sum_box.height,
             theme=self.theme,
             n=self.n,
+            note=self.sum_box.height >= FeatureSum.least_height(self.sum_box.width),
         )
         self.sum.move_to(self.sum_box.center).align_to([self.sum_box.x0, 0, 0], LEFT)
         self.caption(self.sum_words())
         self.swap(None, self.sum, run_time=0.6)
         self.wait(1.5)
+        if self.sum.note is None:  # no room for the block's own note: the caption says it
+            self.caption(NOTE)
+            self.wait(1.5)
         if not int(self.features.typical[self.position]):
             self.caption(
                 "Untypical position: its norm is unlike the training text's (an attention "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from manim import UP, Animation, FadeIn, Line, VGroup, smooth
 
 from mechviz.tokens import shown
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.readout import LensReadout, answer_step, lens_steps
-from mechviz.visual.residual import ResidualStreams, WriteBars
+from mechviz.visual.residual import ResidualStreams, WriteBars, outsized_streams
 from mechviz.visual.text import spans
 
 
@@ -45,8 +47,7 @@ class ResidualFlow(TraceScene):
         )
         cut = f" (last {shown_n} of {trace.n_positions})" if shown_n < trace.n_positions else ""
         self.caption(
-            f"Each token's stream{cut}: {trace.model.d_model} numbers, max-pooled "
-            "(blue < 0 < red); attention and MLP add to it."
+            self.streams_caption(cut, range(trace.n_positions - shown_n, trace.n_positions))
         )
         self.panel, self.readout_box = self.get_panels()  # after the caption: it may rise
         p = self.panel
@@ -65,6 +66,17 @@ class ResidualFlow(TraceScene):
         self.play(*s.reveal_to(trace.n_layers - 1), run_time=0.8)
         self.wait(0.6)
 
+    def streams_caption(self, cut: str, positions: Sequence[int]) -> str:
+        """What the columns are, what is left out, and a column drawn on an outsized scale."""
+        d = self.trace.model.d_model
+        text = f"Each token's stream{cut}: {d} numbers, max-pooled (blue < 0 < red)"
+        faint = [
+            f"{shown(self.token_texts[p])}'s scale is {ratio:.0f}× (faint early layers)"
+            for p, ratio in outsized_streams(self.trace, positions)
+        ]
+        return text + ("; " + "; ".join(faint) if faint else "; attention and MLP add to it") + "."
+        return text
+
     def rise(self) -> None:
         """Reveal the streams layer by layer; the readout follows the last position.
 
@@ -79,10 +91,10 @@ class ResidualFlow(TraceScene):
         trace, streams, box = self.trace, self.streams, self.readout_box
         slow = self.slow_layers_of()
         steps = self.rise_steps(slow)
-        self.caption(self.rise_caption(slow))
         readout = LensReadout.from_trace(
             trace, -1, width=box.width, height=box.height, theme=self.theme, k=self.n_bars
         )
+        self.caption(self.rise_caption(slow, len(readout.bars.rows), readout.has_chart))
         readout.move_to([box.center[0], box.y1 - 0.05 - readout.height / 2, 0])
         self.readout = readout
         # The picture stays: the layers not reached yet are dimmed, not wiped.
@@ -130,10 +142,19 @@ class ResidualFlow(TraceScene):
         steps = lens_steps(self.trace)[1:]  # the embedding is shown first
         return [(layer, mid) for layer, mid in steps if not mid or layer in slow]
 
-    def rise_caption(self, slow: list[int]) -> str:
-        """The caption of the rise, saying which layers it reads half by half."""
+    def rise_caption(self, slow: list[int], bars: int | None = None, chart: bool = False) -> str:
+        """The caption of the rise: which layers it reads half by half, and what the readout shows.
+
+        ``bars``: the top tokens the readout has room for (default ``n_bars``);
+        ``chart``: whether it draws the answer's probability by layer.
+        """
         answer = shown(self.token_texts[-1])
-        what = f"top {self.n_bars} next tokens, the answer's rank."
+        top = f"top\u00a0{bars or self.n_bars}"  # "top 4" never broken across lines
+        what = (
+            f"{top}, answer's rank, p by layer."
+            if chart
+            else f"{top} next tokens, the answer's rank."
+        )
         if not self.half_steps:
             return f"Logit lens at {answer}, layer by layer: {what}"
         fast = [layer for layer in range(self.trace.n_layers) if layer not in slow]

@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
-from manim import DOWN, LEFT, RIGHT, UP, FadeIn, Group, Rectangle, VGroup, config, linear
+from manim import (
+    DOWN,
+    LEFT,
+    ORIGIN,
+    PI,
+    RIGHT,
+    UP,
+    FadeIn,
+    Group,
+    Rectangle,
+    VGroup,
+    config,
+    linear,
+)
 
 from mechviz.schema import Trace
 from mechviz.tokens import shown
@@ -11,7 +24,7 @@ from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.mobjects import grid_image
 from mechviz.visual.settings import SceneSettings
-from mechviz.visual.text import center_on, label
+from mechviz.visual.text import baseline, block_height, center_on, label, measure
 from mechviz.wholemodel import (
     DEFAULT_WIDTH,
     MIN_WIDTH,
@@ -28,6 +41,8 @@ from mechviz.wholemodel import (
 LEGEND_W = 4.0  # the widest the legend may be beside the picture (scene units)
 AXIS_W = 0.55  # layer numbers left of the picture
 BAR_W = 1.3  # a colour bar's length
+LABEL_MAX = 1.4  # the longest a token label above or below the picture may be (scene units)
+GAP = 0.08  # between the picture and its token labels
 
 
 class WholeModel(TraceScene):
@@ -68,15 +83,24 @@ class WholeModel(TraceScene):
         with self.beat("output"):
             self.show_output()
 
+    def legend_texts(self) -> list[str]:
+        """The prompt and every position's top-1: the labels above and below the picture."""
+        top1 = [self.trace.token_text(int(i)) for i in self.trace.output.top_ids[:, 0]]
+        return list(self.trace.tokens.text) + top1
+
     # --- beats ------------------------------------------------------------------------
     def show_embedding(self) -> None:
         trace, whole = self.trace, check_whole(self.trace)
         C = whole.resid.shape[-1]
-        self.caption(
-            f"Top row: each token's embedding, {trace.model.d_model} numbers max-pooled to {C} "
-            f"per token, the {trace.n_positions} tokens side by side."
-        )
         self.layout()
+        P, named = trace.n_positions, len(self.token_labels)
+        which = (
+            f"side by side ({named} of {P} named)" if named < P else f"the {P} tokens side by side"
+        )
+        self.caption(
+            f"Top row: each token's embedding, {trace.model.d_model} numbers max-pooled to {C}, "
+            f"{which}."
+        )
         cover = self.get_cover()
         self.add(self.image, cover, self.axis)
         band = self.pic.of("embed")[0]
@@ -88,7 +112,9 @@ class WholeModel(TraceScene):
             stroke_color=self.theme.highlight,
             stroke_width=3,
         ).move_to([(x0 + x1) / 2, (y0 + y1) / 2, 0])  # the row is faint on the shared scale
-        self.play(FadeIn(self.legend), FadeIn(self.embed_frame), run_time=0.5)
+        self.play(
+            FadeIn(self.legend), FadeIn(self.embed_frame), FadeIn(self.token_labels), run_time=0.5
+        )
         self.wait(0.4)
 
     def show_blocks(self) -> None:
@@ -123,36 +149,111 @@ class WholeModel(TraceScene):
             f"Bottom row: each position's top-{K} next-token probabilities; after the last "
             f"token, {shown(self.vocab_text(token))} at {prob:.2f}."
         )
-        self.play(self.reveal_to(self.box.y0 - 0.01), run_time=0.5)
+        self.play(self.reveal_to(self.box.y0 - 0.01), FadeIn(self.top1_labels), run_time=0.5)
         self.remove(self.cover)
 
     # --- parts --------------------------------------------------------------------------
     def layout(self) -> None:
-        """Place the picture, its layer numbers and the legend for this frame's shape."""
+        """Place the picture, its layer numbers, token labels and the legend for this frame.
+
+        The prompt's tokens stand above the picture's columns and each position's
+        top-1 below them: across when they fit, else turned upright, else every
+        k-th (the caption says so).
+        """
         c = self.content
-        aspect = self._picture(DEFAULT_WIDTH).image.shape[0] / DEFAULT_WIDTH
+        probe = self._picture(DEFAULT_WIDTH)
+        aspect = probe.image.shape[0] / DEFAULT_WIDTH
+        band = probe.of("embed")[0]
+        share = (band.x1 - band.x0) / DEFAULT_WIDTH  # of the picture's width: the columns
+        tokens = [shown(t) for t in self.token_texts]
+        top1 = [shown(self.vocab_text(int(i))) for i in self.trace.output.top_ids[:, 0]]
         column = self.get_legend(LEGEND_W)  # the legend as one column beside the picture
-        side = self._fit(c.width - AXIS_W - column.width - 0.3, c.height, aspect)
         legend = self.get_legend(c.width)
-        stacked = self._fit(c.width - AXIS_W, c.height - legend.height - 0.3, aspect)
-        self.stacked = stacked[0] * stacked[1] > side[0] * side[1]
-        w, h = stacked if self.stacked else side
+        room = 2 * (block_height(1, style.MIN_TEXT) + GAP)  # a guess, then the real need
+        for _ in range(2):
+            side = self._fit(c.width - AXIS_W - column.width - 0.3, c.height - room, aspect)
+            stacked = self._fit(c.width - AXIS_W, c.height - legend.height - 0.3 - room, aspect)
+            self.stacked = stacked[0] * stacked[1] > side[0] * side[1]
+            w, h = stacked if self.stacked else side
+            seg = w * share / max(len(tokens), 1)
+            room = self._labels_room(tokens, seg) + self._labels_room(top1, seg)
         px_per_unit = config.pixel_width / config.frame_width
         self.pic = self._picture(max(MIN_WIDTH, int(round(w * px_per_unit))))
+        above = self._labels_room(tokens, seg)
         if self.stacked:
-            spare = c.height - (h + 0.3 + legend.height)  # centred in the content's height
-            x0, top = c.center[0] - (w + AXIS_W) / 2 + AXIS_W, c.y1 - max(spare, 0) / 2
-            legend.move_to([c.center[0], top - h - 0.3 - legend.height / 2, 0])
+            spare = c.height - (h + room + 0.3 + legend.height)  # centred in the content's height
+            x0, top = c.center[0] - (w + AXIS_W) / 2 + AXIS_W, c.y1 - max(spare, 0) / 2 - above
+            below = top - h - self._labels_room(top1, seg)
+            legend.move_to([c.center[0], below - 0.3 - legend.height / 2, 0])
         else:
             legend = column
             total = AXIS_W + w + 0.3 + legend.width
-            x0, top = c.x0 + (c.width - total) / 2 + AXIS_W, c.y1 - (c.height - h) / 2
+            x0 = c.x0 + (c.width - total) / 2 + AXIS_W
+            top = c.y1 - (c.height - h - room) / 2 - above
             legend.move_to([x0 + w + 0.3 + legend.width / 2, top - legend.height / 2, 0])
         self.legend = legend
         rgb = self.pic.image
         self.image = grid_image(rgb, w, h).move_to([x0 + w / 2, top - h / 2, 0])
         self.box = Box(x0, x0 + w, top - h, top)
         self.axis = self.get_axis()
+        self.token_labels = self.column_labels(tokens, above=True)
+        self.top1_labels = self.column_labels(top1, above=False)
+        tag = label("top-1", style.MIN_TEXT, self.theme.muted)
+        left = self.x_of(self.pic.of("output")[0].x0) - 0.12
+        if tag.width <= left - self.box.x0 and len(self.top1_labels):
+            first = self.top1_labels[0]
+            y = first.get_top()[1] if self.top1_labels.upright else first.get_center()[1]
+            center_on(tag, [left - tag.width / 2, y - (0.12 if self.top1_labels.upright else 0), 0])
+            self.top1_labels.add(tag)
+
+    @staticmethod
+    def _columns_mode(texts: list[str], seg: float) -> tuple[bool, int]:
+        """``(upright, every)``: whether column labels stand upright, and every k-th is named."""
+        line = block_height(1, style.MIN_TEXT)
+        if max((measure(t, style.MIN_TEXT) for t in texts), default=0.0) <= seg - 0.06:
+            return False, 1
+        return True, max(1, int(np.ceil(line / max(seg, 1e-6))))
+
+    def _labels_room(self, texts: list[str], seg: float) -> float:
+        """The height that column labels of ``texts`` take with columns ``seg`` wide."""
+        upright, _ = self._columns_mode(texts, seg)
+        if not upright:
+            return block_height(1, style.MIN_TEXT) + GAP
+        widest = max((measure(t, style.MIN_TEXT) for t in texts), default=0.0)
+        return min(widest, LABEL_MAX) + 2 * GAP
+
+    def column_labels(self, texts: list[str], above: bool) -> VGroup:
+        """One label per picture column (a token): above the embedding row or below the output.
+
+        The group's ``upright`` says whether they are turned; ``every``, that only
+        every k-th column is named (columns narrower than a line of text), and the last.
+        """
+        band = self.pic.of("embed" if above else "output")[0]
+        x0, x1 = self.x_of(band.x0), self.x_of(band.x1)
+        seg = (x1 - x0) / max(len(texts), 1)
+        upright, every = self._columns_mode(texts, seg)
+        cap = style.cap_height(style.MIN_TEXT)
+        group = VGroup()
+        picks = list(range(0, len(texts), every))
+        if picks and picks[-1] != len(texts) - 1:  # the last position is always named
+            picks[-1] = len(texts) - 1
+        for p in picks:
+            xc = x0 + seg * (p + 0.5)
+            ids = self.trace.tokens.ids
+            color = self.token_colors(int(ids[p])) if above else self.theme.foreground
+            if not upright:
+                mob = label(texts[p], style.MIN_TEXT, color)
+                line = block_height(1, style.MIN_TEXT)
+                y = self.box.y1 + GAP + line / 2 if above else self.box.y0 - GAP - line / 2
+                group.add(center_on(mob, [xc, y, 0]))
+                continue
+            mob = label(texts[p], style.MIN_TEXT, color, max_width=LABEL_MAX)
+            mob.shift([-mob.get_left()[0], -baseline(mob), 0])  # start on the origin's baseline
+            mob.rotate(PI / 2, about_point=ORIGIN)  # reads upward; capitals left of x = 0
+            y = self.box.y1 + GAP if above else self.box.y0 - GAP - mob.height
+            group.add(mob.shift([xc + cap / 2, y - mob.get_bottom()[1], 0]))
+        group.upright, group.every = upright, every
+        return group
 
     def _picture(self, width: int) -> WholePicture:
         return whole_picture(self.trace, width, self.settings.cmap, self.settings.theme, text=False)

@@ -148,7 +148,7 @@ def test_arcs_mark_left_out_tokens(mary) -> None:  # type: ignore[no-untyped-def
 # --- AttentionGrid ---------------------------------------------------------------------
 def neutral_distance(grid: AttentionGrid) -> np.ndarray:
     """How far each drawn cell's colour is from the colour of weight 0, ``[n, n]``."""
-    pixels = grid.heatmap.image.pixel_array[..., :3].astype(float)
+    pixels = grid.heatmap.cell_colors().astype(float)
     zero = style.sequential_rgb(np.zeros((1, 1)), high=grid.theme.attention, theme=grid.theme)
     return np.abs(pixels - zero[0, 0]).sum(axis=-1)
 
@@ -169,12 +169,14 @@ def test_grid_colours_follow_the_recorded_weights(
         np.testing.assert_array_equal(grid.weights, shown)
         drawn = neutral_distance(grid)
         assert drawn.shape == shown.shape
-        for i in range(len(grid.positions)):
-            brightest = int(drawn[i].argmax())
-            assert shown[i, brightest] == pytest.approx(shown[i].max(), abs=0.02), (head, i)
+        for i, q in enumerate(grid.positions):
+            readable = [j for j, k in enumerate(grid.positions) if k <= q]  # the rest: masked
+            row, weights = drawn[i][readable], shown[i][readable]
+            brightest = int(row.argmax())
+            assert weights[brightest] == pytest.approx(weights.max(), abs=0.02), (head, i)
             # and stronger cells are never drawn paler
-            order = np.argsort(shown[i])
-            assert np.all(np.diff(drawn[i][order]) >= -1e-9)
+            order = np.argsort(weights)
+            assert np.all(np.diff(row[order]) >= -1e-9)
 
 
 def test_grid_windows_and_says_so(mary) -> None:  # type: ignore[no-untyped-def]
@@ -182,14 +184,14 @@ def test_grid_windows_and_says_so(mary) -> None:  # type: ignore[no-untyped-def]
     grid = AttentionGrid.from_trace(mary, LAYER, HEAD, width=5.0, height=3.5)
     n = len(grid.positions)
     assert n < P
-    assert grid.note is not None and grid.note.original_text == f"{n} of {P} tokens"
+    assert grid.note is not None and grid.note.original_text.startswith(f"{n} of {P} tokens; ")
     q = P - 1
     assert q in grid.positions
     assert set(strongest_keys(mary.attention.pattern[LAYER, HEAD], q)[: n - 2]) <= set(
         grid.positions
     )
     full = AttentionGrid.from_trace(mary, LAYER, HEAD, width=13.4, height=12.0)
-    assert full.positions == list(range(P)) and full.note is None
+    assert full.positions == list(range(P)) and " of " not in full.note.original_text
 
 
 def test_grid_cell_center_and_highlight(trace) -> None:  # type: ignore[no-untyped-def]
@@ -226,14 +228,52 @@ def test_gallery_has_every_head_and_frames_one(room: str, trace) -> None:  # typ
     gallery = HeadGallery.from_trace(trace, LAYER, width=width, height=height, highlight=2)
     assert len(gallery.panels) == len(gallery.heatmaps) == H
     assert [n.original_text for n in gallery.names] == [f"head {h}" for h in range(H)]
+    P = trace.n_positions
+    masked = np.triu(np.ones((P, P), dtype=bool), 1)
     for h, heat in enumerate(gallery.heatmaps):
-        pixels = heat.image.pixel_array[..., :3]
+        cells = heat.cell_colors()
         expected = style.sequential_rgb(
             trace.attention.pattern[LAYER, h], high=style.DARK.attention, theme=style.DARK
         )
-        np.testing.assert_array_equal(pixels, expected)
+        np.testing.assert_array_equal(cells[~masked], expected[~masked])
+        background = (style.DARK.rgb(style.DARK.background) * 255).round()
+        assert np.all(cells[masked] == background)  # masked: never the colour of weight 0
+    assert "hatched" in gallery.note.original_text
     assert gallery.frame is not None
     assert np.allclose(gallery.frame.get_center(), gallery.heatmaps[2].get_center())
     assert gallery.names[2].get_color() == style.DARK.highlight
     plain = HeadGallery.from_trace(trace, LAYER, width=width, height=height)
     assert plain.frame is None
+
+
+def test_masked_cells_are_hatched_not_zero(trace) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21: the heads page drew masked cells (later keys) like zero-weight ones."""
+    grid = AttentionGrid.from_trace(trace, LAYER, HEAD, width=8, height=6)
+    image = np.asarray(grid.heatmap.image.pixel_array)[..., :3]
+    px = style.MASK_PX
+    zero = style.sequential_rgb(np.zeros((1, 1)), high=grid.theme.attention, theme=grid.theme)
+    faint = (grid.theme.rgb(grid.theme.faint) * 255).round()
+    n = len(grid.positions)
+    for i in range(n):
+        for j in range(n):
+            block = image[i * px : (i + 1) * px, j * px : (j + 1) * px].reshape(-1, 3)
+            if grid.positions[j] > grid.positions[i]:  # masked: stripes, no weight colour
+                assert (block == faint).all(axis=1).any() and not (block == zero[0, 0]).all(1).any()
+            else:  # readable: one flat colour
+                assert (block == block[0]).all()
+    assert "hatched" in grid.note.original_text
+
+
+def test_gallery_names_the_query_tokens(trace) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21: the heads page had no token labels."""
+    gallery = HeadGallery.from_trace(trace, LAYER, width=13.0, height=5.6)
+    assert len(gallery.token_labels) >= 1
+    P = trace.n_positions
+    for labels in gallery.token_labels:
+        assert len(labels) == P
+    first = gallery.token_labels[0]
+    heat = gallery.heatmaps[0]
+    for p, mob in enumerate(first):
+        assert mob.get_center()[1] == pytest.approx(heat.cell_center(p, 0)[1], abs=0.05)
+        assert mob.get_right()[0] < heat.get_left()[0]
+    assert [m.original_text for m in first][1] == "·capital"

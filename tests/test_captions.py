@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_publishable import run_scene
 
@@ -69,3 +70,40 @@ def test_lens_caption_agrees_with_the_table(name: str, tmp_path: Path) -> None:
         assert says_row_differs(words, row, n) == drawn_differ, (row, a, b, words)
         checked += 1
     assert checked >= 5
+
+
+def test_outsized_stream_is_said() -> None:
+    """Issue 21: the first token's stream read as empty for layers 0-10 and nothing said why."""
+    from mechviz.io import load_trace
+    from mechviz.visual.residual import outsized_streams, stream_scale
+    from mechviz.visual.settings import example_trace
+
+    trace = load_trace(example_trace())
+    P = trace.n_positions
+    flagged = outsized_streams(trace, range(P))
+    assert [p for p, _ in flagged] == [0]  # the attention sink, and only it
+    others = sorted(stream_scale(trace, p) for p in range(1, P))
+    assert flagged[0][1] == pytest.approx(stream_scale(trace, 0) / float(np.median(others)))
+    assert outsized_streams(trace, range(1, P)) == []  # without it, no column stands out
+
+
+def test_streams_caption_names_the_faint_column(tmp_path: Path) -> None:
+    scene = run_scene("ResidualFlow", tmp_path, beats=("streams",))
+    words = scene.cues[0].text
+    assert "The's scale is 13× (faint early layers)" in words, words
+
+
+@pytest.mark.parametrize("aspect", ["16:9", "1:1", "9:16"])
+def test_rise_caption_counts_what_the_readout_shows(aspect: str, tmp_path: Path) -> None:
+    """Issue 21: the p(answer) chart dropped silently at 16:9; 1:1 said 'top 4' beside 2 bars."""
+    scene = run_scene("ResidualFlow", tmp_path, beats=("streams", "rise"), aspect=aspect)
+    readout = scene.readout
+    words = scene.cues[-1].text.replace("\u00a0", " ")  # "top 4" is kept on one line
+    assert (
+        f"top {len(readout.bars.rows)}," in words or f"top {len(readout.bars.rows)} next" in words
+    )
+    assert ("p by layer" in words) == readout.has_chart
+    drawn = readout.chart is not None and readout.chart in readout.get_family()
+    assert readout.has_chart == drawn
+    if aspect == "16:9":
+        assert readout.has_chart  # there is room beside the counters

@@ -22,7 +22,7 @@ from mechviz.errors import MechvizError
 from mechviz.rendering import render_scene
 from mechviz.scenes.features import Features
 from mechviz.visual import style
-from mechviz.visual.learned import FeatureCard, FeatureSum, dark_matter_share
+from mechviz.visual.learned import NOTE, FeatureCard, FeatureSum, dark_matter_share
 from mechviz.visual.settings import SceneSettings
 from mechviz.visual.text import cap_share
 
@@ -53,8 +53,23 @@ def test_features_last_frame(tmp_path: Path) -> None:
     assert frame.shape == (480, 854, 3)
     dark = style.DARK
     assert (~near(frame, dark.background, 12)).mean() > 0.04, "the frame is almost empty"
-    assert near(frame, dark.negative, 30).sum() > 100  # the error's bar: dark matter
+    # The error's bar is hollow and muted: blue means "negative" in every other scene (issue 21).
+    bar = scene.sum.row("error")[1]
+    assert bar.get_fill_opacity() == 0 and bar.get_stroke_width() > 0
+    assert bar.get_stroke_color().to_hex() == dark.muted.to_hex() != dark.negative.to_hex()
+    assert "they do not add up" in scene.sum.note.original_text.replace("\n", " ")
     check_control("Features", frame)
+
+
+@pytest.mark.parametrize("aspect", ["16:9", "1:1", "9:16"])
+def test_the_bars_say_they_do_not_add_up(aspect: str, tmp_path: Path) -> None:
+    """Issue 21: bars of norms beside ‖x‖ read as parts of a sum; they say they are not."""
+    scene = run(tmp_path, aspect=aspect, theme="dark")
+    said = [c.text for c in scene.cues if c.beat == "sum"]
+    if scene.sum.note is None:  # no room under the rows: the caption says it
+        assert NOTE in said, said
+    else:
+        assert scene.sum.note in scene.sum.get_family() and NOTE not in said
 
 
 @pytest.mark.parametrize(

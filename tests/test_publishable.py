@@ -19,6 +19,7 @@ from PIL import Image
 from mechviz.io import load_trace
 from mechviz.readouts import answer_row, table_rows
 from mechviz.rendering import render_scene, scene_class
+from mechviz.tokens import LONE_SPACE, MARKS
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
 from mechviz.visual.settings import SceneSettings, example_trace, pixel_size
@@ -57,6 +58,12 @@ def check_legible(scene) -> None:  # type: ignore[no-untyped-def]
     for beat, texts in scene.beat_texts.items():
         assert texts, f"{beat}: no text on screen"
         for t in texts:
+            twice = [
+                f"<U+{ord(m):04X}>"
+                for m in [*MARKS.values(), LONE_SPACE]
+                if f"<U+{ord(m):04X}>" in t.text
+            ]
+            assert not twice, f"{beat}: {t.text!r} shows a token twice (its mark as a code point)"
             assert t.share >= style.MIN_SHARE - 1e-3, (
                 f"{beat}: {t.text!r} is too small ({t.share:.4f})"
             )

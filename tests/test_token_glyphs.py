@@ -37,7 +37,7 @@ def test_different_tokens_never_look_alike() -> None:
 
 def test_whitespace_has_marks_and_a_mark_is_never_a_literal() -> None:
     assert shown(" ") == LONE_SPACE  # not "·", which passes for a full stop
-    assert shown(" of") == "·of" and shown("\xa0") == "⍽" and shown("\n\n") == "⏎⏎"
+    assert shown(" of") == "·of" and shown("\xa0") == "◦" and shown("\n\n") == "⏎⏎"
     assert shown("") == EMPTY
     # A token that is itself a mark (or another blank) is written by its code point.
     assert shown("·") == "<U+00B7>" and shown("l·l") == "l<U+00B7>l"
@@ -49,7 +49,7 @@ def test_whitespace_has_marks_and_a_mark_is_never_a_literal() -> None:
 
 def test_the_legend_names_each_mark_drawn() -> None:
     assert legend([" The", " capital"]) == "· = space"
-    assert legend([" ", " x\n", "\xa0"]) == "·/␣ = space, ⍽ = no-break space, ⏎ = newline"
+    assert legend([" ", " x\n", "\xa0"]) == "·/␣ = space, ◦ = no-break space, ⏎ = newline"
     assert legend(["abc"]) == ""
 
 

@@ -185,7 +185,7 @@ def test_last_frame(trace: Trace, tmp_path: Path) -> None:
     bg = np.array(scene.theme.background.to_rgb()) * 255
     inside = np.abs(frame[y0:y1, x0:x1] - bg).max(axis=-1) > 12
     assert inside.mean() > 0.6
-    assert y1 - y0 > 200  # a large picture, not a thumbnail
+    assert y1 - y0 > 180  # a large picture, not a thumbnail (its token labels take the rest)
     check_control("WholeModel", frame)
 
 
@@ -260,3 +260,58 @@ def test_legend_numbers_have_no_exponent() -> None:
     assert legend_number(-1070.4) == "-1,070" and legend_number(35988.2) == "35,988"
     assert legend_number(23.46) == "23.5" and legend_number(0.01234) == "0.0123"
     assert legend_number(4.0) == "4" and "e" not in legend_number(999.9)
+
+
+def test_video_names_the_tokens_and_top1_its_captions_point_at(
+    trace: Trace, tmp_path: Path
+) -> None:
+    """Issue 21: the video's captions spoke of tokens and a top-1 it did not draw."""
+    from mechviz.tokens import readable, readable_tokens, shown
+
+    for aspect in ("16:9", "1:1"):
+        scene, _ = run(trace, tmp_path, aspect=aspect)
+        tokens = [shown(t) for t in readable_tokens(trace.tokens.text)]
+        top1 = [shown(readable(trace.token_text(int(i)))) for i in trace.output.top_ids[:, 0]]
+        drawn = [m.original_text for m in scene.token_labels]
+        every = scene.token_labels.every
+        picks = list(range(0, len(tokens), every))
+        picks[-1] = len(tokens) - 1
+        assert drawn == [tokens[p] for p in picks]
+        assert [m.original_text for m in scene.top1_labels][: len(picks)] == [
+            top1[p] for p in picks
+        ]
+        assert scene.token_labels in scene.mobjects and scene.top1_labels in scene.mobjects
+        words = " ".join(c.text for c in scene.cues)
+        assert (f"({len(picks)} of {len(tokens)} named)" in words) == (every > 1), words
+        # Each label stands over its own column: between the column's edges.
+        band = scene.pic.of("embed")[0]
+        x0, x1 = scene.x_of(band.x0), scene.x_of(band.x1)
+        seg = (x1 - x0) / len(tokens)
+        for p, m in zip(picks, scene.token_labels):
+            assert x0 + seg * p - 0.02 <= m.get_center()[0] <= x0 + seg * (p + 1) + 0.02
+            assert m.get_bottom()[1] >= scene.box.y1  # above the picture, not on it
+        for m in scene.top1_labels:
+            assert m.get_top()[1] <= scene.box.y0  # below it
+
+
+def test_png_with_an_aspect_is_the_frame_not_the_still(tmp_path: Path) -> None:
+    """Issue 21: `--format png --aspect 1:1` gave the 1000 x 1270 still, text 1.2% high."""
+    from click.testing import CliRunner
+
+    from mechviz.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "w.png"
+    result = runner.invoke(main, ["scene", "WholeModel", "--format", "png", "--aspect", "1:1",
+                                  "-o", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as image:
+        assert image.size == (480, 480)
+    result = runner.invoke(main, ["scene", "WholeModel", "--format", "png", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as image:
+        assert image.size[0] == 1000 and image.size[1] > 1000  # the still, its own shape
+    result = runner.invoke(main, ["scene", "WholeModel", "--format", "png", "--aspect", "1:1",
+                                  "--width", "2000", "-o", str(tmp_path / "x.png")])  # fmt: skip
+    assert result.exit_code == 2 and "give one of the two" in result.output
+    assert not (tmp_path / "x.png").exists()

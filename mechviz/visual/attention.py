@@ -17,6 +17,7 @@ from manim import (
     DOWN,
     LEFT,
     ORIGIN,
+    RIGHT,
     UP,
     ArcBetweenPoints,
     Group,
@@ -33,7 +34,7 @@ from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, resolve_theme, room
 from mechviz.visual.mobjects import Heatmap, TokenBox, window
 from mechviz.visual.style import Theme
-from mechviz.visual.text import center_on, label, measure, number
+from mechviz.visual.text import center_on, label, measure, number, paragraph
 
 __all__ = [
     "ARC_ROW",
@@ -52,6 +53,7 @@ MIN_CELL = 0.36  # a grid row or column: room for a token label at MIN_TEXT
 ARC_ROW = 0.46  # a token box in the arcs column
 MIN_ARC_WEIGHT = 0.05  # keys drawn as arcs: at least this weight ...
 MAX_ARC_KEYS = 6  # ... and at most this many, strongest first
+MASK_WORDS = "hatched: masked, later keys"
 MIN_DRAWN = 0.01  # a shown key whose weight rounds (2 decimals) below this gets no arc
 
 
@@ -170,10 +172,12 @@ class AttentionGrid(_OneHead, Group):
     """One head's query-by-key pattern as a heatmap with token labels on both axes.
 
     Rows are queries, columns keys; a cell's colour runs from the theme's neutral
-    (weight 0) to its attention colour (weight 1). Numbers are written in the cells
-    when they are big enough. When the room holds fewer than all ``P`` tokens, the
-    grid keeps the query, its strongest keys and the first token, fills up with the
-    last tokens, marks the left-out runs with gaps and writes "N of P tokens" below.
+    (weight 0) to its attention colour (weight 1); a later key, which the causal
+    mask hides from the query, is hatched (never drawn like a weight of 0).
+    Numbers are written in the cells when they are big enough. When the room holds
+    fewer than all ``P`` tokens, the grid keeps the query, its strongest keys and
+    the first token, fills up with the last tokens, marks the left-out runs with
+    gaps and writes "N of P tokens" below.
 
     Args:
         pattern: The head's weights, ``[P, P]`` (query x key).
@@ -197,7 +201,8 @@ class AttentionGrid(_OneHead, Group):
         col_labels: One key token label per column.
         query_label: The "query →" axis name (left, turned).
         key_label: The "key →" axis name (top).
-        note: "n of P tokens" when tokens were left out, else ``None``.
+        note: What the hatching means ("hatched: masked, later keys"), after "n of P
+            tokens; " when tokens were left out.
         layer: The layer (set by :meth:`from_trace`, else ``None``).
         head: The head (set by :meth:`from_trace`, else ``None``).
 
@@ -217,7 +222,7 @@ class AttentionGrid(_OneHead, Group):
     ) -> None:
         super().__init__(**kwargs)
         self._take(pattern, query, theme)
-        self._build([shown(t) for t in texts], list(colors), *room(width, height))
+        self._build(list(texts), list(colors), *room(width, height))
 
     @classmethod
     def from_trace(
@@ -250,17 +255,18 @@ class AttentionGrid(_OneHead, Group):
 
     def _build(self, texts: list[str], colors: list[object], width: float, height: float) -> None:
         theme, P = self.theme, self.pattern.shape[0]
-        axis_w, key_h, note_h = 0.45, 0.45, 0.45
-        row_w = min(max(measure(t, style.MIN_TEXT) for t in texts) + 0.05, 1.8, width * 0.28)
+        axis_w, key_h, note_h = 0.45, 0.45, 0.45  # the note (hatching, tokens left out) always
+        drawn = [shown(t) for t in texts]  # as the labels draw them (the labels show them)
+        row_w = min(max(measure(t, style.MIN_TEXT) for t in drawn) + 0.05, 1.8, width * 0.28)
         avail_w = width - axis_w - row_w - 0.15
         col_h = 0.4
         for _ in range(3):  # the column labels' height depends on the cell size
             avail_h = height - key_h - col_h - 0.1
             n = max(1, min(P, int(min(avail_w, avail_h - note_h) // MIN_CELL)))
             cut = n < P
-            cell = min(1.4, avail_w / n, (avail_h - (note_h if cut else 0)) / n)
+            cell = min(1.4, avail_w / n, (avail_h - note_h) / n)
             positions = grid_window(self.pattern, self.query, n)
-            longest = max(measure(texts[p], style.MIN_TEXT) for p in positions) + 0.05
+            longest = max(measure(drawn[p], style.MIN_TEXT) for p in positions) + 0.05
             new_h = 0.4 if longest <= cell * 0.95 else min(1.6, longest + 0.15, height * 0.3)
             if abs(new_h - col_h) < 1e-6:
                 break
@@ -268,10 +274,13 @@ class AttentionGrid(_OneHead, Group):
         self.positions = positions
         self.weights = self.pattern[np.ix_(positions, positions)]
         heat = Heatmap(
-            style.sequential_rgb(self.weights, high=theme.attention, theme=theme),
+            style.attention_rgb(
+                self.weights, style.causal_mask(positions), high=theme.attention, theme=theme
+            ),
             cell * n,
             cell * n,
             theme,
+            shape=(n, n),
         )
         self.heatmap = heat
         shown_texts = [texts[p] for p in positions]
@@ -294,11 +303,10 @@ class AttentionGrid(_OneHead, Group):
             self.query_label,
             self.key_label,
         )
-        self.note = None
-        if cut:
-            self.note = label(f"{n} of {P} tokens", style.MIN_TEXT, theme.muted, max_width=width)
-            self.note.next_to(heat.frame, DOWN, buff=0.15)
-            self.add(self.note)
+        words = f"{n} of {P} tokens; " if cut else ""
+        self.note = label(f"{words}{MASK_WORDS}", style.MIN_TEXT, theme.muted, max_width=width)
+        self.note.next_to(heat.frame, DOWN, buff=0.15)
+        self.add(self.note)
         self.move_to(ORIGIN)
 
     def _gaps(self) -> VGroup:
@@ -540,7 +548,9 @@ class HeadGallery(Group):
 
     The panels are laid out in the grid of columns and rows that makes them
     biggest in the room (at most 2.6 units a side), less :attr:`FRAME_PAD` on every
-    side, which the highlight frame may reach into.
+    side, which the highlight frame may reach into. With ``texts``, each row of
+    panels has the query tokens left of it when its cells are a label high; a note
+    below says rows are queries, columns keys, and that hatched cells are masked.
 
     Args:
         patterns: The layer's weights, ``[H, P, P]`` (head x query x key).
@@ -548,11 +558,16 @@ class HeadGallery(Group):
         width: Room in scene units (default: the frame less margins).
         height: Room in scene units (default: the frame less margins).
         theme: Colours (default: the current render's theme).
+        texts: The ``P`` token texts, for the query labels (default: none).
+        colors: Their colours (default: the foreground).
 
     Attributes:
         panels: One ``Group(heatmap, name)`` per head, in head order.
         heatmaps: The ``H`` :class:`~mechviz.visual.mobjects.Heatmap` s.
         names: The ``H`` "head h" labels.
+        token_labels: The query tokens left of each row of panels (empty when
+            the cells are too small for them).
+        note: What rows, columns and the hatching are (Text).
         frame: The frame around the highlighted head's pattern, or ``None``.
         highlighted: The framed head, or ``None``.
         extent: An invisible rectangle, the panels' bounds grown by :attr:`FRAME_PAD`.
@@ -561,6 +576,7 @@ class HeadGallery(Group):
     """
 
     FRAME_PAD = 0.1  # room kept around the panels for the highlight frame (scene units)
+    MIN_ROW = 0.26  # a cell at least this tall carries a token label (MIN_TEXT's line)
 
     def __init__(
         self,
@@ -570,17 +586,22 @@ class HeadGallery(Group):
         width: float | None = None,
         height: float | None = None,
         theme: Theme | str | None = None,
+        texts: Sequence[str] | None = None,
+        colors: Sequence[object] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
         self.theme = resolve_theme(theme)
         self.patterns = np.asarray(patterns)
         self.layer: int | None = None
+        self.texts = list(texts) if texts is not None else None  # raw: the labels show them
+        P = self.patterns.shape[-1]
+        self.colors = list(colors) if colors is not None else [self.theme.foreground] * P
         w, h = room(width, height)
         self._build(w - 2 * self.FRAME_PAD, h - 2 * self.FRAME_PAD)
         self.highlighted = highlight
         self.frame = None if highlight is None else self.highlight_head(highlight)
-        self.add(self.extent, self.panels)
+        self.add(self.extent, self.panels, self.token_labels, self.note)
         if self.frame is not None:
             self.add(self.frame)
 
@@ -595,7 +616,7 @@ class HeadGallery(Group):
         theme: Theme | str | None = None,
         highlight: int | None = None,
     ) -> HeadGallery:
-        """Every head of ``layer`` in ``trace``.
+        """Every head of ``layer`` in ``trace``, the query tokens beside them when they fit.
 
         Args:
             trace: A :class:`~mechviz.schema.Trace` or a path to one.
@@ -611,21 +632,25 @@ class HeadGallery(Group):
         """
         view = TraceView.of(trace, theme)
         _check_head(view.trace, layer, highlight)
+        tr = view.trace
         gallery = cls(
-            view.trace.attention.pattern[layer],
+            tr.attention.pattern[layer],
             highlight,
             width=width,
             height=height,
             theme=view.theme,
+            texts=view.token_texts,
+            colors=[view.token_color(p) for p in range(tr.n_positions)],
         )
         gallery.layer = layer
         return gallery
 
-    def _layout(self, width: float, height: float) -> tuple[float, int, int]:
+    def _layout(self, width: float, height: float, label_w: float) -> tuple[float, int, int]:
         """The panel side, columns and rows that make the panels biggest in the room."""
         H = self.patterns.shape[0]
         name_h, gap = 0.42, 0.3
         name_w = label(f"head {H - 1}", style.MIN_TEXT).width + 0.15
+        width, height = width - label_w, height - self.note_h
         best = (0.0, 1, H)
         for cols in range(1, H + 1):
             rows = -(-H // cols)
@@ -642,27 +667,46 @@ class HeadGallery(Group):
 
     def _build(self, width: float, height: float) -> None:
         theme, gap = self.theme, 0.3
-        size, cols, rows = self._layout(width, height)
+        P = self.patterns.shape[-1]
+        words = f"rows: queries, columns: keys (prompt order); {MASK_WORDS}"
+        self.note = paragraph(words, style.MIN_TEXT, theme.muted, max_width=width)
+        self.note_h = self.note.height + 0.2
+        label_w = 0.0
+        if self.texts is not None:
+            longest = max(measure(shown(t), style.MIN_TEXT) for t in self.texts)
+            label_w = min(longest + 0.05, 1.6) + 0.15 + self.FRAME_PAD  # slack: never cut "A"
+            if self._layout(width, height, label_w)[0] / P < self.MIN_ROW:
+                label_w = 0.0  # cells too small for a label each: the note says what rows are
+        size, cols, rows = self._layout(width, height, label_w)
         self.panels, self.heatmaps, self.names = Group(), [], []
+        mask = style.causal_mask(range(P))
         for h, pattern in enumerate(self.patterns):
-            heat = Heatmap(
-                style.sequential_rgb(pattern, high=theme.attention, theme=theme), size, size, theme
-            )
+            rgb = style.attention_rgb(pattern, mask, high=theme.attention, theme=theme)
+            heat = Heatmap(rgb, size, size, theme, shape=(P, P))
             name = label(f"head {h}", style.MIN_TEXT, theme.muted)
             name.next_to(heat, UP, buff=0.16)
             self.heatmaps.append(heat)
             self.names.append(name)
             self.panels.add(Group(heat, name))
         self.panels.arrange_in_grid(rows=rows, cols=cols, buff=(gap, gap))
-        self.panels.move_to(ORIGIN)
+        self.panels.move_to(ORIGIN).shift(RIGHT * label_w / 2 + UP * self.note_h / 2)
+        self.token_labels = VGroup()
+        if label_w:
+            for first in self.heatmaps[::cols]:  # the first panel of each row
+                room_w = label_w - 0.15 - self.FRAME_PAD
+                labels = first.get_row_labels(self.texts, self.colors, max_width=room_w)
+                self.token_labels.add(labels.shift(LEFT * self.FRAME_PAD))  # clear of a frame
+        self.note.next_to(self.panels, DOWN, buff=0.2).set_x(0.0)
+        parts = Group(self.panels, self.token_labels, self.note)
+        parts.shift(-parts.get_center())  # the whole gallery centred on the origin
         pad = 2 * self.FRAME_PAD
         self.extent = Rectangle(
-            width=self.panels.width + pad,
-            height=self.panels.height + pad,
+            width=parts.width + pad,
+            height=parts.height + pad,
             stroke_width=0,
             stroke_opacity=0,
             fill_opacity=0,
-        ).move_to(self.panels)
+        ).move_to(parts)
 
     def highlight_head(self, head: int, color: object = None) -> Rectangle:
         """A frame around ``head``'s pattern (not added); its name turns the frame's colour.

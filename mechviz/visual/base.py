@@ -299,7 +299,12 @@ class TraceScene(Scene):
         words = legend(texts)
         if not words:
             return None
-        return label(words, style.MIN_TEXT, self.theme.muted)
+        key = label(words, style.MIN_TEXT, self.theme.muted)
+        room = self.frame.width - 2 * style.BUFF
+        if key.width > room:  # a long legend wraps between its entries, not inside one
+            glued = ", ".join(e.replace(" ", "\u00a0") for e in words.split(", "))
+            key = paragraph(glued, style.MIN_TEXT, self.theme.muted, max_width=room)
+        return key
 
     def swap(self, old: Mobject | None, new: Mobject | None, run_time: float = 0.4) -> None:
         """Fade ``old`` out and ``new`` in (either may be ``None``), in a place of their own.

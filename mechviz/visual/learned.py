@@ -30,7 +30,7 @@ from mechviz.visual.ablation import Reading
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.mobjects import ProbBars, SwitchAt
 from mechviz.visual.style import Theme
-from mechviz.visual.text import center_on, label, measure, number, numbered
+from mechviz.visual.text import center_on, label, measure, number, numbered, paragraph
 
 __all__ = [
     "FeatureCard",
@@ -43,6 +43,7 @@ __all__ = [
 
 STACK_WIDTH = 8.0  # a narrower room stacks the two lenses of LensPair (scene units)
 ROW = 0.44  # a MIN_TEXT row with its margin (scene units)
+NOTE = "Bars are lengths of vectors that point different ways: they do not add up."
 
 
 def tuned_reading(trace: Trace, name: str = "tuned lens") -> Reading:
@@ -401,7 +402,9 @@ class FeatureSum(VGroup):
     feature's vector), a line for the other active features, the shared bias
     ``b_dec`` and the error (what the features leave out, "dark matter") with its
     share of ``x``'s norm. Each bar's length is that term's norm on one scale;
-    feature directions are not orthogonal, so the lengths do not add up to ``x``'s.
+    feature directions are not orthogonal, so the lengths do not add up to ``x``'s,
+    and a note under the rows says so. The error's bar is hollow, in the muted
+    colour: what the features leave out (blue means negative elsewhere).
 
     Attributes:
         position: The prompt position.
@@ -413,11 +416,18 @@ class FeatureSum(VGroup):
             ``"error"``).
         share: The error's share of ``x``'s norm.
         scale: Scene units per residual unit.
+        note: The line under the rows (the lengths do not add up), or None.
 
     """
 
     def __init__(
-        self, view: TraceView, position: int, width: float, height: float, n: int = 5
+        self,
+        view: TraceView,
+        position: int,
+        width: float,
+        height: float,
+        n: int = 5,
+        note: bool = True,
     ) -> None:
         super().__init__()
         trace, theme = view.trace, view.theme
@@ -428,6 +438,9 @@ class FeatureSum(VGroup):
         acts = np.asarray(f.acts[p], dtype=float)
         self.active = int((acts > 0).sum())
         fixed = 4  # x, others, bias, error
+        self.note = paragraph(NOTE, style.MIN_TEXT, theme.muted, max_width=width - 0.1, max_lines=3)
+        if note:
+            height -= self.note.height + 0.2
         n = max(1, min(n, self.active, int(height // ROW) - fixed))
         self.shown_ids = [int(i) for i in f.ids[p, :n]]
         self.shown_acts = [float(a) for a in acts[:n]]
@@ -466,13 +479,23 @@ class FeatureSum(VGroup):
         specs += [
             ("others", f"+{rest} more", None, theme.muted, f"(Σ act {others:.1f})" if rest else ""),
             ("bias", "b_dec", lengths["bias"], theme.muted, notes["bias"]),
-            ("error", "error", lengths["error"], theme.negative, notes["error"]),
+            ("error", "error", lengths["error"], theme.muted, notes["error"]),
         ]
-        for i, (key, name, value, color, note) in enumerate(specs):
-            self.rows.add(self._row(i, name, value, color, note))
+        for i, (key, name, value, color, tag) in enumerate(specs):
+            self.rows.add(self._row(i, name, value, color, tag))
             self.row_names.append(key)
         self.add(self.rows)
+        if note:
+            self.add(self.note.next_to(self.rows, DOWN, buff=0.2).align_to(self.rows, LEFT))
+        else:
+            self.note = None
         self.move_to([0.0, 0.0, 0.0])
+
+    @staticmethod
+    def least_height(width: float) -> float:
+        """The height the block needs ``width`` wide: one feature's row, the others, the note."""
+        note = paragraph(NOTE, style.MIN_TEXT, max_width=width - 0.1, max_lines=3)
+        return 5 * ROW + note.height + 0.2
 
     @classmethod
     def from_trace(
@@ -484,6 +507,7 @@ class FeatureSum(VGroup):
         height: float | None = None,
         theme: Theme | str | None = None,
         n: int = 5,
+        note: bool = True,
     ) -> FeatureSum:
         """The sum at ``position`` (negative from the end), with ``n`` features at most.
 
@@ -494,13 +518,15 @@ class FeatureSum(VGroup):
             height: Room (scene units; default the frame less margins).
             theme: A theme or its name (default: the current render's).
             n: Features drawn at most (fewer when the room is short or fewer are active).
+            note: Say under the rows that the lengths do not add up (:data:`NOTE`);
+                ``False`` leaves it to the caller (a scene's caption).
 
         Returns:
             The block, centred on the origin.
 
         """
         w, h = room(width, height)
-        return cls(TraceView.of(trace, theme), position, w, h, n)
+        return cls(TraceView.of(trace, theme), position, w, h, n, note)
 
     def _row(self, i: int, name: str, value: float | None, color: object, note: str) -> VGroup:
         theme, y = self.theme, -i * self.row_h
@@ -510,12 +536,14 @@ class FeatureSum(VGroup):
         parts = [words]
         if value is not None:
             length = max(value * self.scale, 0.02)
+            hollow = name == "error"  # what the features leave out: an outline
             bar = Rectangle(
                 width=length,
                 height=self.row_h * 0.6,
-                stroke_width=0,
+                stroke_width=2 if hollow else 0,
+                stroke_color=color,
                 fill_color=color,
-                fill_opacity=0.95,
+                fill_opacity=0.0 if hollow else 0.95,
             ).move_to([x0 + length / 2, y, 0])
             digits = number(f"{value:.1f}", style.MIN_TEXT, theme.foreground)
             center_on(digits, [x0 + length + 0.15 + digits.width / 2, y, 0])
@@ -524,7 +552,7 @@ class FeatureSum(VGroup):
         else:
             end = x0
         if note:
-            tag = label(note, style.MIN_TEXT, theme.negative if name == "error" else theme.muted)
+            tag = label(note, style.MIN_TEXT, theme.muted)
             center_on(tag, [end + 0.25 + tag.width / 2, y, 0])
             parts.append(tag)
         row = VGroup(*parts)

@@ -351,14 +351,26 @@ def grid_image(rgb: np.ndarray, width: float, height: float) -> ImageMobject:
 
 
 class Heatmap(Group):
-    """A matrix as an image with a frame; ``cell_center(i, j)`` locates a cell."""
+    """A matrix as an image with a frame; ``cell_center(i, j)`` locates a cell.
+
+    ``shape``: the matrix's ``(rows, cols)`` when ``rgb`` has several pixels a
+    cell (hatched masked cells, :func:`~mechviz.visual.style.attention_rgb`);
+    default one pixel a cell.
+    """
 
     def __init__(
-        self, rgb: np.ndarray, width: float, height: float, theme: Theme = DARK, **kwargs: object
+        self,
+        rgb: np.ndarray,
+        width: float,
+        height: float,
+        theme: Theme = DARK,
+        shape: tuple[int, int] | None = None,
+        **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
         self.theme = theme
-        self.n_rows, self.n_cols = rgb.shape[:2]
+        self.n_rows, self.n_cols = shape if shape is not None else rgb.shape[:2]
+        self._px = (rgb.shape[0] // self.n_rows, rgb.shape[1] // self.n_cols)
         self.image = grid_image(rgb, width, height)
         self.frame = Rectangle(width=width, height=height, stroke_color=theme.muted, stroke_width=1)
         self.frame.move_to(self.image)
@@ -373,6 +385,11 @@ class Heatmap(Group):
     def cell_height(self) -> float:
         """Height of one cell, in scene units."""
         return self.frame.height / self.n_rows
+
+    def cell_colors(self) -> np.ndarray:
+        """Each cell's colour, ``[rows, cols, 3]`` uint8 (its top-left pixel)."""
+        py, px = self._px
+        return np.asarray(self.image.pixel_array)[::py, ::px, :3][: self.n_rows, : self.n_cols]
 
     def cell_center(self, row: int, col: int) -> np.ndarray:
         """The centre of cell (``row``, ``col``), a point ``[3]`` in scene units."""
@@ -414,9 +431,7 @@ class Heatmap(Group):
             return numbers
         for i in range(self.n_rows):
             for j in range(i + 1 if lower_only else self.n_cols):
-                fill = (
-                    self.image.pixel_array[i, j, :3] if hasattr(self.image, "pixel_array") else None
-                )
+                fill = self.cell_colors()[i, j] if hasattr(self.image, "pixel_array") else None
                 color = self.theme.text_on(fill) if fill is not None else self.theme.foreground
                 number = label(f"{values[i, j]:.2f}", style.MIN_TEXT, color, font=style.MONO)
                 numbers.add(number.move_to(self.cell_center(i, j)))

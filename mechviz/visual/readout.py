@@ -28,11 +28,12 @@ from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.mobjects import ProbBars, SwitchAt
 from mechviz.visual.style import Theme
-from mechviz.visual.text import Number, baseline, label, measure, number, numbered
+from mechviz.visual.text import Number, baseline, label, measure, number, numbered, paragraph
 
 __all__ = ["LensReadout", "answer_step", "lens_steps", "step_name"]
 
 LN2 = float(np.log(2.0))
+MIN_CHART = 1.8  # narrowest p(answer) chart beside the counters (scene units)
 BESIDE_WIDTH = 6.6  # a room at least this wide puts the counters and chart beside the bars
 MIN_BAR = 0.8  # ...if the bars are at least this long there (scene units)
 NAME_WIDTH = 1.7  # the token names' column of the bars
@@ -247,7 +248,8 @@ class LensReadout(VGroup):
         self.arrange(DOWN, buff=0.28, aligned_edge=LEFT)
         self.has_chart = self.chart is not None and self.height <= height
         if self.chart is not None and not self.has_chart:
-            self.remove(self.chart)  # a short room: the counters say enough
+            self.remove(self.chart)
+            self._chart_beside_counters(height)  # else a short room: the counters say enough
         if self.height > height:
             self.bars.keep_rows(2)
             self.arrange(DOWN, buff=0.2, aligned_edge=LEFT)
@@ -255,6 +257,20 @@ class LensReadout(VGroup):
             self.counter_rows.remove(*self.counter_rows[1:])
             self.counter_values.remove(*self.counter_values[1:])
             self.arrange(DOWN, buff=0.2, aligned_edge=LEFT)
+
+    def _chart_beside_counters(self, height: float) -> None:
+        """Put the chart right of the counters, when it keeps 1.8 units of width there."""
+        chart_w = self.room_width - self.counters.width - 0.45
+        if chart_w < MIN_CHART:
+            self.chart = None
+            return
+        self.chart = self._chart(min(chart_w, 5.2))
+        self.chart.next_to(self.counters, RIGHT, buff=0.45).align_to(self.counters, UP)
+        self.add(self.chart)
+        self.has_chart = self.height <= height + 1e-6
+        if not self.has_chart:
+            self.remove(self.chart)
+            self.chart = None
 
     @staticmethod
     def _value_width() -> float:
@@ -367,8 +383,12 @@ class LensReadout(VGroup):
         self.chart_box = Rectangle(
             width=width, height=0.8, stroke_color=theme.faint, stroke_width=1.5
         )
-        title = label(
-            f"p({shown(self.answer_text)}) by layer", style.MIN_TEXT, theme.muted, max_width=width
+        title = paragraph(
+            f"p({shown(self.answer_text)}) by layer",
+            style.MIN_TEXT,
+            theme.muted,
+            max_width=width,
+            max_lines=2,
         )
         title.next_to(self.chart_box, UP, buff=0.1, aligned_edge=LEFT)
         self.chart_line = VMobject(stroke_color=theme.highlight, stroke_width=4)

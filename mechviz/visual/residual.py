@@ -31,7 +31,7 @@ from mechviz.visual.mobjects import grid_image
 from mechviz.visual.style import Theme
 from mechviz.visual.text import center_on, label
 
-__all__ = ["ResidualStreams", "WriteBars"]
+__all__ = ["ResidualStreams", "WriteBars", "outsized_streams", "stream_scale"]
 
 WRITE_COLS = 28  # pixels of the write-size bars beside each stream
 GAP_COLS = 4  # pixels between a stream and its bars
@@ -416,6 +416,29 @@ class WriteBars(_Columns):
         return self._write_frames()
 
 
+def stream_scale(trace: Trace, position: int) -> float:
+    """The colour scale of ``position``'s stream column: its pooled values' 98th percentile."""
+    return style.robust_scale(trace.resid.pooled[:, position])
+
+
+def outsized_streams(
+    trace: Trace, positions: Sequence[int], factor: float = 4.0
+) -> list[tuple[int, float]]:
+    """``(position, ratio)`` of the columns whose scale is ``factor`` times the others' median.
+
+    Each stream column is coloured on its own scale, so a column of huge
+    activations (the attention sink at the first token) draws its ordinary layers
+    faint; a caption says so with these pairs.
+    """
+    scales = {int(p): stream_scale(trace, int(p)) for p in positions}
+    out = []
+    for p, scale in scales.items():
+        others = [v for q, v in scales.items() if q != p]
+        if others and scale >= factor * float(np.median(others)):
+            out.append((p, scale / float(np.median(others))))
+    return out
+
+
 class ResidualStreams(_Columns):
     """Each position's residual stream as a column of rows, embedding at the bottom.
 
@@ -494,7 +517,7 @@ class ResidualStreams(_Columns):
     def _rgb(self, position: int) -> np.ndarray:
         theme = self.theme
         values = self.trace.resid.pooled[:, position]  # [B, R]
-        rows = style.diverging_rgb(values, style.robust_scale(values), theme)  # [B, R, 3]
+        rows = style.diverging_rgb(values, stream_scale(self.trace, position), theme)  # [B, R, 3]
         if not self.writes:
             return rows
         bg = (theme.rgb(theme.background) * 255).astype(np.uint8)

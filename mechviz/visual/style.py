@@ -13,6 +13,7 @@ shorter than 3% of the frame's shorter side, which :data:`MIN_TEXT` meets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -223,6 +224,36 @@ def sequential_rgb(
     w = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)[..., None] ** 0.6
     rgb = (1 - w) * theme.rgb(theme.neutral) + w * theme.rgb(high or theme.prob)
     return (rgb * 255).round().astype(np.uint8)
+
+
+MASK_PX = 6  # image pixels per cell side when masked cells are hatched
+
+
+def attention_rgb(
+    weights: np.ndarray, masked: np.ndarray, high: ManimColor | None = None, theme: Theme = DARK
+) -> np.ndarray:
+    """RGB uint8 image of attention weights, masked cells hatched, ``MASK_PX`` pixels a cell.
+
+    A weight runs from the neutral (0) to ``high`` (1) as in :func:`sequential_rgb`;
+    a masked cell (a later key, which the query cannot read) is the background
+    with diagonal stripes of the faint colour, so it never reads as a weight of 0.
+    The top-left pixel of every cell carries its colour (stripes avoid it).
+    """
+    base = sequential_rgb(weights, high, theme)
+    masked = np.asarray(masked, dtype=bool)
+    base[masked] = (np.asarray(theme.rgb(theme.background)) * 255).round().astype(np.uint8)
+    rgb = np.repeat(np.repeat(base, MASK_PX, axis=0), MASK_PX, axis=1)
+    ys, xs = np.indices(rgb.shape[:2])
+    stripe = (xs + ys) % MASK_PX == MASK_PX - 1
+    stripe &= np.repeat(np.repeat(masked, MASK_PX, axis=0), MASK_PX, axis=1)
+    rgb[stripe] = (np.asarray(theme.rgb(theme.faint)) * 255).round().astype(np.uint8)
+    return rgb
+
+
+def causal_mask(positions: Sequence[int]) -> np.ndarray:
+    """``[n, n]`` True where key ``positions[j]`` comes after query ``positions[i]``."""
+    p = np.asarray(list(positions))
+    return p[None, :] > p[:, None]
 
 
 def robust_scale(values: np.ndarray, quantile: float = 0.98) -> float:

@@ -9,6 +9,7 @@ token is cut with ``…``, a sentence wraps onto more lines.
 from __future__ import annotations
 
 import copy
+import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
@@ -70,8 +71,12 @@ def paragraph(
     font: str = style.FONT,
     max_lines: int = 3,
 ) -> Text:
-    """``text`` wrapped onto as few lines as fit ``max_width`` (at ``size``, never smaller)."""
-    words = text.split()
+    """``text`` wrapped onto as few lines as fit ``max_width`` (at ``size``, never smaller).
+
+    Lines break at spaces and newlines only: a no-break space (U+00A0) keeps two
+    words on one line (``"top\u00a04"``).
+    """
+    words = _words(text)
     lines: list[str] = []
     for word in words:
         trial = f"{lines[-1]} {word}" if lines else word
@@ -84,8 +89,12 @@ def paragraph(
     body = "\n".join(label_text_fit(line, size, font, max_width) for line in lines)
     mob = _cached(body, size, font, "NORMAL")
     mob.set_color(color if color is not None else style.DARK.foreground)
-    mob._mv_cut = body.split() != words  # cut to fit: a caption should never be
+    mob._mv_cut = _words(body) != words  # cut to fit: a caption should never be
     return mob
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[ \t\n]+", text) if w]
 
 
 def label_text_fit(text: str, size: float, font: str, max_width: float) -> str:
