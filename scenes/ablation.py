@@ -11,7 +11,6 @@ from mechviz.visual.ablation import (
     LensCompare,
     Reading,
     change_summary,
-    parting_words,
     prob_text,
 )
 from mechviz.visual.base import Box, TraceScene
@@ -150,8 +149,8 @@ class Ablation(TraceScene):
 
     def show_lens(self) -> None:
         table = self.get_lens()
-        how = parting_words(table.differ_top1, table.first.lens_ids.shape[0])
-        self.caption(f"Logit lens of the last position, top-1 by layer: {how}.")
+        how = table.parting()
+        self.caption(f"Logit lens, last position: top-1 {how}.")
         if self.lens_below_map:
             self.swap(self.readout, None, run_time=0.4)
         else:

@@ -17,7 +17,6 @@ from mechviz.visual.ablation import (
     LensCompare,
     Reading,
     change_summary,
-    parting_words,
     prob_text,
 )
 from mechviz.visual.base import Box, TraceScene
@@ -131,8 +130,8 @@ class Compare(TraceScene):
         room = self.room
         table = LensCompare(self.a, self.b, self.theme, room.width, room.height)
         table.move_to(room.center)
-        how = parting_words(table.differ_top1, table.first.lens_ids.shape[0])
-        self.caption(f"Logit lens of the last position, top-1 by layer: {how}.")
+        how = table.parting()
+        self.caption(f"Logit lens, last position: top-1 {how}.")
         self.swap(self.readout, None, run_time=0.4)
         self.play(FadeIn(table.header), run_time=0.3)
         for i, row in enumerate(table.rows):

@@ -75,7 +75,6 @@ class ResidualFlow(TraceScene):
             for p, ratio in outsized_streams(self.trace, positions)
         ]
         return text + ("; " + "; ".join(faint) if faint else "; attention and MLP add to it") + "."
-        return text
 
     def rise(self) -> None:
         """Reveal the streams layer by layer; the readout follows the last position.

@@ -34,7 +34,7 @@ from mechviz.visual.ablation import (
     pick_rows,
 )
 from mechviz.visual.settings import SceneSettings, example_trace
-from mechviz.visual.text import cap_share
+from mechviz.visual.text import cap_share, spans
 
 ROOT = Path(__file__).resolve().parents[1]
 MARY = ROOT / "tests" / "data" / "mary_john.json"  # no `interventions` section
@@ -91,6 +91,22 @@ def test_ablation_legible(aspect: str, theme: str, tmp_path: Path) -> None:
     scene = run(tmp_path, aspect=aspect, theme=theme)
     check_legible(scene)
     assert list(scene.beat_texts) == list(Ablation.beats)
+
+
+@pytest.mark.parametrize("aspect", ["16:9", "1:1", "9:16"])
+def test_the_rows_the_caption_names_are_in_the_table(aspect: str, tmp_path: Path) -> None:
+    """Issue 21: "different at layers 25 and 28" beside a table without rows 25 and 28."""
+    scene = run(tmp_path, aspect=aspect, theme="dark")
+    table = scene.table
+    assert table.differ_top1, "the example's ablation changes no top-1"
+    words = [c.text for c in scene.cues if c.beat == "lens"][0]
+    missing = [r - 1 for r in table.differ_top1 if r not in table.lens_rows]
+    for r in table.differ_top1:
+        assert str(r - 1) in words  # lens row r is after layer r - 1
+    if aspect == "16:9":
+        assert not missing  # room for every row that differs
+    if missing:  # a short table says which it left out
+        assert f"{spans(missing)} not shown" in words, words
 
 
 def test_numbers_on_screen_are_the_trace_s(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -159,7 +159,9 @@ def test_default_model_attribution_at_every_position(default_model, tmp_path: Pa
     assert _identity_error(back) <= IDENTITY_RTOL
     london = single_token(default_model, " London")
     assert back.attribution.versus == london
-    np.testing.assert_allclose(back.attribution.parts, trace.attribution.parts, atol=2e-5)
+    # Another CPU's kernels round a few ulps apart: relative, not only absolute, slack.
+    parts = back.attribution.parts
+    np.testing.assert_allclose(parts, trace.attribution.parts, rtol=1e-5, atol=2e-5)
 
 
 def test_single_token_says_how_a_word_splits(default_model) -> None:  # type: ignore[no-untyped-def]

@@ -627,8 +627,9 @@ class LensCompare(VGroup):
     columns: the row's name, each run's top-1 token on a cell shaded by its
     probability, and the answer's probability in both ("0.77 → 0.17"; "<p" when
     a run does not keep the answer in its top k there). The embedding, the last
-    layer and the rows around the first one where the runs differ are always
-    shown; a line between two rows marks layers left out, and a note above
+    layer, the rows around the first one where the runs differ and (while the
+    room holds them) every row where their top-1 differs are always shown; a
+    line between two rows marks layers left out, and a note above
     says how many ("─ = K layers left out").
 
     Attributes:
@@ -673,11 +674,15 @@ class LensCompare(VGroup):
             raise MechvizError("The room is too narrow for the lens of two runs.")
         table_w = LABEL_WIDTH + 2 * cell_w + p_w
         capacity = int((height - 0.1) // ROW_HEIGHT) - 1  # the column heads take a row
-        required = {0, n - 1}
-        if self.differ:
-            required |= {self.differ[0], max(self.differ[0] - 1, 0)}
         if capacity < n:
             capacity -= 1  # the note's line
+        # Every row whose top-1 differs first (the caption names them), then the rows
+        # where the runs first part, while they fit.
+        required = {0, n - 1}
+        context = [self.differ[0], max(self.differ[0] - 1, 0)] if self.differ else []
+        for r in [*self.differ_top1, *context]:
+            if len(required) < max(capacity, 3):
+                required.add(r)
         focus = self.differ[0] if self.differ else None
         self.lens_rows = pick_rows(n, max(capacity, len(required)), required, focus)
         self.left_out = n - len(self.lens_rows)
@@ -762,6 +767,21 @@ class LensCompare(VGroup):
         t = resolve_trace(trace)
         w, h = room(width, height)
         return cls(Reading.before(t), Reading.after(t), resolve_theme(theme), w, h)
+
+    def parting(self) -> str:
+        """Where the runs' top-1 differ, in words, and which of those rows the table left out.
+
+        :func:`parting_words` of the differing rows, with "(28 not shown)" after
+        the layers when the room could not hold them all.
+        """
+        n = self.first.lens_ids.shape[0]
+        words = parting_words(self.differ_top1, n)
+        missing = [r - 1 for r in self.differ_top1 if r not in self.lens_rows and r > 0]
+        if not missing:
+            return words
+        note = f" ({spans(missing)} not shown)"
+        rest = ", the same at the others"
+        return words.replace(rest, note + rest) if rest in words else words + note
 
     def _values_fit(self, first: Reading, second: Reading) -> bool:
         """Whether every shown cell holds its token and its probability uncut."""

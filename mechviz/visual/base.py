@@ -14,6 +14,7 @@ import numpy as np
 from manim import (
     DOWN,
     LEFT,
+    RIGHT,
     UP,
     Animation,
     AnimationGroup,
@@ -279,9 +280,18 @@ class TraceScene(Scene):
         if key is not None:
             last = lines[-1]
             room = self.frame.x1 - style.BUFF - last.get_right()[0] - 0.35
-            if key.width <= room:
+            wrapped = self.mark_legend(room) if room >= 2.5 else None
+            below = key.height + 0.1  # what a legend under the title costs in height
+            if key.width <= room and "\n" not in key.original_text:  # one line, beside
                 key.move_to([self.frame.x1 - style.BUFF - key.width / 2, 0, 0])
                 key.shift([0, baseline(last) - baseline(key), 0])
+            elif (
+                wrapped is not None
+                and wrapped.width <= room
+                and (wrapped.height - last.height < below)
+            ):  # wrapped beside the title's last line, when that costs less height
+                key = wrapped.next_to(last, RIGHT, buff=0.35).align_to(last, UP)
+                top = min(top, key.get_bottom()[1] - 0.2)
             else:  # no room beside the title: a line of its own below it
                 key.next_to(title, DOWN, buff=0.1).align_to(title, LEFT)
                 top = key.get_bottom()[1] - 0.2
@@ -289,18 +299,19 @@ class TraceScene(Scene):
         self.content = Box(self.content.x0, self.content.x1, self.content.y0, top)
         self.swap(None, title, run_time=run_time)
 
-    def mark_legend(self) -> Mobject | None:
+    def mark_legend(self, max_width: float | None = None) -> Mobject | None:
         """What the marks for invisible characters mean (``· = space``), or None.
 
         It covers :meth:`legend_texts`: the tokens this scene can draw
-        (:func:`mechviz.tokens.legend`).
+        (:func:`mechviz.tokens.legend`). Wider than ``max_width`` (default: the
+        frame less its margins), it wraps between entries.
         """
         texts = self.legend_texts()
         words = legend(texts)
         if not words:
             return None
         key = label(words, style.MIN_TEXT, self.theme.muted)
-        room = self.frame.width - 2 * style.BUFF
+        room = self.frame.width - 2 * style.BUFF if max_width is None else max_width
         if key.width > room:  # a long legend wraps between its entries, not inside one
             glued = ", ".join(e.replace(" ", "\u00a0") for e in words.split(", "))
             key = paragraph(glued, style.MIN_TEXT, self.theme.muted, max_width=room)

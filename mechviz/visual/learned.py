@@ -286,7 +286,10 @@ class LensCurves(VGroup):
             (f"model itself ({t.eval_bpb_model:.2f})", theme.foreground, True),
         ]
         self.legend = VGroup(*(self._entry(*e) for e in entries))
+        # One row when it fits; else two columns; else one entry a line.
         self.legend.arrange(RIGHT, buff=0.5)
+        if self.legend.width > width:
+            self.legend.arrange_in_grid(cols=2, buff=(0.5, 0.15), cell_alignment=LEFT)
         if self.legend.width > width:
             self.legend.arrange(DOWN, buff=0.15, aligned_edge=LEFT)
         axis_title = label("bits per byte, held out", style.MIN_TEXT, theme.muted)
