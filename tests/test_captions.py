@@ -61,7 +61,7 @@ def test_lens_caption_agrees_with_the_table(name: str, tmp_path: Path) -> None:
     scene = run_scene(name, tmp_path, beats=("lens",))
     table = scene.table
     caption = [c.text for c in scene.cues if c.beat == "lens"][-1]
-    words = caption.split("top-1 by layer: ")[1].removesuffix(".")
+    words = caption.split("last position: top-1 ")[1].removesuffix(".")
     n = table.first.lens_ids.shape[0]
     checked = 0
     for i, row in enumerate(table.lens_rows):

@@ -280,7 +280,8 @@ class TraceScene(Scene):
         if key is not None:
             last = lines[-1]
             room = self.frame.x1 - style.BUFF - last.get_right()[0] - 0.35
-            wrapped = self.mark_legend(room) if room >= 2.5 else None
+            # Beside a wrapped title's short last line, a wrapped legend saves a line.
+            wrapped = self.mark_legend(room) if room >= 2.5 and len(lines) > 1 else None
             below = key.height + 0.1  # what a legend under the title costs in height
             if key.width <= room and "\n" not in key.original_text:  # one line, beside
                 key.move_to([self.frame.x1 - style.BUFF - key.width / 2, 0, 0])
