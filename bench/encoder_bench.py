@@ -39,8 +39,14 @@ def source_frames(folder: Path, n: int) -> list[np.ndarray]:
     rendering.ENCODER_MP4.clear()
     rendering.ENCODER_MP4.update({"crf": "8", "preset": "ultrafast"})
     try:
-        rendering.render_scene("ResidualFlow", SceneSettings(trace=example_trace()), "high",
-                               "mp4", path, progress=False)
+        rendering.render_scene(
+            "ResidualFlow",
+            SceneSettings(trace=example_trace()),
+            "high",
+            "mp4",
+            path,
+            progress=False,
+        )
     finally:
         rendering.ENCODER_MP4.clear()
         rendering.ENCODER_MP4.update(saved)
@@ -94,8 +100,10 @@ def main() -> None:
         print(f"{'setting':<26}{'cpu/video':>10}{'MB':>7}{'PSNR dB':>9}")
         for name in names:
             path = folder / f"0-{name}.mp4"
-            print(f"{name:<26}{min(cpu[name]):>10.2f}{path.stat().st_size / 1e6:>7.2f}"
-                  f"{psnr(frames, path):>9.1f}")
+            print(
+                f"{name:<26}{min(cpu[name]):>10.2f}{path.stat().st_size / 1e6:>7.2f}"
+                f"{psnr(frames, path):>9.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ PROMPTS = [
 
 def run(*args: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mechviz", "trace", *args], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "mechviz", "trace", *args], check=True, capture_output=True
+    )
     return time.perf_counter() - start
 
 
@@ -53,8 +54,10 @@ def main() -> None:
     print(f"one prompt, fresh process:        {one:6.2f} s")
     print(f"{len(prompts)} prompts, one process (-f):   {many:6.2f} s")
     print(f"seconds per extra prompt:         {extra:6.2f} s")
-    print(f"{len(prompts)} separate processes (about):  {one * len(prompts):6.2f} s "
-          f"({one * len(prompts) / many:.1f}x the -f run)")
+    print(
+        f"{len(prompts)} separate processes (about):  {one * len(prompts):6.2f} s "
+        f"({one * len(prompts) / many:.1f}x the -f run)"
+    )
 
 
 if __name__ == "__main__":

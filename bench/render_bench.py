@@ -57,9 +57,16 @@ def empty_scene_cpu(seconds: float, quality: str, fmt: str, folder: Path) -> flo
             self.wait(seconds)
 
     start = cpu()
-    config = {"pixel_width": w, "pixel_height": h, "frame_rate": fps, "media_dir": str(folder),
-              "verbosity": "WARNING", "progress_bar": "none", "disable_caching": True,
-              "video_encoder_options": ENCODER_MP4}  # the scenes' own encoder settings
+    config = {
+        "pixel_width": w,
+        "pixel_height": h,
+        "frame_rate": fps,
+        "media_dir": str(folder),
+        "verbosity": "WARNING",
+        "progress_bar": "none",
+        "disable_caching": True,
+        "video_encoder_options": ENCODER_MP4,
+    }  # the scenes' own encoder settings
     with tempconfig(config):
         Empty().render()
     return cpu() - start
@@ -73,8 +80,10 @@ def main() -> None:
     parser.add_argument("--still-widths", default="1000,4000")
     args = parser.parse_args()
     settings = SceneSettings(trace=example_trace())
-    print(f"{'scene':<14}{'quality':>8}{'wall s':>8}{'cpu s':>8}{'video s':>9}"
-          f"{'cpu/video':>11}{'empty':>8}")
+    print(
+        f"{'scene':<14}{'quality':>8}{'wall s':>8}{'cpu s':>8}{'video s':>9}"
+        f"{'cpu/video':>11}{'empty':>8}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for quality in args.qualities.split(","):
             for name in args.scenes.split(","):
@@ -84,8 +93,11 @@ def main() -> None:
                 wall, used = time.perf_counter() - start, cpu() - start_cpu
                 seconds = video_seconds(out)
                 floor = empty_scene_cpu(seconds, quality, args.format, Path(tmp))
-                print(f"{name:<14}{quality:>8}{wall:>8.1f}{used:>8.1f}{seconds:>9.1f}"
-                      f"{used / seconds:>11.2f}{floor / seconds:>8.2f}", flush=True)
+                print(
+                    f"{name:<14}{quality:>8}{wall:>8.1f}{used:>8.1f}{seconds:>9.1f}"
+                    f"{used / seconds:>11.2f}{floor / seconds:>8.2f}",
+                    flush=True,
+                )
         if args.still_widths:
             still_bench([int(w) for w in args.still_widths.split(",")], Path(tmp))
 

@@ -83,9 +83,7 @@ def main() -> None:
     parser.add_argument("--corrupt", default="When Mary and John went to the store, Mary gave")
     # The worst case for patching: the prompts differ at their first token, so no
     # residual site but the embeddings of unchanged tokens is equal in both runs.
-    parser.add_argument(
-        "--early-clean", default="Mary and John went to the store, then John gave"
-    )
+    parser.add_argument("--early-clean", default="Mary and John went to the store, then John gave")
     parser.add_argument(
         "--early-corrupt", default="Paul and John went to the store, then John gave"
     )

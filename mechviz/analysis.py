@@ -16,18 +16,15 @@ Like :mod:`mechviz.tracing`, this module touches torch.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from mechviz.errors import MechvizError
-from mechviz.models import LoadedModel
-from mechviz.schema import OPTIONAL_SECTIONS, SCHEMA_VERSION, Trace
-from mechviz.tokens import display_text
-from mechviz.validate import section_token_ids
+from mechviz.models import LoadedModel, single_token
+from mechviz.schema import Trace
+from mechviz.tracing import with_sections
 
 DEFAULT_MIDDLE_LAYERS = 3
 
@@ -57,45 +54,6 @@ def check_same_weights(trace: Trace, loaded: LoadedModel) -> None:
             f"(unembedding hash {loaded.unembedding_hash[:12]} vs {m.unembedding_hash[:12]}); "
             "analyse a trace with the model that made it."
         )
-
-
-def single_token(loaded: LoadedModel, word: str, what: str = "word") -> int:
-    """The id of ``word`` when it is exactly one token, else one sentence saying how it splits."""
-    tokenizer = loaded.tokenizer
-    ids = tokenizer.encode(word, add_special_tokens=False)
-    if len(ids) == 1:
-        return int(ids[0])
-    if not ids:
-        raise MechvizError(f"The {what} {word!r} is empty; give one token of the model.")
-    parts = " + ".join(repr(display_text(tokenizer, i)) for i in ids)
-    raise MechvizError(
-        f"The {what} {word!r} is not a single token of {loaded.id}: it splits into {parts}."
-    )
-
-
-def with_sections(trace: Trace, loaded: LoadedModel, **sections: Any) -> Trace:
-    """``trace`` with optional ``sections`` set, its ``vocab`` extended to every id they name.
-
-    Any optional section of the schema (:data:`mechviz.schema.SECTION_SINCE`)
-    may be given; the token ids each names are those validation asks ``vocab``
-    for (:func:`mechviz.validate.section_token_ids`). The result is validated
-    (it is a :class:`Trace`) and has the current schema version; the sections
-    not given are kept.
-    """
-    unknown = set(sections) - OPTIONAL_SECTIONS
-    if unknown:
-        raise ValueError(f"Not optional sections: {', '.join(sorted(unknown))}.")
-    ids: set[int] = set()
-    for name, section in sections.items():
-        if section is None:
-            continue
-        for array in section_token_ids(name, section):
-            ids |= {int(i) for i in np.asarray(array).ravel().tolist() if i >= 0}
-    vocab = dict(trace.vocab)
-    vocab.update({i: display_text(loaded.tokenizer, i) for i in sorted(ids - set(vocab))})
-    return dataclasses.replace(
-        trace, schema_version=SCHEMA_VERSION, vocab=dict(sorted(vocab.items())), **sections
-    )
 
 
 @torch.no_grad()

@@ -50,7 +50,7 @@ def loaded_model(
     spec = model or DEFAULT_MODEL
     if spec.lower() in DEFAULT_ALIASES:
         # Where the default model comes from can change within a process.
-        from mechviz.io import cache_dir
+        from mechviz.files import cache_dir
 
         spec = f"{DEFAULT_MODEL}|{cache_dir()}|{os.environ.get('MECHVIZ_MODEL_WHEEL', '')}"
     elif Path(spec).expanduser().exists():

@@ -271,7 +271,8 @@ def trace(
     --ablate, --ablate-mlp or --freeze the trace records the changed run, and
     what changed with the run before it.
     """
-    from mechviz.io import check_writable, save_trace
+    from mechviz.files import check_writable
+    from mechviz.io import save_trace
     from mechviz.specs import Changes
 
     sae_layer = kwargs.pop("sae_layer")
@@ -506,7 +507,8 @@ def scene(
     **kwargs: object,
 ) -> None:
     """Render scene NAME from a trace (see `mechviz scenes`; `all` renders every one)."""
-    from mechviz.io import check_writable, load_trace, save_trace
+    from mechviz.files import check_writable
+    from mechviz.io import load_trace, save_trace
     from mechviz.rendering import FORMATS, GifOptions, default_output, render_scene, scene_class
     from mechviz.scenes import SCENES
     from mechviz.visual.settings import SceneSettings, example_trace
@@ -818,7 +820,8 @@ def patch(
     with `mechviz scene Patching --trace patch.json`.
     """
     from mechviz.api import patch as run_patch
-    from mechviz.io import check_writable, save_trace
+    from mechviz.files import check_writable
+    from mechviz.io import save_trace
 
     for name in ("max_tokens", "top_k"):
         if int(kwargs[name]) < 1:  # type: ignore[call-overload]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from mechviz.errors import MechvizError
-from mechviz.io import atomic_write, cache_dir
+from mechviz.files import atomic_write, cache_dir
 
 FORMAT = 1  # bump when the documents or their split change: the caches are rebuilt
 EVAL_SHARE = 0.05  # of each source's bytes held out, whole documents, for evaluation
@@ -649,3 +649,9 @@ def _say(message: str, end: str = "\n") -> None:
     if end == "\r" and not sys.stderr.isatty():
         return  # in-place updates only on a terminal; logs get the final line
     print(message.ljust(60), end=end, file=sys.stderr, flush=True)
+
+
+def source_names(meta: dict[str, Any]) -> list[str]:
+    """The corpus sources a learned readout's ``meta`` names, each ``"name version (licence)"``."""
+    sources = (meta.get("corpus") or {}).get("sources") or []
+    return [f"{s['name']} {s['version']} ({s['licence']})" for s in sources]

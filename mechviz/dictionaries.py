@@ -266,7 +266,7 @@ def similarity(
         seed: Seed of ``numpy.random.default_rng`` for the draw.
 
     """
-    from mechviz.analysis import single_token  # analysis imports this module lazily
+    from mechviz.models import single_token
 
     words = list(words)
     if not words:

@@ -439,7 +439,6 @@ def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes): 
 
     With no changes this is :func:`mechviz.tracing.trace_prompt`, unchanged.
     """
-    from mechviz.analysis import with_sections
     from mechviz.schema import Interventions
     from mechviz.tracing import (
         build_trace,
@@ -449,6 +448,7 @@ def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes): 
         record,
         tokenize,
         trace_prompt,
+        with_sections,
     )
 
     changes.check()
@@ -509,9 +509,9 @@ def patching_trace(  # type: ignore[no-untyped-def]
     wrong: str | None = None,
 ):
     """The trace of ``clean`` with a ``patching`` section: :func:`patch` into ``corrupt``."""
-    from mechviz.analysis import single_token, with_sections
+    from mechviz.models import single_token
     from mechviz.schema import Patching
-    from mechviz.tracing import numpy_of, tokenize, trace_prompt
+    from mechviz.tracing import numpy_of, tokenize, trace_prompt, with_sections
 
     options.check()
     clean_ids = tokenize(loaded, clean, options.max_tokens)

@@ -31,7 +31,8 @@ from torch import nn
 
 from mechviz.adapter import Adapter
 from mechviz.errors import MechvizError
-from mechviz.io import cache_dir
+from mechviz.files import cache_dir
+from mechviz.tokens import display_text
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_ALIASES = {DEFAULT_MODEL.lower(), "smollm2-135m", "default"}
@@ -663,3 +664,17 @@ def _quiet(enabled: bool) -> Iterator[None]:
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def single_token(loaded: LoadedModel, word: str, what: str = "word") -> int:
+    """The id of ``word`` when it is exactly one token, else one sentence saying how it splits."""
+    tokenizer = loaded.tokenizer
+    ids = tokenizer.encode(word, add_special_tokens=False)
+    if len(ids) == 1:
+        return int(ids[0])
+    if not ids:
+        raise MechvizError(f"The {what} {word!r} is empty; give one token of the model.")
+    parts = " + ".join(repr(display_text(tokenizer, i)) for i in ids)
+    raise MechvizError(
+        f"The {what} {word!r} is not a single token of {loaded.id}: it splits into {parts}."
+    )

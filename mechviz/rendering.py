@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mechviz.errors import MechvizError, raise_if_stopped
-from mechviz.io import check_writable, existing_ancestor
+from mechviz.files import check_writable, existing_ancestor
 from mechviz.scenes import SCENES
 from mechviz.schema import Trace
 from mechviz.visual.settings import QUALITIES, SceneSettings, pixel_size
@@ -89,7 +89,8 @@ def write_still(
     """
     from PIL import Image
 
-    from mechviz.io import atomic_write, load_trace
+    from mechviz.files import atomic_write
+    from mechviz.io import load_trace
 
     trace = settings.trace if isinstance(settings.trace, Trace) else load_trace(settings.trace)
     if fmt == "svg":

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -55,10 +55,14 @@ from torch import nn
 
 from mechviz import __version__
 from mechviz.errors import MechvizError
-from mechviz.io import atomic_write, cache_dir
+from mechviz.files import atomic_write, cache_dir
 from mechviz.models import LoadedModel
+from mechviz.schema import Features
 from mechviz.threads import ThreadChooser
 from mechviz.tokens import display_text, shown
+
+if TYPE_CHECKING:
+    from mechviz.tracing import Recording
 
 FORMAT = 1  # bump when the files of a saved SAE change
 K = 32  # active latents per token (Gao et al. use 32 for their headline runs)
@@ -93,6 +97,10 @@ WEIGHTS, META, FEATURES = "sae.safetensors", "sae.json", "features.npz"
 
 class SparseAutoencoder(nn.Module):
     """A TopK sparse autoencoder of one residual site; see the module docstring."""
+
+    def section(self, rec: Recording) -> Features:
+        """The ``features`` section of a trace read with this SAE (:func:`features_section`)."""
+        return features_section(self, rec)
 
     def __init__(self, d_model: int, features: int, k: int = K, scale: float = 1.0) -> None:
         super().__init__()
@@ -1031,3 +1039,50 @@ class _Line:
 def _clock(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+CARDS_PER_POSITION = 8  # dashboards kept for each position's most active features
+
+
+@torch.no_grad()
+def features_section(sae: SparseAutoencoder, rec: Recording) -> Features:
+    """The SAE's active features at ``{sae.layer}_post`` of every position, with their cards."""
+    from mechviz.corpus import source_names
+
+    meta, cards = sae.meta, sae.dashboards
+    if cards is None:
+        raise MechvizError(
+            f"The sparse autoencoder of layer {sae.layer} has no feature dashboards; train it "
+            f"again with `mechviz train-sae --layer {sae.layer}`."
+        )
+    ids, acts, error_norm, resid_norm = encode_positions(sae, rec.resid_post[sae.layer])
+    top = ids[:, :CARDS_PER_POSITION][acts[:, :CARDS_PER_POSITION] > 0]
+    shown = np.unique(top).astype(np.int64)
+    ev = meta["evaluation"]
+    return Features(
+        layer=int(sae.layer),
+        sae_hash=str(meta["sha256"]),
+        n_features=int(sae.features),
+        k=int(sae.k),
+        trained_tokens=int(meta["training"]["tokens"]),
+        corpus=source_names(meta),
+        bias_norm=float((sae.b_dec / sae.scale).norm()),
+        eval_fve=float(ev["fve"]),
+        eval_l0=float(ev["l0"]),
+        eval_dead_share=float(ev["dead_share"]),
+        eval_ce_clean=float(ev["ce_clean"]),
+        eval_ce_sae=float(ev["ce_sae"]),
+        eval_ce_zero=float(ev["ce_zero"]),
+        ids=ids.astype(np.int64),
+        acts=acts,
+        error_norm=error_norm,
+        resid_norm=resid_norm,
+        typical=sae.in_distribution(resid_norm).astype(np.int64),
+        card_ids=shown,
+        card_descriptions=[str(cards.descriptions[f]) for f in shown],
+        card_frequency=cards.frequency[shown].astype(np.float32),
+        card_contexts=cards.contexts[shown].astype(np.int64),
+        card_marked=cards.marked[shown].astype(np.int64),
+        card_acts=cards.acts[shown].astype(np.float32),
+        card_promoted=cards.promoted[shown].astype(np.int64),
+    )

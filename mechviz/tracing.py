@@ -13,6 +13,7 @@ last position (:func:`head_effects`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,11 +29,11 @@ from mechviz.encoding import decode, encode
 from mechviz.errors import MechvizError
 from mechviz.models import LoadedModel
 from mechviz.schema import (
+    OPTIONAL_SECTIONS,
     SCHEMA_VERSION,
     Attention,
     Blocks,
     Embedding,
-    Features,
     HeadEffects,
     Lens,
     MidLens,
@@ -43,11 +44,11 @@ from mechviz.schema import (
     Resid,
     Tokens,
     Trace,
-    TunedLensReadout,
     Whole,
     boundary_labels,
 )
 from mechviz.tokens import check_prompt, display_text, token_offsets
+from mechviz.validate import section_token_ids
 
 POOL_WIDTH = 64  # R: columns in the compact view; 576 / 64 = 9 dims per column
 N_SAMPLE = 16  # S: residual dimensions kept verbatim, enough for a readable column
@@ -239,100 +240,15 @@ def build_trace(loaded: LoadedModel, prompt: str, rec: Recording, options: Trace
         lens_mid=lens_mid,
     )
     learned = {}
-    if options.tuned_lens is not None:
-        learned["tuned_lens"] = tuned_lens_section(
-            loaded, options.tuned_lens, resid[0::2], rec.logits, options.top_k
+    if options.tuned_lens is not None:  # the learned readouts make their own sections
+        learned["tuned_lens"] = options.tuned_lens.section(
+            loaded, resid[0::2], rec.logits, options.top_k
         )
     if options.sae is not None:
-        learned["features"] = features_section(options.sae, rec)
+        learned["features"] = options.sae.section(rec)
     if not learned:
         return trace
-    from mechviz.analysis import with_sections
-
     return with_sections(trace, loaded, **learned)
-
-
-CARDS_PER_POSITION = 8  # dashboards kept for each position's most active features
-
-
-def _sources(meta: dict[str, Any]) -> list[str]:
-    sources = (meta.get("corpus") or {}).get("sources") or []
-    return [f"{s['name']} {s['version']} ({s['licence']})" for s in sources]
-
-
-@torch.no_grad()
-def tuned_lens_section(
-    loaded: LoadedModel, lens: Any, layer_states: torch.Tensor, logits: torch.Tensor, top_k: int
-) -> TunedLensReadout:
-    """The tuned lens at the layer boundaries ``[Y, P, D]``, with its held-out figures."""
-    from mechviz.tuned_lens import tuned_lens_statistics
-
-    meta = lens.meta
-    ev = meta.get("evaluation")
-    if not ev:
-        raise MechvizError(
-            "This tuned lens has no held-out evaluation; train it again with `mechviz train-lens`."
-        )
-    stats = tuned_lens_statistics(loaded.adapter, lens, layer_states, logits, top_k)
-    n_layers = loaded.adapter.n_layers
-    return TunedLensReadout(
-        lens_hash=str(meta["sha256"]),
-        trained_tokens=int(meta["training"]["tokens"]),
-        corpus=_sources(meta),
-        eval_tokens=int(ev["tokens"]),
-        eval_bpb_model=float(ev["model_bpb"]),
-        labels=boundary_labels(n_layers)[0::2],
-        **{k: numpy_of(v) for k, v in stats.items()},
-        **{
-            f"eval_{name}_{kind}": np.asarray(ev[f"{kind}_{name}"], dtype=np.float32)
-            for name in ("bpb", "kl")
-            for kind in ("logit", "tuned")
-        },
-    )
-
-
-@torch.no_grad()
-def features_section(sae: Any, rec: Recording) -> Features:
-    """The SAE's active features at ``{sae.layer}_post`` of every position, with their cards."""
-    from mechviz.sae import encode_positions
-
-    meta, cards = sae.meta, sae.dashboards
-    if cards is None:
-        raise MechvizError(
-            f"The sparse autoencoder of layer {sae.layer} has no feature dashboards; train it "
-            f"again with `mechviz train-sae --layer {sae.layer}`."
-        )
-    ids, acts, error_norm, resid_norm = encode_positions(sae, rec.resid_post[sae.layer])
-    top = ids[:, :CARDS_PER_POSITION][acts[:, :CARDS_PER_POSITION] > 0]
-    shown = np.unique(top).astype(np.int64)
-    ev = meta["evaluation"]
-    return Features(
-        layer=int(sae.layer),
-        sae_hash=str(meta["sha256"]),
-        n_features=int(sae.features),
-        k=int(sae.k),
-        trained_tokens=int(meta["training"]["tokens"]),
-        corpus=_sources(meta),
-        bias_norm=float((sae.b_dec / sae.scale).norm()),
-        eval_fve=float(ev["fve"]),
-        eval_l0=float(ev["l0"]),
-        eval_dead_share=float(ev["dead_share"]),
-        eval_ce_clean=float(ev["ce_clean"]),
-        eval_ce_sae=float(ev["ce_sae"]),
-        eval_ce_zero=float(ev["ce_zero"]),
-        ids=ids.astype(np.int64),
-        acts=acts,
-        error_norm=error_norm,
-        resid_norm=resid_norm,
-        typical=sae.in_distribution(resid_norm).astype(np.int64),
-        card_ids=shown,
-        card_descriptions=[str(cards.descriptions[f]) for f in shown],
-        card_frequency=cards.frequency[shown].astype(np.float32),
-        card_contexts=cards.contexts[shown].astype(np.int64),
-        card_marked=cards.marked[shown].astype(np.int64),
-        card_acts=cards.acts[shown].astype(np.float32),
-        card_promoted=cards.promoted[shown].astype(np.int64),
-    )
 
 
 @torch.no_grad()
@@ -759,3 +675,28 @@ def numpy_of(x: torch.Tensor) -> np.ndarray:
     if x.is_floating_point():
         x = x.float()  # numpy has no bfloat16
     return x.numpy().astype(np.int64 if not x.is_floating_point() else np.float32)
+
+
+def with_sections(trace: Trace, loaded: LoadedModel, **sections: Any) -> Trace:
+    """``trace`` with optional ``sections`` set, its ``vocab`` extended to every id they name.
+
+    Any optional section of the schema (:data:`mechviz.schema.SECTION_SINCE`)
+    may be given; the token ids each names are those validation asks ``vocab``
+    for (:func:`mechviz.validate.section_token_ids`). The result is validated
+    (it is a :class:`Trace`) and has the current schema version; the sections
+    not given are kept.
+    """
+    unknown = set(sections) - OPTIONAL_SECTIONS
+    if unknown:
+        raise ValueError(f"Not optional sections: {', '.join(sorted(unknown))}.")
+    ids: set[int] = set()
+    for name, section in sections.items():
+        if section is None:
+            continue
+        for array in section_token_ids(name, section):
+            ids |= {int(i) for i in np.asarray(array).ravel().tolist() if i >= 0}
+    vocab = dict(trace.vocab)
+    vocab.update({i: display_text(loaded.tokenizer, i) for i in sorted(ids - set(vocab))})
+    return dataclasses.replace(
+        trace, schema_version=SCHEMA_VERSION, vocab=dict(sorted(vocab.items())), **sections
+    )

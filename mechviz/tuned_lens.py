@@ -39,9 +39,11 @@ from torch import nn
 
 from mechviz import __version__
 from mechviz.errors import MechvizError
-from mechviz.io import atomic_write, cache_dir
+from mechviz.files import atomic_write, cache_dir
 from mechviz.models import LoadedModel
+from mechviz.schema import TunedLensReadout, boundary_labels
 from mechviz.threads import ThreadChooser
+from mechviz.tracing import numpy_of
 
 FORMAT = 1  # bump when the files of a saved lens change
 CHUNK = 256  # rows per readout matmul: the fastest size measured here (50 MB of logits)
@@ -91,6 +93,12 @@ class TunedLens(nn.Module):
                 translator.weight.zero_()
                 translator.bias.zero_()
         self.meta: dict[str, Any] = {}  # filled by load_tuned_lens
+
+    def section(
+        self, loaded: LoadedModel, layer_states: torch.Tensor, logits: torch.Tensor, top_k: int
+    ) -> TunedLensReadout:
+        """The ``tuned_lens`` section of a trace, read with this lens."""
+        return tuned_lens_section(loaded, self, layer_states, logits, top_k)
 
     @classmethod
     def for_model(cls, loaded: LoadedModel) -> TunedLens:
@@ -794,4 +802,39 @@ def _untrained(loaded: LoadedModel) -> str:
     return (
         f"No tuned lens is trained for {loaded.id}; train one with `mechviz train-lens` "
         f"(about {MINUTES:.0f} minutes), or a quick one with `mechviz train-lens --tokens 2048`."
+    )
+
+
+@torch.no_grad()
+def tuned_lens_section(
+    loaded: LoadedModel,
+    lens: TunedLens,
+    layer_states: torch.Tensor,
+    logits: torch.Tensor,
+    top_k: int,
+) -> TunedLensReadout:
+    """The tuned lens at the layer boundaries ``[Y, P, D]``, with its held-out figures."""
+    meta = lens.meta
+    ev = meta.get("evaluation")
+    if not ev:
+        raise MechvizError(
+            "This tuned lens has no held-out evaluation; train it again with `mechviz train-lens`."
+        )
+    from mechviz.corpus import source_names
+
+    stats = tuned_lens_statistics(loaded.adapter, lens, layer_states, logits, top_k)
+    n_layers = loaded.adapter.n_layers
+    return TunedLensReadout(
+        lens_hash=str(meta["sha256"]),
+        trained_tokens=int(meta["training"]["tokens"]),
+        corpus=source_names(meta),
+        eval_tokens=int(ev["tokens"]),
+        eval_bpb_model=float(ev["model_bpb"]),
+        labels=boundary_labels(n_layers)[0::2],
+        **{k: numpy_of(v) for k, v in stats.items()},
+        **{
+            f"eval_{name}_{kind}": np.asarray(ev[f"{kind}_{name}"], dtype=np.float32)
+            for name in ("bpb", "kl")
+            for kind in ("logit", "tuned")
+        },
     )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mechviz import schema
+from mechviz import sections
 from mechviz.errors import MechvizError
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ _MODEL_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a trace file, built from the dataclasses of :mod:`mechviz.schema`.
+    """The JSON Schema of a trace file, built from the dataclasses of :mod:`mechviz.sections`.
 
     Arrays are declared as nested lists or packed objects; their elements,
     shapes and ranges are checked by :mod:`mechviz.encoding` and the other
@@ -69,10 +69,10 @@ def json_schema() -> dict[str, Any]:
     """
     model = {
         f.name: dict(_MODEL_FIELD_SCHEMAS[str(f.type)])
-        for f in dataclasses.fields(schema.ModelInfo)
+        for f in dataclasses.fields(sections.ModelInfo)
     }
-    sections = {}
-    for name, kind in schema.SECTIONS.items():
+    objects = {}
+    for name, kind in sections.SECTIONS.items():
         props: dict[str, Any] = {}
         required = []
         for f in dataclasses.fields(kind):
@@ -91,7 +91,7 @@ def json_schema() -> dict[str, Any]:
                 }
             if not f.metadata.get("optional"):
                 required.append(f.name)
-        sections[name] = _object(props, required)
+        objects[name] = _object(props, required)
     top = {
         "schema_version": {"type": "integer", "minimum": 1},
         "mechviz_version": {"type": "string"},
@@ -102,12 +102,12 @@ def json_schema() -> dict[str, Any]:
             "additionalProperties": {"type": "string"},
         },
         "model": _object(model, list(model)),
-        **sections,
+        **objects,
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "mechviz trace",
-        **_object(top, [k for k in top if k not in schema.OPTIONAL_SECTIONS]),
+        **_object(top, [k for k in top if k not in sections.OPTIONAL_SECTIONS]),
     }
 
 
@@ -190,7 +190,7 @@ def _sentence(error: Any) -> str:
         where = f"Field '{path}'" if path else "The trace"
         return (
             f"{where} has an unknown key {extra[0]!r} "
-            f"(not part of schema version {schema.SCHEMA_VERSION})."
+            f"(not part of schema version {sections.SCHEMA_VERSION})."
         )
     if kind == "type":
         wanted = error.validator_value
@@ -311,7 +311,7 @@ def check_shapes(trace: Trace) -> None:
             raise MechvizError(
                 f"Field '{field}' has {symbol} = {sizes[symbol]}; it must be {bound}."
             )
-    for name in schema.SECTIONS:
+    for name in sections.SECTIONS:
         section = getattr(trace, name)
         if section is None:
             continue  # an optional section this trace lacks (checked by the JSON Schema)
@@ -336,7 +336,7 @@ def check_shapes(trace: Trace) -> None:
             f"Field 'neurons.ids' has J = {sizes['J']}; it must be between 1 and "
             f"{trace.model.d_mlp}."
         )
-    boundary = schema.boundary_labels(trace.model.n_layers)
+    boundary = sections.boundary_labels(trace.model.n_layers)
     if trace.resid.labels != boundary:
         raise MechvizError("Field 'resid.labels' must be 'embed', then '{l}_mid', '{l}_post'.")
     if trace.lens.labels != boundary[0::2]:
@@ -892,7 +892,7 @@ def section_token_ids(name: str, section: Any) -> list[np.ndarray]:
 def _mentioned_ids(trace: Trace) -> np.ndarray:
     """Every token id the trace names, so that ``vocab`` must give its text."""
     arrays = [trace.tokens.ids, trace.lens.top_ids, trace.output.top_ids]
-    for name in schema.SECTION_SINCE:
+    for name in sections.SECTION_SINCE:
         section = getattr(trace, name)
         if section is not None:
             arrays += section_token_ids(name, section)

@@ -271,8 +271,8 @@ def test_default_words_are_single_tokens(default_model) -> None:  # noqa: ANN001
 @pytest.mark.slow
 def test_default_model_sections(default_model, paris) -> None:  # noqa: ANN001
     import mechviz
-    from mechviz.analysis import with_sections
     from mechviz.io import load_trace
+    from mechviz.tracing import with_sections
     from mechviz.visual.settings import example_trace
 
     d = dictionaries(default_model, paris)

@@ -138,8 +138,8 @@ def test_settings_choose_position_layers_and_middle_layer(trace, tmp_path: Path)
 def test_untied_tiny_model_shows_w_u_beside_w_e(tmp_path: Path) -> None:
     from conftest import make_tiny
 
-    from mechviz.analysis import with_sections
     from mechviz.dictionaries import dictionaries
+    from mechviz.tracing import with_sections
 
     tiny = make_tiny("gpt_neox", full=False)  # W_E and W_U apart; one token per character
     untied = with_sections(

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from conftest import Tiny, make_tiny
 
-import mechviz.io as mio
+import mechviz.files as mio
 from mechviz.errors import MechvizError
-from mechviz.io import atomic_write, dumps, load_trace, save_trace
+from mechviz.files import atomic_write
+from mechviz.io import dumps, load_trace, save_trace
 from mechviz.schema import READABLE_VERSIONS, SCHEMA_VERSION, SECTIONS, Trace
 
 

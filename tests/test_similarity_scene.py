@@ -219,8 +219,8 @@ def test_three_words(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-
 
 @pytest.mark.slow
 def test_many_words(default_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from mechviz.analysis import with_sections
     from mechviz.dictionaries import similarity
+    from mechviz.tracing import with_sections
 
     words = " cat, dog, horse, cow, red, blue, green, one, two, three, Paris, London, run, walk"
     sim = similarity(default_model, words.split(","), sample=300)

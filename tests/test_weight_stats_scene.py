@@ -220,7 +220,7 @@ def test_a_tiny_untied_model_draws_legibly(tmp_path: Path) -> None:
     """Another model: a tiny Mistral, untied, 3 layers, 4 heads in 2 KV groups."""
     from conftest import make_tiny
 
-    from mechviz.analysis import with_sections
+    from mechviz.tracing import with_sections
     from mechviz.weights import weight_stats
 
     tiny = make_tiny("mistral", full=False)

@@ -267,8 +267,8 @@ def test_a_hand_set_token_tops_a_heads_queries_and_keys(family: str) -> None:
 
 @pytest.mark.slow
 def test_default_model_weights_section(default_model) -> None:  # noqa: ANN001
-    from mechviz.analysis import with_sections
     from mechviz.io import load_trace
+    from mechviz.tracing import with_sections
     from mechviz.visual.settings import example_trace
 
     w = weight_stats(default_model)

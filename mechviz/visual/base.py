@@ -35,7 +35,8 @@ from manim.utils.family import extract_mobject_family_members
 from manim.utils.iterables import list_update
 
 from mechviz.errors import MechvizError, raise_if_stopped
-from mechviz.io import atomic_write, load_trace
+from mechviz.files import atomic_write
+from mechviz.io import load_trace
 from mechviz.schema import Trace
 from mechviz.tokens import legend, readable, readable_tokens
 from mechviz.visual import settings as scene_settings
