@@ -6,7 +6,7 @@ Renders ResidualFlow at 1080p60 nearly losslessly (CRF 8, ultrafast), keeps its
 first frames as RGBA arrays, then encodes them with each setting in rotating
 rounds (so a busy spell of a shared machine hits every setting alike) and prints
 the best CPU seconds per video second, the file size, and the PSNR of the decoded
-frames against the source. The chosen setting is mechviz.rendering.ENCODER_MP4.
+frames against the source. The chosen setting is mechviz.rendering.scene.ENCODER_MP4.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-import mechviz.rendering as rendering
+import mechviz.rendering.scene as rendering
 from mechviz.visual.settings import SceneSettings, example_trace
 
 SETTINGS = {

@@ -38,9 +38,9 @@ def vm(field: str) -> int:
 
 def old_mp4_to_gif(source: Path, target: Path) -> None:
     """The removed ``mechviz.render.mp4_to_gif`` (one filter graph), frozen here to compare."""
-    import mechviz.rendering
+    import mechviz.rendering.scene
 
-    convert = getattr(mechviz.rendering, "mp4_to_gif", None)
+    convert = getattr(mechviz.rendering.scene, "mp4_to_gif", None)
     if convert is not None:
         convert(source, target)
         return
@@ -94,9 +94,9 @@ def child(converter: str, source: Path, target: Path, cap: int) -> None:
         import av  # noqa: F401  (imports count towards the baseline, not the conversion)
 
         if converter == "old":
-            import mechviz.rendering  # noqa: F401
+            import mechviz.rendering.scene  # noqa: F401
         else:
-            from mechviz.gif import video_to_gif
+            from mechviz.rendering.gif import video_to_gif
         report["baseline"] = vm("VmRSS")
         start = time.perf_counter()
         if converter == "old":

@@ -9,7 +9,7 @@ the same for an empty scene of the same length (the floor set by encoding).
 Targets (issue 7): under 1.0 at low (480p15), under 2.5 at high (1080p60).
 
 Then the WholeModel still at each ``--still-widths`` width: the picture alone
-(:func:`mechviz.wholemodel.whole_image`, trace loaded), and ``mechviz scene
+(:func:`mechviz.visual.wholemodel.whole_image`, trace loaded), and ``mechviz scene
 WholeModel --format png`` end to end in a fresh process (imports, trace, PNG).
 Target (issue 9): under 15 s wall for the default model at width 1000.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import av
 
-from mechviz.rendering import ENCODER_MP4, render_scene
+from mechviz.rendering.scene import ENCODER_MP4, render_scene
 from mechviz.visual.settings import SceneSettings, example_trace
 
 CORE = ["Embedding", "ResidualFlow", "Attention", "Unembedding", "WholeModel", "Neurons"]
@@ -104,8 +104,8 @@ def main() -> None:
 
 def still_bench(widths: list[int], folder: Path) -> None:
     """Wall seconds of the WholeModel still: the picture alone, and the CLI end to end."""
-    from mechviz.io import load_trace
-    from mechviz.wholemodel import whole_image
+    from mechviz.tracing.io import load_trace
+    from mechviz.visual.wholemodel import whole_image
 
     trace = load_trace(example_trace())
     whole_image(trace, 400)  # imports and the first font load are not the picture's

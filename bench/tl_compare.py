@@ -11,7 +11,7 @@ prompt and a 64-token one), it times five contestants:
 - ``bare forward``: one forward pass of the model, no hooks;
 - ``bare matmul``: the lens's floor, ``normed [31 * P, 576] @ W_U.T`` in float32
   (every boundary's normed stream times the unembedding, nothing else);
-- ``mechviz lens``: ``mechviz.tracing.lens_statistics`` alone, on a recording
+- ``mechviz lens``: ``mechviz.tracing.record.lens_statistics`` alone, on a recording
   made beforehand (the final norm, that matmul and every reduction);
 - ``mechviz trace``: ``trace_prompt`` with the model loaded (tokenize, forward
   with recording hooks, lens, every other reduction, the validated Trace);
@@ -37,8 +37,8 @@ from collections.abc import Callable
 
 import torch
 
-from mechviz.models import load_model
-from mechviz.tracing import TraceOptions, lens_statistics, record, tokenize, trace_prompt
+from mechviz.model.load import load_model
+from mechviz.tracing.record import TraceOptions, lens_statistics, record, tokenize, trace_prompt
 
 SHORT = "The capital of France is"
 # Real English, exactly 64 tokens with the default model's tokenizer (checked below).

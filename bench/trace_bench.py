@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from mechviz.interventions import patch
-from mechviz.io import save_trace
-from mechviz.models import load_model
-from mechviz.tracing import TraceOptions, lens_statistics, record, tokenize, trace_prompt
+from mechviz.interventions.run import patch
+from mechviz.model.load import load_model
+from mechviz.tracing.io import save_trace
+from mechviz.tracing.record import TraceOptions, lens_statistics, record, tokenize, trace_prompt
 
 
 def best(fn, repeat: int) -> tuple[float, float]:  # noqa: ANN001
@@ -66,7 +66,7 @@ def fresh_process_load() -> tuple[float, float]:
         "import torch, transformers\n"
         "from transformers import AutoModelForCausalLM\n"
         "i = time.perf_counter() - t\n"
-        "from mechviz.models import load_model; load_model()\n"
+        "from mechviz.model.load import load_model; load_model()\n"
         "print(i, time.perf_counter() - t)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
@@ -129,7 +129,7 @@ def main() -> None:
         out = Path(tmp) / "trace.json"
         write_s = best(lambda: save_trace(trace, out), args.repeat)
         size = out.stat().st_size
-        from mechviz.io import load_trace
+        from mechviz.tracing.io import load_trace
 
         read_s = best(lambda: load_trace(out), args.repeat)
         start = time.perf_counter()

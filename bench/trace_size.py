@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mechviz.io import dumps, load_trace, save_trace
-from mechviz.schema import (
+from mechviz.tracing.io import dumps, load_trace, save_trace
+from mechviz.tracing.schema import (
     SCHEMA_VERSION,
     Attention,
     Blocks,
@@ -185,7 +185,7 @@ def packed_size(trace: Trace) -> int:
 
 def v4_sizes(shape: dict, P: int) -> tuple[int, int]:
     """Packed bytes of synthetic ``whole`` and ``neurons`` sections (no validation)."""
-    from mechviz.schema import _to_json
+    from mechviz.tracing.schema import _to_json
 
     out = []
     for section in synthetic_v4(shape, P).values():
@@ -208,8 +208,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
-    from mechviz.models import load_model
-    from mechviz.tracing import TraceOptions, trace_prompt
+    from mechviz.model.load import load_model
+    from mechviz.tracing.record import TraceOptions, trace_prompt
 
     loaded = load_model()
     rows = []

@@ -24,7 +24,7 @@ _LAZY = {
     "load": "mechviz.api",
     "render": "mechviz.api",
     "Rendered": "mechviz.api",
-    "Trace": "mechviz.schema",
+    "Trace": "mechviz.tracing.schema",
     "SceneSettings": "mechviz.visual.settings",
     "MechvizError": "mechviz.errors",
     "SCENES": "mechviz.scenes",

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from mechviz.cli import main
+from mechviz.cli.main import main
 
 main()

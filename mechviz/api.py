@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mechviz.errors import MechvizError
-from mechviz.schema import Trace
+from mechviz.tracing.schema import Trace
 
 if TYPE_CHECKING:
-    from mechviz.models import LoadedModel
+    from mechviz.model.load import LoadedModel
 
 _models: dict[tuple[str, str, str, str | None], LoadedModel] = {}  # one load per process
 
@@ -45,7 +45,7 @@ def loaded_model(
         The loaded model; the same object on every call with the same arguments.
 
     """
-    from mechviz.models import DEFAULT_ALIASES, DEFAULT_MODEL, load_model
+    from mechviz.model.load import DEFAULT_ALIASES, DEFAULT_MODEL, load_model
 
     spec = model or DEFAULT_MODEL
     if spec.lower() in DEFAULT_ALIASES:
@@ -132,8 +132,8 @@ def trace(
         MechvizError: One sentence on a bad prompt, option or model.
 
     """
-    from mechviz.tokens import check_prompt
-    from mechviz.tracing import TraceOptions, tokenize, trace_prompt
+    from mechviz.model.tokens import check_prompt
+    from mechviz.tracing.record import TraceOptions, tokenize, trace_prompt
 
     many = not isinstance(prompt, str)
     prompts = list(prompt) if many else [prompt]
@@ -154,7 +154,7 @@ def trace(
         neuron_cap=neuron_cap,
     )
     options.check()
-    from mechviz.specs import check_mode
+    from mechviz.tracing.specs import check_mode
 
     changes_given = bool(ablate or ablate_mlp or freeze or freeze_from is not None)
     check_mode(ablate_mode)
@@ -174,11 +174,11 @@ def trace(
     )
     learned: dict[str, Any] = {}  # loaded before any forward pass: a missing one costs none
     if tuned_lens:
-        from mechviz.tuned_lens import load_tuned_lens
+        from mechviz.learned.tuned_lens import load_tuned_lens
 
         learned["tuned_lens"] = load_tuned_lens(loaded)
     if sae is not False:
-        from mechviz.sae import load_sae
+        from mechviz.learned.sae import load_sae
 
         learned["sae"] = load_sae(loaded, None if sae is True else sae)
     options = dataclasses.replace(options, **learned)
@@ -191,7 +191,7 @@ def trace(
     if not changes_given:
         traces = [trace_prompt(loaded, text, options) for text in prompts]
         return traces if many else traces[0]
-    from mechviz.interventions import Changes, changed_trace
+    from mechviz.interventions.run import Changes, changed_trace
 
     changes = Changes(
         ablate=tuple(ablate),
@@ -245,9 +245,9 @@ def patch(
             different lengths, or an answer that is not one token.
 
     """
-    from mechviz.interventions import patching_trace
-    from mechviz.tokens import check_prompt
-    from mechviz.tracing import TraceOptions
+    from mechviz.interventions.run import patching_trace
+    from mechviz.model.tokens import check_prompt
+    from mechviz.tracing.record import TraceOptions
 
     for name, text in (("clean", clean), ("corrupt", corrupt)):
         try:
@@ -304,8 +304,8 @@ def analyze(
             trace's, or a word or option is bad.
 
     """
-    from mechviz.analysis import analyze as run_analyses
-    from mechviz.analysis import model_spec
+    from mechviz.analyses.analyze import analyze as run_analyses
+    from mechviz.analyses.analyze import model_spec
 
     if not isinstance(trace, Trace):
         trace = load(trace)
@@ -326,7 +326,7 @@ def analyze(
 
 def load(path: str | os.PathLike[str]) -> Trace:
     """Load and validate a trace file (every problem is one sentence naming the field)."""
-    from mechviz.io import load_trace
+    from mechviz.tracing.io import load_trace
 
     return load_trace(path)
 
@@ -394,7 +394,7 @@ def render(
     """
     from dataclasses import fields
 
-    from mechviz.rendering import render_scene
+    from mechviz.rendering.scene import render_scene
     from mechviz.visual.settings import DEFAULT_HOLD, SceneSettings
 
     known = {f.name for f in fields(SceneSettings)} - {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from manim import DOWN, FadeIn, ReplacementTransform, SurroundingRectangle, VGroup
 
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
 from mechviz.visual.ablation import (
     BeforeAfter,
     HeadMap,

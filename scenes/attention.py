@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from manim import FadeIn, Group
 
+from mechviz.analyses.heads import peaked, scores
 from mechviz.errors import MechvizError
-from mechviz.heads import peaked, scores
-from mechviz.schema import Trace
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
+from mechviz.tracing.schema import Trace
 from mechviz.visual.attention import (
     MIN_ARC_WEIGHT,
     AttentionArcs,
@@ -20,7 +20,7 @@ from mechviz.visual.base import Box, TraceScene
 
 
 def head_scores(trace: Trace) -> np.ndarray:
-    """Peakedness of every head, ``[L, H]`` (see :func:`mechviz.heads.peaked`)."""
+    """Peakedness of every head, ``[L, H]`` (see :func:`mechviz.analyses.heads.peaked`)."""
     return peaked(trace)[0]
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from manim import DOWN, LEFT, FadeIn, ReplacementTransform, VGroup
 
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
-from mechviz.schema import Trace
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
+from mechviz.tracing.io import load_trace
+from mechviz.tracing.schema import Trace
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
 from mechviz.visual.ablation import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from manim import DOWN, LEFT, FadeIn, SurroundingRectangle, VGroup
 
 from mechviz.errors import MechvizError
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.dictionaries import ROW_HEIGHT, DictionaryTable, MiddleTable, value_text

@@ -15,7 +15,7 @@ from manim import (
     VGroup,
 )
 
-from mechviz.tokens import readable_tokens, shown
+from mechviz.model.tokens import readable_tokens, shown
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.embedding import CosineMatrix, EmbeddingRows

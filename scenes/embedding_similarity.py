@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from manim import LEFT, UP, Create, FadeIn, Group, Mobject
 
-from mechviz.schema import Similarity
+from mechviz.tracing.schema import Similarity
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.embedding import fmt_cosine
 from mechviz.visual.similarity import (

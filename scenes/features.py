@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from manim import DOWN, LEFT, UP, FadeIn, SurroundingRectangle, VGroup
 
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.attribution import resolve_position
 from mechviz.visual.base import TraceScene

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, Animation, Line, Mobject, VGroup, smooth
 
-from mechviz.tokens import readable, shown
+from mechviz.model.tokens import readable, shown
 from mechviz.visual.attribution import (
     LEADER_GAP,
     SIZE,

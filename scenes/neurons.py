@@ -8,7 +8,7 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, VGroup
 
 from mechviz.errors import MechvizError
-from mechviz.neurons import Selection, select
+from mechviz.tracing.neurons import Selection, select
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.neurons import ActivationLegend, LayerCounts, NeuronRow, format_threshold

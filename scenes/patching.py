@@ -17,7 +17,7 @@ from manim import (
     VGroup,
 )
 
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.blocks import TraceView

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from manim import UP, Animation, FadeIn, Line, VGroup, smooth
 
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.readout import LensReadout, answer_step, lens_steps
 from mechviz.visual.residual import ResidualStreams, WriteBars, outsized_streams

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from manim import Create, FadeIn, ReplacementTransform
 
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
 from mechviz.visual.ablation import LensCompare, Reading
 from mechviz.visual.base import TraceScene
 from mechviz.visual.learned import LensCurves, LensPair, tuned_reading

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from manim import LEFT, FadeIn, FadeOut
 
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
 from mechviz.visual.base import TraceScene
 from mechviz.visual.lens import LensTable, UnembedPipeline
 from mechviz.visual.mobjects import MorphBars, ProbBars

@@ -18,14 +18,14 @@ from manim import (
     linear,
 )
 
-from mechviz.schema import Trace
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
+from mechviz.tracing.schema import Trace
 from mechviz.visual import style
 from mechviz.visual.base import Box, TraceScene
 from mechviz.visual.mobjects import grid_image
 from mechviz.visual.settings import SceneSettings
 from mechviz.visual.text import baseline, block_height, center_on, label, measure
-from mechviz.wholemodel import (
+from mechviz.visual.wholemodel import (
     DEFAULT_WIDTH,
     MIN_WIDTH,
     WholePicture,

@@ -376,8 +376,8 @@ class Tiny:
 
 
 def make_tiny(family: str, top_k: int = 5, full: bool = True) -> Tiny:
-    from mechviz.models import wrap_model
-    from mechviz.tracing import TraceOptions, build_trace, record, tokenize
+    from mechviz.model.load import wrap_model
+    from mechviz.tracing.record import TraceOptions, build_trace, record, tokenize
 
     model = build_tiny_model(family)
     loaded = wrap_model(model, CharTokenizer(VOCAB), f"tiny-{family}")

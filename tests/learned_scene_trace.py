@@ -13,9 +13,9 @@ import torch
 from conftest import TINY_PROMPT, make_tiny
 from test_learned_trace import _lens_meta, _sae
 
-from mechviz.schema import Trace
-from mechviz.tracing import TraceOptions, build_trace
-from mechviz.tuned_lens import TunedLens
+from mechviz.learned.tuned_lens import TunedLens
+from mechviz.tracing.record import TraceOptions, build_trace
+from mechviz.tracing.schema import Trace
 
 
 @lru_cache(maxsize=1)

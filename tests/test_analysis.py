@@ -19,14 +19,14 @@ import torch
 from click.testing import CliRunner
 from conftest import Tiny, make_tiny
 
-from mechviz.analysis import analyze, check_same_weights
-from mechviz.attribution import attribution_table
-from mechviz.cli import main
+from mechviz.analyses.analyze import analyze, check_same_weights
+from mechviz.analyses.attribution import attribution_table
+from mechviz.cli.main import main
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
-from mechviz.models import single_token
-from mechviz.schema import SCHEMA_VERSION, Trace
-from mechviz.tracing import with_sections
+from mechviz.model.load import single_token
+from mechviz.tracing.io import load_trace
+from mechviz.tracing.record import with_sections
+from mechviz.tracing.schema import SCHEMA_VERSION, Trace
 from mechviz.visual.settings import example_trace
 
 IDENTITY_RTOL = 1e-4  # the bar: relative, or absolute below 1 logit

@@ -13,7 +13,7 @@ import pytest
 
 import mechviz
 from mechviz import api
-from mechviz.io import dumps
+from mechviz.tracing.io import dumps
 from mechviz.visual.settings import example_trace
 from tests.conftest import run_cli
 
@@ -31,16 +31,16 @@ def test_import_is_light_and_public_names_are_documented() -> None:
 
 
 def test_trace_loads_the_model_once(default_model, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mechviz.models
+    import mechviz.model.load
 
     loads = []
-    real = mechviz.models.load_model
+    real = mechviz.model.load.load_model
 
     def counting(*a, **k):  # noqa: ANN002, ANN003, ANN202
         loads.append(a)
         return real(*a, **k)
 
-    monkeypatch.setattr(mechviz.models, "load_model", counting)
+    monkeypatch.setattr(mechviz.model.load, "load_model", counting)
     first = mechviz.trace("The capital of France is", progress=False)
     again = mechviz.trace(["The capital of France is", "2+2="], progress=False)
     assert loads == []  # the session's model was reused: no second load
@@ -54,10 +54,10 @@ def test_trace_loads_the_model_once(default_model, monkeypatch: pytest.MonkeyPat
 def test_a_bad_prompt_in_a_list_costs_no_forward_pass(
     default_model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mechviz.tracing
+    import mechviz.tracing.record
 
     passes = []
-    monkeypatch.setattr(mechviz.tracing, "trace_prompt", lambda *a: passes.append(a))
+    monkeypatch.setattr(mechviz.tracing.record, "trace_prompt", lambda *a: passes.append(a))
     with pytest.raises(mechviz.MechvizError, match="Prompt 2: The prompt is empty"):
         mechviz.trace(["fine", ""], progress=False)
     with pytest.raises(mechviz.MechvizError, match="Prompt 2: The prompt is 5 tokens long"):
@@ -142,7 +142,7 @@ def test_cli_traces_a_prompt_file_with_one_model_load(tmp_path: Path) -> None:
 
 
 def test_file_names_are_numbered_slugs() -> None:
-    from mechviz.cli import trace_file_names
+    from mechviz.cli.common import trace_file_names
 
     names = trace_file_names(["Привет мир", "When Mary and John went to the store, John gave"])
     assert names == ["01-prompt.json", "02-when-mary-and-john-went-to-the-store.json"]

@@ -1,4 +1,4 @@
-"""Direct logit attribution (mechviz.attribution): the parts add up to the real logit."""
+"""Direct logit attribution (mechviz.analyses.attribution): the parts add up to the real logit."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import FAMILIES, Tiny
 
-from mechviz.attribution import Attribution, attribute, attribute_all, attribute_recording
+from mechviz.analyses.attribution import Attribution, attribute, attribute_all, attribute_recording
 from mechviz.errors import MechvizError
-from mechviz.tracing import head_effects, record, tokenize
+from mechviz.tracing.record import head_effects, record, tokenize
 
 IDENTITY_RTOL = 1e-4  # parts + bias against the real logit, relative
 HEADS_TOL = 1e-5  # heads + W_O bias against the layer's attention part

@@ -9,7 +9,7 @@ import pytest
 from manim import Mobject, Text, tempconfig
 
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
+from mechviz.tracing.io import load_trace
 from mechviz.visual import style
 from mechviz.visual.attention import (
     AttentionArcs,

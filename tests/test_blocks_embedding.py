@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from manim import Mobject, Text, tempconfig
 
-from mechviz.io import load_trace
-from mechviz.schema import Embedding
-from mechviz.tokens import readable, shown
+from mechviz.model.tokens import readable, shown
+from mechviz.tracing.io import load_trace
+from mechviz.tracing.schema import Embedding
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView
 from mechviz.visual.embedding import CosineMatrix, EmbeddingRows, fmt_cosine

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from manim import Text
 
-from mechviz.io import load_trace
-from mechviz.readouts import answer_row
-from mechviz.tokens import drawable, readable, readable_tokens, shown
+from mechviz.analyses.readouts import answer_row
+from mechviz.model.tokens import drawable, readable, readable_tokens, shown
+from mechviz.tracing.io import load_trace
 from mechviz.visual import style
 from mechviz.visual.lens import LensTable, UnembedPipeline
 from mechviz.visual.settings import ASPECTS, example_trace, frame_size

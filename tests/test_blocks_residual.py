@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from manim import Animation, Mobject, Text
 
-from mechviz.io import load_trace
-from mechviz.tokens import drawable, shown
+from mechviz.model.tokens import drawable, shown
+from mechviz.tracing.io import load_trace
 from mechviz.visual import style
 from mechviz.visual.readout import LensReadout
 from mechviz.visual.residual import GAP_COLS, WRITE_COLS, ResidualStreams, WriteBars

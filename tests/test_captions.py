@@ -74,7 +74,7 @@ def test_lens_caption_agrees_with_the_table(name: str, tmp_path: Path) -> None:
 
 def test_outsized_stream_is_said() -> None:
     """Issue 21: the first token's stream read as empty for layers 0-10 and nothing said why."""
-    from mechviz.io import load_trace
+    from mechviz.tracing.io import load_trace
     from mechviz.visual.residual import outsized_streams, stream_scale
     from mechviz.visual.settings import example_trace
 

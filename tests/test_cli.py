@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_cli
 
-from mechviz.cli import main
+from mechviz.cli.main import main
 
 PROMPT = "The capital of France is"
 
@@ -253,7 +253,7 @@ def test_inspect_a_missing_file(workdir: Path) -> None:
 
 
 def test_inspect_a_tiny_trace(tiny_trace, workdir: Path) -> None:  # noqa: ANN001
-    from mechviz.io import save_trace
+    from mechviz.tracing.io import save_trace
 
     save_trace(tiny_trace, workdir / "tiny.json")
     result = CliRunner().invoke(main, ["inspect", "tiny.json"], env={"COLUMNS": "200"})

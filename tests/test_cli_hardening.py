@@ -149,8 +149,8 @@ def test_library_tokenize_refuses_bad_prompts(prompt: object) -> None:
     from conftest import VOCAB, CharTokenizer, build_tiny_model
 
     from mechviz.errors import MechvizError
-    from mechviz.models import wrap_model
-    from mechviz.tracing import tokenize
+    from mechviz.model.load import wrap_model
+    from mechviz.tracing.record import tokenize
 
     loaded = wrap_model(build_tiny_model("llama"), CharTokenizer(VOCAB), "tiny")
     with pytest.raises(MechvizError, match="prompt"):

@@ -19,8 +19,8 @@ from test_publishable import check_legible, run_scene
 from test_scenes import check_control, near
 
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
 from mechviz.scenes.compare import Compare, check_comparable
+from mechviz.tracing.io import load_trace
 from mechviz.visual import style
 from mechviz.visual.ablation import LensCompare, Reading, parting_words
 from mechviz.visual.settings import example_trace

@@ -1,4 +1,4 @@
-"""mechviz.corpus on a fake Debian mirror: .deb files built here, fetched from file:// URLs."""
+"""mechviz.learned.corpus on a fake Debian mirror: .deb files made here, fetched from file://."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import CharTokenizer
 
-from mechviz import corpus
-from mechviz.corpus import Corpus, Pin, bytes_of, load_corpus, windows
 from mechviz.errors import MechvizError
+from mechviz.learned import corpus
+from mechviz.learned.corpus import Corpus, Pin, bytes_of, load_corpus, windows
 
 RST = "usr/share/doc/fake-doc/html/_sources/"
 FORTUNES = "usr/share/games/fortunes/"

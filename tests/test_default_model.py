@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import run_cli
 
-from mechviz.io import load_trace
-from mechviz.models import DEFAULT_MODEL, GGUF_SHA256
-from mechviz.tracing import TraceOptions, build_trace, record, tokenize
+from mechviz.model.load import DEFAULT_MODEL, GGUF_SHA256
+from mechviz.tracing.io import load_trace
+from mechviz.tracing.record import TraceOptions, build_trace, record, tokenize
 
 pytestmark = pytest.mark.slow
 
@@ -222,7 +222,7 @@ def test_ioi_direct_effects_decompose_the_answer_logit(mary) -> None:  # noqa: A
 
 def test_ioi_top_direct_heads_are_name_movers(mary) -> None:  # noqa: ANN001
     """Most of the heads that raise ' Mary' most look from ' to' at ' Mary'."""
-    from mechviz.heads import top_heads
+    from mechviz.analyses.heads import top_heads
 
     trace, _ = mary
     rows = top_heads(trace, "direct", n=5)

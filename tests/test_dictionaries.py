@@ -1,4 +1,4 @@
-"""The model's own dictionaries (mechviz.dictionaries): known answers on hand-set embeddings."""
+"""The model's own dictionaries (mechviz.analyses.dictionaries): known answers, set embeddings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import FIRST_CHAR, HIDDEN, TINY_PROMPT, VOCAB, CharTokenizer, build_tiny_model
 
-from mechviz import dictionaries as dmod
-from mechviz.dictionaries import (
+from mechviz.analyses import dictionaries as dmod
+from mechviz.analyses.dictionaries import (
     DEFAULT_WORDS,
     dictionaries,
     middle_entries,
@@ -21,8 +21,8 @@ from mechviz.dictionaries import (
     top_matches,
 )
 from mechviz.errors import MechvizError
-from mechviz.models import wrap_model
-from mechviz.tracing import record, tokenize
+from mechviz.model.load import wrap_model
+from mechviz.tracing.record import record, tokenize
 
 # llama: a tied W_E/W_U; mistral: untied; gemma: the embedding scaled by sqrt(d_model);
 # gpt2: the position embedding added to the token's row.
@@ -271,8 +271,8 @@ def test_default_words_are_single_tokens(default_model) -> None:  # noqa: ANN001
 @pytest.mark.slow
 def test_default_model_sections(default_model, paris) -> None:  # noqa: ANN001
     import mechviz
-    from mechviz.io import load_trace
-    from mechviz.tracing import with_sections
+    from mechviz.tracing.io import load_trace
+    from mechviz.tracing.record import with_sections
     from mechviz.visual.settings import example_trace
 
     d = dictionaries(default_model, paris)

@@ -19,12 +19,12 @@ from test_blocks_residual import check_legible as check_block_legible
 from test_publishable import check_legible, run_scene
 from test_scenes import check_control, near
 
+from mechviz.analyses.readouts import answer_row
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
-from mechviz.readouts import answer_row
-from mechviz.rendering import render_scene
+from mechviz.model.tokens import drawable, shown
+from mechviz.rendering.scene import render_scene
 from mechviz.scenes.dictionaries import Dictionaries
-from mechviz.tokens import drawable, shown
+from mechviz.tracing.io import load_trace
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView
 from mechviz.visual.dictionaries import DictionaryTable, MiddleTable, value_text
@@ -138,8 +138,8 @@ def test_settings_choose_position_layers_and_middle_layer(trace, tmp_path: Path)
 def test_untied_tiny_model_shows_w_u_beside_w_e(tmp_path: Path) -> None:
     from conftest import make_tiny
 
-    from mechviz.dictionaries import dictionaries
-    from mechviz.tracing import with_sections
+    from mechviz.analyses.dictionaries import dictionaries
+    from mechviz.tracing.record import with_sections
 
     tiny = make_tiny("gpt_neox", full=False)  # W_E and W_U apart; one token per character
     untied = with_sections(

@@ -17,7 +17,7 @@ import torch
 from conftest import INIT_RANGE, VOCAB, CharTokenizer
 from test_publishable import CORE, check_legible, run_scene
 
-from mechviz.schema import Trace
+from mechviz.tracing.schema import Trace
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,8 @@ SHAPES = {
 def extreme_trace(shape: str) -> Trace:
     import transformers as tf
 
-    from mechviz.models import wrap_model
-    from mechviz.tracing import TraceOptions, build_trace, record, tokenize
+    from mechviz.model.load import wrap_model
+    from mechviz.tracing.record import TraceOptions, build_trace, record, tokenize
 
     spec = SHAPES[shape]
     config = tf.LlamaConfig(

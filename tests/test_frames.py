@@ -17,12 +17,12 @@ import pytest
 from learned_scene_trace import learned_trace
 from manim import Text, tempconfig
 
-from mechviz.io import load_trace
-from mechviz.rendering import scene_class
+from mechviz.model.tokens import drawable, shown
+from mechviz.rendering.scene import scene_class
 from mechviz.scenes import SCENES
 from mechviz.scenes.residual_flow import ResidualFlow
 from mechviz.scenes.tuned_lens import TunedLens
-from mechviz.tokens import drawable, shown
+from mechviz.tracing.io import load_trace
 from mechviz.visual import settings as scene_settings
 from mechviz.visual.readout import lens_steps, step_name
 from mechviz.visual.settings import SceneSettings, example_trace, pixel_size

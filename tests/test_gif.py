@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mechviz import gif as gif_module
 from mechviz.errors import MechvizError
-from mechviz.gif import GifResult, video_to_gif
+from mechviz.rendering import gif as gif_module
+from mechviz.rendering.gif import GifResult, video_to_gif
 
 ROOT = Path(__file__).resolve().parents[1]
 BITS = 8  # the frame index is drawn as 8 black/white squares along the top
@@ -280,7 +280,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
 
     import av  # imports are part of the baseline, not of the conversion
-    from mechviz.gif import video_to_gif
+    from mechviz.rendering.gif import video_to_gif
 
     def status(field):
         with open("/proc/self/status") as f:

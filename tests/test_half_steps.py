@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from manim import tempconfig
 
+from mechviz.analyses.readouts import answer_row
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
-from mechviz.readouts import answer_row
 from mechviz.scenes.residual_flow import ResidualFlow
-from mechviz.schema import Trace
+from mechviz.tracing.io import load_trace
+from mechviz.tracing.schema import Trace
 from mechviz.visual import settings as scene_settings
 from mechviz.visual.readout import LensReadout, answer_step, lens_steps, step_name
 from mechviz.visual.settings import SceneSettings, example_trace

@@ -1,4 +1,4 @@
-"""Ranking heads (mechviz.heads): each criterion on patterns made by hand, the report."""
+"""Ranking heads (mechviz.analyses.heads): each criterion on patterns made by hand, the report."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 from conftest import LAYERS, CharTokenizer, build_tiny_model
 from rich.console import Console
 
-from mechviz import heads as mh
+from mechviz.analyses import heads as mh
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
-from mechviz.models import wrap_model
-from mechviz.schema import Attention, HeadEffects, Trace
-from mechviz.tokens import shown
-from mechviz.tracing import TraceOptions, trace_prompt
+from mechviz.model.load import wrap_model
+from mechviz.model.tokens import shown
+from mechviz.tracing.io import load_trace
+from mechviz.tracing.record import TraceOptions, trace_prompt
+from mechviz.tracing.schema import Attention, HeadEffects, Trace
 
 SMALL_V1 = Path(__file__).parent / "data" / "small_trace.json"
 
@@ -192,7 +192,7 @@ def test_heads_module_imports_without_torch() -> None:
         "import sys\n"
         "sys.modules['torch'] = None\n"
         "sys.modules['transformers'] = None\n"
-        "import mechviz.heads\n"
+        "import mechviz.analyses.heads\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""Interventions (mechviz.interventions): ablation, freezing and patching on tiny models.
+"""Interventions (mechviz.interventions.run): ablation, freezing and patching on tiny models.
 
 Ablating nothing changes nothing, bitwise; freezing every head to its own
 pattern changes nothing; ablating every head leaves the embedding and MLP
@@ -13,8 +13,15 @@ import torch
 from conftest import FAMILIES, Tiny, make_tiny
 
 from mechviz.errors import MechvizError
-from mechviz.interventions import Plan, intervening, parse_heads, parse_layers, patch, patterns_of
-from mechviz.tracing import record
+from mechviz.interventions.run import (
+    Plan,
+    intervening,
+    parse_heads,
+    parse_layers,
+    patch,
+    patterns_of,
+)
+from mechviz.tracing.record import record
 
 
 def _corrupt(ids: torch.Tensor, position: int = 2) -> torch.Tensor:

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 import mechviz
-from mechviz.cli import main
-from mechviz.io import dumps, load_trace
+from mechviz.cli.main import main
+from mechviz.tracing.io import dumps, load_trace
 
 PROMPT = "The capital of France is"
 

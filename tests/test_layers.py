@@ -15,14 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Stages in data-flow order; a module may import its own stage and earlier ones.
 STAGES = [
-    ("base", {"mechviz", "errors", "files", "encoding", "threads"}),
-    ("model", {"adapter", "models", "tokens"}),
-    ("trace", {"sections", "schema", "validate", "io", "neurons", "specs", "tracing"}),
-    ("analyses", {"analysis", "attribution", "dictionaries", "weights", "heads", "readouts"}),
+    ("base", {"mechviz", "errors", "files"}),
+    ("model", {"model"}),
+    ("tracing", {"tracing"}),
+    ("analyses", {"analyses"}),
     ("interventions", {"interventions"}),
-    ("learned", {"corpus", "tuned_lens", "sae"}),
-    ("visual", {"visual", "scenes", "wholemodel", "assets"}),
-    ("render", {"rendering", "gif", "report"}),
+    ("learned", {"learned"}),
+    ("visual", {"visual", "scenes", "assets"}),
+    ("rendering", {"rendering"}),
     ("interface", {"cli", "api", "__main__"}),
 ]
 
@@ -73,7 +73,7 @@ def graph() -> dict[str, set[str]]:
 
 
 def stage_of(name: str) -> int:
-    """The stage index of a module: by its first name under ``mechviz``."""
+    """The stage index of a module: by its sub-package (or module) under ``mechviz``."""
     head = name.split(".")[1] if "." in name else "mechviz"
     for i, (_, members) in enumerate(STAGES):
         if head in members:

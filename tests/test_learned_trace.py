@@ -11,13 +11,13 @@ import torch
 from click.testing import CliRunner
 from conftest import TINY_PROMPT, make_tiny
 
-from mechviz.cli import main
+from mechviz.cli.main import main
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace, save_trace
-from mechviz.sae import Dashboards, SparseAutoencoder, encode_positions
-from mechviz.schema import SCHEMA_VERSION, Trace
-from mechviz.tracing import TraceOptions, build_trace
-from mechviz.tuned_lens import TunedLens
+from mechviz.learned.sae import Dashboards, SparseAutoencoder, encode_positions
+from mechviz.learned.tuned_lens import TunedLens
+from mechviz.tracing.io import load_trace, save_trace
+from mechviz.tracing.record import TraceOptions, build_trace
+from mechviz.tracing.schema import SCHEMA_VERSION, Trace
 
 
 def _lens_meta(n_rows: int) -> dict:
@@ -155,11 +155,13 @@ def test_a_version_5_trace_with_a_tuned_lens_is_refused(learned, tmp_path: Path)
 def test_trace_asking_for_an_untrained_lens_or_sae_names_the_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_model
 ) -> None:
-    import mechviz.sae
-    import mechviz.tuned_lens
+    import mechviz.learned.sae
+    import mechviz.learned.tuned_lens
 
-    monkeypatch.setattr(mechviz.tuned_lens, "lens_dir", lambda loaded: tmp_path / "lens")
-    monkeypatch.setattr(mechviz.sae, "sae_dir", lambda loaded, layer: tmp_path / f"sae{layer}")
+    monkeypatch.setattr(mechviz.learned.tuned_lens, "lens_dir", lambda loaded: tmp_path / "lens")
+    monkeypatch.setattr(
+        mechviz.learned.sae, "sae_dir", lambda loaded, layer: tmp_path / f"sae{layer}"
+    )
     runner = CliRunner()
     out = tmp_path / "t.json"
     for flags, command in [

@@ -21,9 +21,9 @@ from test_publishable import check_legible, run_scene
 from test_scenes import check_control, near
 
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
-from mechviz.rendering import render_scene
+from mechviz.rendering.scene import render_scene
 from mechviz.scenes.logit_attribution import LogitAttribution
+from mechviz.tracing.io import load_trace
 from mechviz.visual import style
 from mechviz.visual.attribution import (
     LensTrack,

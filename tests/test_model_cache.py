@@ -22,9 +22,9 @@ import pytest
 import torch
 from conftest import CHARS, SPECIALS, TINY_PROMPT, build_tiny_model, run_cli
 
-import mechviz.models as models
+import mechviz.model.load as models
 from mechviz.errors import MechvizError
-from mechviz.models import CACHE_FORMAT, CACHE_HASH, META, load_model
+from mechviz.model.load import CACHE_FORMAT, CACHE_HASH, META, load_model
 
 PROMPT = "The capital of France is"
 
@@ -143,7 +143,7 @@ def _cli_error_in_process(args: list[str], cwd: Path, **env: str) -> str:
     """The same through click's runner, without a new Python process (faster)."""
     from click.testing import CliRunner
 
-    from mechviz.cli import main
+    from mechviz.cli.main import main
 
     old = Path.cwd()
     os.chdir(cwd)
@@ -359,7 +359,7 @@ def test_two_threads_build_once(
 BUILDER = r"""
 import sys, shutil, time
 from pathlib import Path
-import mechviz.models as m
+import mechviz.model.load as m
 
 template, log, gguf, ready = map(Path, sys.argv[1:5])
 
@@ -490,7 +490,7 @@ def test_unwritable_mechviz_cache(tmp_path: Path, where: str) -> None:
 
 READ_ONLY_LOAD = r"""
 import sys
-from mechviz.models import load_model
+from mechviz.model.load import load_model
 loaded = load_model(sys.argv[1], progress=False)
 print("loaded", loaded.source)
 """
@@ -620,7 +620,7 @@ def test_model_wheel_that_is_a_directory(tmp_path: Path) -> None:
 def test_corrupt_copy_of_the_default_cache_is_rebuilt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mechviz.tracing import record, tokenize
+    from mechviz.tracing.record import record, tokenize
 
     load_model(progress=False)  # the real cache, built if need be
     real = models.cache_dir() / "models"

@@ -1,4 +1,4 @@
-"""mechviz.neurons (select, activation_class) and the `mechviz neurons` terminal view."""
+"""mechviz.tracing.neurons (select, activation_class) and the `mechviz neurons` terminal view."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from mechviz.cli import main
+from mechviz.cli.main import main
+from mechviz.cli.report import NEURON_STYLES, neuron_tokens, print_neurons
 from mechviz.errors import MechvizError
-from mechviz.neurons import activation_class, select
-from mechviz.report import NEURON_STYLES, neuron_tokens, print_neurons
-from mechviz.schema import Trace
+from mechviz.tracing.neurons import activation_class, select
+from mechviz.tracing.schema import Trace
 
 EXAMPLE = Path(__file__).parents[1] / "assets" / "traces" / "capital_of_france.json"
 
@@ -179,7 +179,7 @@ def test_cli_old_trace_says_how_to_retrace(tiny_trace: Trace, tmp_path: Path) ->
 
 
 def test_example_trace_has_the_default_rule() -> None:
-    from mechviz.io import load_trace
+    from mechviz.tracing.io import load_trace
 
     trace = load_trace(EXAMPLE)
     n = trace.neurons
@@ -208,7 +208,7 @@ def test_trace_options_are_checked_before_the_model_loads(
 
 
 def test_trace_options_reach_the_trace(tmp_path: Path) -> None:
-    from mechviz.io import load_trace
+    from mechviz.tracing.io import load_trace
 
     out = tmp_path / "t.json"
     result = CliRunner().invoke(

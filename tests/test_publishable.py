@@ -16,10 +16,10 @@ import pytest
 from manim import tempconfig
 from PIL import Image
 
-from mechviz.io import load_trace
-from mechviz.readouts import answer_row, table_rows
-from mechviz.rendering import render_scene, scene_class
-from mechviz.tokens import LONE_SPACE, MARKS
+from mechviz.analyses.readouts import answer_row, table_rows
+from mechviz.model.tokens import LONE_SPACE, MARKS
+from mechviz.rendering.scene import render_scene, scene_class
+from mechviz.tracing.io import load_trace
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
 from mechviz.visual.settings import SceneSettings, example_trace, pixel_size

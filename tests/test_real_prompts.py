@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from test_publishable import CORE, check_legible, run_scene
 
-from mechviz.io import save_trace
-from mechviz.readouts import answer_row, row_name, table_rows
-from mechviz.tracing import TraceOptions, build_trace, record, tokenize
+from mechviz.analyses.readouts import answer_row, row_name, table_rows
+from mechviz.tracing.io import save_trace
+from mechviz.tracing.record import TraceOptions, build_trace, record, tokenize
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def hot(default_model, tmp_path_factory):  # noqa: ANN001, ANN201
 
 
 def test_opposite_of_hot_table_shows_where_cold_wins(hot: Path, tmp_path: Path) -> None:
-    from mechviz.io import load_trace
+    from mechviz.tracing.io import load_trace
 
     trace = load_trace(hot)
     token, prob = trace.prediction

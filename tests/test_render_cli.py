@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from conftest import run_cli
 from PIL import Image
 
-from mechviz.cli import main
-from mechviz.io import load_trace
+from mechviz.cli.main import main
+from mechviz.tracing.io import load_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "data" / "small_trace.json"
@@ -192,9 +192,9 @@ def test_non_editable_install_finds_scenes_and_example(tmp_path: Path) -> None:
     code = (
         "import mechviz, sys\n"
         "assert mechviz.__file__.startswith(sys.argv[1]), mechviz.__file__\n"
-        "from mechviz.rendering import scene_class\n"
+        "from mechviz.rendering.scene import scene_class\n"
         "from mechviz.visual.settings import example_trace\n"
-        "from mechviz.io import load_trace\n"
+        "from mechviz.tracing.io import load_trace\n"
         "scene_class('ResidualFlow')\n"
         "print(load_trace(example_trace()).prompt)\n"
     )

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from mechviz.rendering import render_scene
+from mechviz.rendering.scene import render_scene
 from mechviz.visual.settings import SceneSettings, example_trace
 from tests.conftest import run_cli
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import HIDDEN, LAYERS, make_tiny
 
-from mechviz import sae as S
-from mechviz.corpus import Corpus
 from mechviz.errors import MechvizError
+from mechviz.learned import sae as S
+from mechviz.learned.corpus import Corpus
 
 
 def fake_corpus(split: str, tokens: int = 6000, seed: int = 0) -> Corpus:

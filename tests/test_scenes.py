@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mechviz.io import load_trace
-from mechviz.rendering import render_scene
+from mechviz.rendering.scene import render_scene
 from mechviz.scenes import SCENES
+from mechviz.tracing.io import load_trace
 from mechviz.visual import style
 from mechviz.visual.settings import SceneSettings
 
@@ -125,7 +125,7 @@ def test_scenes_import_without_torch() -> None:
         "sys.modules['torch'] = None\n"
         "sys.modules['transformers'] = None\n"
         "from mechviz.scenes import SCENES\n"
-        "from mechviz.rendering import scene_class\n"
+        "from mechviz.rendering.scene import scene_class\n"
         "for name in SCENES: scene_class(name)\n"
         "print('ok')\n"
     )

@@ -20,8 +20,8 @@ from conftest import Tiny, make_tiny
 import mechviz.files as mio
 from mechviz.errors import MechvizError
 from mechviz.files import atomic_write
-from mechviz.io import dumps, load_trace, save_trace
-from mechviz.schema import READABLE_VERSIONS, SCHEMA_VERSION, SECTIONS, Trace
+from mechviz.tracing.io import dumps, load_trace, save_trace
+from mechviz.tracing.schema import READABLE_VERSIONS, SCHEMA_VERSION, SECTIONS, Trace
 
 
 def _strict_json(text: str) -> Any:
@@ -526,7 +526,7 @@ def test_version_four_with_lens_mid_is_refused(tiny_trace: Trace, tmp_path: Path
 
 def test_lens_mid_is_the_lens_between_rows(tiny: Tiny) -> None:
     """``lens_mid`` reads resid_mid exactly as ``lens`` reads resid_post (one lens pass)."""
-    from mechviz.tracing import lens_statistics
+    from mechviz.tracing.record import lens_statistics
 
     rec, trace = tiny.rec, tiny.trace
     stats = lens_statistics(tiny.loaded.adapter, rec.boundaries()[1::2], rec.logits, 5)

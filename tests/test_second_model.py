@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_publishable import check_legible, run_scene
 
-from mechviz.io import load_trace
+from mechviz.tracing.io import load_trace
 from mechviz.visual import settings as scene_settings
 from mechviz.visual.settings import example_trace
 

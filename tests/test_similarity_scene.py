@@ -17,9 +17,9 @@ from test_publishable import check_legible, run_scene
 from test_scenes import check_control, near
 
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
-from mechviz.rendering import render_scene
+from mechviz.rendering.scene import render_scene
 from mechviz.scenes.embedding_similarity import EmbeddingSimilarity
+from mechviz.tracing.io import load_trace
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
 from mechviz.visual.embedding import fmt_cosine
@@ -219,8 +219,8 @@ def test_three_words(trace, tmp_path: Path) -> None:  # type: ignore[no-untyped-
 
 @pytest.mark.slow
 def test_many_words(default_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from mechviz.dictionaries import similarity
-    from mechviz.tracing import with_sections
+    from mechviz.analyses.dictionaries import similarity
+    from mechviz.tracing.record import with_sections
 
     words = " cat, dog, horse, cow, red, blue, green, one, two, three, Paris, London, run, walk"
     sim = similarity(default_model, words.split(","), sample=300)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mechviz.tokens import display_text, drawable, readable, readable_tokens, shown
+from mechviz.model.tokens import display_text, drawable, readable, readable_tokens, shown
 
 # --- byte fragments ---------------------------------------------------------------
 

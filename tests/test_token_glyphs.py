@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mechviz.io import load_trace
-from mechviz.tokens import (
+from mechviz.model.tokens import (
     EMPTY,
     LONE_SPACE,
     MARK_NAMES,
@@ -21,6 +20,7 @@ from mechviz.tokens import (
     readable,
     shown,
 )
+from mechviz.tracing.io import load_trace
 from mechviz.visual import style
 from mechviz.visual.lens import LensTable
 from mechviz.visual.settings import example_trace

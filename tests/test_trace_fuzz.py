@@ -19,8 +19,8 @@ import pytest
 from conftest import run_cli
 
 from mechviz.errors import MechvizError
-from mechviz.io import dumps, load_trace
-from mechviz.schema import Trace
+from mechviz.tracing.io import dumps, load_trace
+from mechviz.tracing.schema import Trace
 
 Change = Callable[[dict], Any]
 
@@ -271,7 +271,7 @@ def test_spec_decoder_reads_every_packed_field(packed: dict, tiny_trace: Trace) 
 
 
 def test_unit_fractions_keep_every_row_sum() -> None:
-    from mechviz.encoding import unit_fractions
+    from mechviz.tracing.encoding import unit_fractions
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 64)) * 3
@@ -383,12 +383,12 @@ def test_schema_version_one_still_reads() -> None:
 
 
 def test_published_json_schema_is_current() -> None:
-    """docs/trace.schema.json is what mechviz.validate.json_schema() builds."""
-    from mechviz.validate import json_schema
+    """docs/trace.schema.json is what mechviz.tracing.validate.json_schema() builds."""
+    from mechviz.tracing.validate import json_schema
 
     published = Path(__file__).parents[1] / "docs" / "trace.schema.json"
     assert json.loads(published.read_text()) == json_schema(), (
-        "regenerate with: python -m mechviz.validate > docs/trace.schema.json"
+        "regenerate with: python -m mechviz.tracing.validate > docs/trace.schema.json"
     )
 
 
@@ -420,7 +420,7 @@ def test_every_hostile_trace_is_one_sentence_through_the_cli(
     """All the cases above through `mechviz inspect` (in process): exit 2, one line, no file."""
     from click.testing import CliRunner
 
-    from mechviz.cli import main
+    from mechviz.cli.main import main
 
     cases = [(plain, change) for change, _ in CASES.values()]
     cases += [(packed, change) for change, _ in PACKED_CASES.values()]

@@ -30,11 +30,11 @@ from conftest import (
     make_tiny,
 )
 
-from mechviz.adapter import FAMILIES as ADAPTER_FAMILIES
-from mechviz.adapter import Adapter
 from mechviz.errors import MechvizError
-from mechviz.models import wrap_model
-from mechviz.tracing import (
+from mechviz.model.adapter import FAMILIES as ADAPTER_FAMILIES
+from mechviz.model.adapter import Adapter
+from mechviz.model.load import wrap_model
+from mechviz.tracing.record import (
     TraceOptions,
     boundary_labels,
     build_trace,
@@ -412,7 +412,7 @@ def test_lens_with_logits_spanning_hundreds_of_nats(biased: bool) -> None:
 @pytest.mark.parametrize("V", [64 * 40, 64 * 40 + 17, 49152])
 @pytest.mark.parametrize("k", [1, 3, 10])
 def test_grouped_top_k_equals_torch_top_k(V: int, k: int) -> None:
-    from mechviz.tracing import _topk
+    from mechviz.tracing.record import _topk
 
     g = torch.Generator().manual_seed(V + k)
     for x in (
@@ -451,7 +451,7 @@ CHUNKINGS = [(1, 1), (11, 4), (11, 11), (60, 26), (200, 100)]
 def test_lens_statistics_do_not_depend_on_chunking(
     monkeypatch: pytest.MonkeyPatch, chunk: int, block: int, affine: bool
 ) -> None:
-    import mechviz.tracing as tracing
+    import mechviz.tracing.record as tracing
 
     tiny = _tiny_qwen2()
     resid = tiny.rec.boundaries()[0::2]
@@ -477,7 +477,7 @@ def _tiny_qwen2():  # noqa: ANN202
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 7, 26, 100])
 @pytest.mark.parametrize(("B", "P"), [(1, 1), (4, 26), (31, 5), (3, 64)])
 def test_lens_boxes_tile_the_grid_in_contiguous_runs(B: int, P: int, rows: int) -> None:
-    from mechviz.tracing import _boxes
+    from mechviz.tracing.record import _boxes
 
     seen = torch.zeros(B, P, dtype=torch.int64)
     for chunk in _boxes((0, B, 0, P), rows):
@@ -500,7 +500,7 @@ def test_lens_builds_no_autograd_graph(monkeypatch: pytest.MonkeyPatch) -> None:
     defeats LENS_CHUNK (about 0.9 GB instead of 0.3 GB for 64 tokens on the default
     model).
     """
-    import mechviz.tracing as tracing
+    import mechviz.tracing.record as tracing
 
     tiny = make_tiny("llama")
     assert any(p.requires_grad for p in tiny.loaded.model.parameters())
@@ -893,7 +893,7 @@ def test_frozen_norm_refuses_a_norm_it_does_not_know() -> None:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_head_effects_are_near_float32(dtype: torch.dtype) -> None:
     """The frozen norm's self-check allows the model's own rounding; the effects stay close."""
-    from mechviz.tracing import head_effects
+    from mechviz.tracing.record import head_effects
 
     exact = make_tiny("llama", top_k=3, full=False).trace.heads
     model = build_tiny_model("llama").to(dtype)
@@ -1001,8 +1001,8 @@ def test_adapter_finds_the_models_own_modules(family: str) -> None:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_models_trace(dtype: torch.dtype) -> None:
     """--dtype bfloat16/float16: the lens reads in the model's dtype; the trace stores float32."""
-    from mechviz.models import wrap_model
-    from mechviz.tracing import TraceOptions, trace_prompt
+    from mechviz.model.load import wrap_model
+    from mechviz.tracing.record import TraceOptions, trace_prompt
 
     model = build_tiny_model("llama").to(dtype)
     loaded = wrap_model(model, CharTokenizer(VOCAB), "tiny-llama-half")

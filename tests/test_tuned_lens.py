@@ -10,11 +10,9 @@ import pytest
 import torch
 from conftest import FAMILIES, VOCAB, CharTokenizer, build_tiny_model
 
-from mechviz.corpus import Corpus, Source
 from mechviz.errors import MechvizError
-from mechviz.models import LoadedModel, wrap_model
-from mechviz.tracing import lens_statistics
-from mechviz.tuned_lens import (
+from mechviz.learned.corpus import Corpus, Source
+from mechviz.learned.tuned_lens import (
     Readout,
     TunedLens,
     boundary_states,
@@ -25,6 +23,8 @@ from mechviz.tuned_lens import (
     train_tuned_lens,
     tuned_lens_statistics,
 )
+from mechviz.model.load import LoadedModel, wrap_model
+from mechviz.tracing.record import lens_statistics
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog. A lens reads the residual stream. "

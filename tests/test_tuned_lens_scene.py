@@ -18,7 +18,7 @@ from test_publishable import check_legible, run_scene
 from test_scenes import check_control, near
 
 from mechviz.errors import MechvizError
-from mechviz.rendering import render_scene
+from mechviz.rendering.scene import render_scene
 from mechviz.scenes.tuned_lens import TunedLens
 from mechviz.visual import style
 from mechviz.visual.learned import LensCurves, LensPair, tuned_reading

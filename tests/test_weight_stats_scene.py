@@ -19,10 +19,10 @@ from test_publishable import check_legible, run_scene
 from test_scenes import check_control, near
 
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
-from mechviz.rendering import render_scene
+from mechviz.model.tokens import drawable
+from mechviz.rendering.scene import render_scene
 from mechviz.scenes.weight_stats import WeightStats
-from mechviz.tokens import drawable
+from mechviz.tracing.io import load_trace
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
 from mechviz.visual.settings import SceneSettings, example_trace
@@ -220,8 +220,8 @@ def test_a_tiny_untied_model_draws_legibly(tmp_path: Path) -> None:
     """Another model: a tiny Mistral, untied, 3 layers, 4 heads in 2 KV groups."""
     from conftest import make_tiny
 
-    from mechviz.tracing import with_sections
-    from mechviz.weights import weight_stats
+    from mechviz.analyses.weights import weight_stats
+    from mechviz.tracing.record import with_sections
 
     tiny = make_tiny("mistral", full=False)
     trace = with_sections(tiny.trace, tiny.loaded, weights=weight_stats(tiny.loaded))

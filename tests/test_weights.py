@@ -1,4 +1,4 @@
-"""Weight statistics (mechviz.weights): ratios, the parameter tally, layer-0 head tokens."""
+"""Weight statistics (mechviz.analyses.weights): ratios, the parameter tally, layer 0's heads."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from conftest import (
     build_tiny_model,
 )
 
-from mechviz.models import LoadedModel, wrap_model
-from mechviz.weights import (
+from mechviz.analyses.weights import (
     ATTENTION,
     GAUSSIAN_RATIO,
     MLP,
@@ -36,6 +35,7 @@ from mechviz.weights import (
     tally,
     weight_stats,
 )
+from mechviz.model.load import LoadedModel, wrap_model
 
 
 def _loaded(family: str) -> LoadedModel:
@@ -267,8 +267,8 @@ def test_a_hand_set_token_tops_a_heads_queries_and_keys(family: str) -> None:
 
 @pytest.mark.slow
 def test_default_model_weights_section(default_model) -> None:  # noqa: ANN001
-    from mechviz.io import load_trace
-    from mechviz.tracing import with_sections
+    from mechviz.tracing.io import load_trace
+    from mechviz.tracing.record import with_sections
     from mechviz.visual.settings import example_trace
 
     w = weight_stats(default_model)

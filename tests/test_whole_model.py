@@ -13,12 +13,12 @@ from test_publishable import check_legible, run_scene
 from test_scenes import check_control
 
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
-from mechviz.rendering import render_scene
-from mechviz.schema import Trace
+from mechviz.rendering.scene import render_scene
+from mechviz.tracing.io import load_trace
+from mechviz.tracing.schema import Trace
 from mechviz.visual import settings as scene_settings
 from mechviz.visual.settings import SceneSettings, example_trace, from_environment
-from mechviz.wholemodel import (
+from mechviz.visual.wholemodel import (
     CMAPS,
     get_cmap,
     legend_number,
@@ -266,7 +266,7 @@ def test_video_names_the_tokens_and_top1_its_captions_point_at(
     trace: Trace, tmp_path: Path
 ) -> None:
     """Issue 21: the video's captions spoke of tokens and a top-1 it did not draw."""
-    from mechviz.tokens import readable, readable_tokens, shown
+    from mechviz.model.tokens import readable, readable_tokens, shown
 
     for aspect in ("16:9", "1:1"):
         scene, _ = run(trace, tmp_path, aspect=aspect)
@@ -298,7 +298,7 @@ def test_png_with_an_aspect_is_the_frame_not_the_still(tmp_path: Path) -> None:
     """Issue 21: `--format png --aspect 1:1` gave the 1000 x 1270 still, text 1.2% high."""
     from click.testing import CliRunner
 
-    from mechviz.cli import main
+    from mechviz.cli.main import main
 
     runner = CliRunner()
     out = tmp_path / "w.png"

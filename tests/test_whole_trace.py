@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from conftest import FAMILIES, Tiny, make_tiny
 
 from mechviz.errors import MechvizError
-from mechviz.io import load_trace
-from mechviz.schema import Trace
-from mechviz.tracing import TraceOptions, build_trace
+from mechviz.tracing.io import load_trace
+from mechviz.tracing.record import TraceOptions, build_trace
+from mechviz.tracing.schema import Trace
 
 GATED = {"llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"}
 F16 = 2**-11  # float16's relative rounding

@@ -1,6 +1,6 @@
 """Blocks of changed runs: the map of what was changed, and readouts before and after.
 
-A trace with an ``interventions`` section (:class:`mechviz.schema.Interventions`)
+A trace with an ``interventions`` section (:class:`mechviz.tracing.schema.Interventions`)
 is a changed run: its heads ablated or frozen, its MLPs ablated; it keeps the
 run before the change at the last position (``before_*``). These blocks draw it:
 
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Line, Rectangle, Square, VGroup
 
+from mechviz.analyses.readouts import row_name
 from mechviz.errors import MechvizError
-from mechviz.readouts import row_name
-from mechviz.schema import Interventions, Trace
-from mechviz.tokens import readable, shown
+from mechviz.model.tokens import readable, shown
+from mechviz.tracing.schema import Interventions, Trace
 from mechviz.visual import style
 from mechviz.visual.blocks import resolve_theme, resolve_trace, room
 from mechviz.visual.mobjects import ProbBars

@@ -28,8 +28,8 @@ from manim import (
 )
 
 from mechviz.errors import MechvizError
-from mechviz.schema import Trace
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
+from mechviz.tracing.schema import Trace
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, resolve_theme, room
 from mechviz.visual.mobjects import Heatmap, TokenBox, window
@@ -239,7 +239,7 @@ class AttentionGrid(_OneHead, Group):
         """The pattern of ``head`` in ``layer`` of ``trace``.
 
         Args:
-            trace: A :class:`~mechviz.schema.Trace` or a path to one.
+            trace: A :class:`~mechviz.tracing.schema.Trace` or a path to one.
             layer: The layer, ``0 .. n_layers-1``.
             head: The head, ``0 .. n_heads-1``.
             query: The query the window keeps with its strongest keys (default: the last).
@@ -454,7 +454,7 @@ class AttentionArcs(_OneHead, VGroup):
         """The arcs of ``query`` for ``head`` in ``layer`` of ``trace``.
 
         Args:
-            trace: A :class:`~mechviz.schema.Trace` or a path to one.
+            trace: A :class:`~mechviz.tracing.schema.Trace` or a path to one.
             layer: The layer, ``0 .. n_layers-1``.
             head: The head, ``0 .. n_heads-1``.
             query: The query position, negatives from the end (default: the last).
@@ -619,7 +619,7 @@ class HeadGallery(Group):
         """Every head of ``layer`` in ``trace``, the query tokens beside them when they fit.
 
         Args:
-            trace: A :class:`~mechviz.schema.Trace` or a path to one.
+            trace: A :class:`~mechviz.tracing.schema.Trace` or a path to one.
             layer: The layer, ``0 .. n_layers-1``.
             width: Room in scene units (default: the frame less margins).
             height: Room in scene units (default: the frame less margins).

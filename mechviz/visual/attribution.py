@@ -11,7 +11,7 @@ recorded logit. :class:`LensTrack` reads the same rows with the logit lens
 :class:`TopHeads` names the heads with the largest direct effect.
 :class:`PartLegend` says which colour is which kind of part.
 
-Every number is read from the trace (:class:`mechviz.schema.AttributionTable`).
+Every number is read from the trace (:class:`mechviz.tracing.schema.AttributionTable`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, Line, Rectangle, RoundedRectangle, VGroup
 
 from mechviz.errors import MechvizError
-from mechviz.schema import Trace
-from mechviz.tokens import readable, shown
+from mechviz.model.tokens import readable, shown
+from mechviz.tracing.schema import Trace
 from mechviz.visual import style
 from mechviz.visual.blocks import resolve_theme, resolve_trace, room
 from mechviz.visual.style import Theme

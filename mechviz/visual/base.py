@@ -36,9 +36,9 @@ from manim.utils.iterables import list_update
 
 from mechviz.errors import MechvizError, raise_if_stopped
 from mechviz.files import atomic_write
-from mechviz.io import load_trace
-from mechviz.schema import Trace
-from mechviz.tokens import legend, readable, readable_tokens
+from mechviz.model.tokens import legend, readable, readable_tokens
+from mechviz.tracing.io import load_trace
+from mechviz.tracing.schema import Trace
 from mechviz.visual import settings as scene_settings
 from mechviz.visual import style
 from mechviz.visual.text import baseline, block_height, cap_share, label, paragraph
@@ -165,7 +165,7 @@ class TraceScene(Scene):
             trace = scene_settings.example_trace(type(self).__name__)  # its own, if it has one
         self.trace: Trace = trace if isinstance(trace, Trace) else load_trace(trace)
         self.token_colors = style.TokenColors(self.trace.tokens.ids, self.theme)
-        # Byte fragments (<0xD0>) read as what they are; see mechviz.tokens.readable_tokens.
+        # Byte fragments (<0xD0>) read as what they are; see mechviz.model.tokens.readable_tokens.
         self.token_texts = readable_tokens(self.trace.tokens.text)
         w, h = config.frame_width, config.frame_height
         self.frame = Box(-w / 2, w / 2, -h / 2, h / 2)
@@ -305,7 +305,7 @@ class TraceScene(Scene):
         """What the marks for invisible characters mean (``· = space``), or None.
 
         It covers :meth:`legend_texts`: the tokens this scene can draw
-        (:func:`mechviz.tokens.legend`). Wider than ``max_width`` (default: the
+        (:func:`mechviz.model.tokens.legend`). Wider than ``max_width`` (default: the
         frame less its margins), it wraps between entries.
         """
         texts = self.legend_texts()

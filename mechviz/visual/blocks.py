@@ -3,7 +3,7 @@
 A building block is a Manim mobject made from one trace with a classmethod
 ``from_trace(trace, ..., width=None, height=None, theme=None)``:
 
-* ``trace`` is a :class:`mechviz.schema.Trace` (or a path to one);
+* ``trace`` is a :class:`mechviz.tracing.schema.Trace` (or a path to one);
 * ``width`` and ``height`` (scene units) are the room it must fit; by default the
   current frame less its margins, so a block is sized for the aspect it is
   rendered at. Text never shrinks below ``style.MIN_TEXT`` to fit: a block shows
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from manim import config
 
-from mechviz.schema import Trace
-from mechviz.tokens import readable, readable_tokens
+from mechviz.model.tokens import readable, readable_tokens
+from mechviz.tracing.schema import Trace
 from mechviz.visual import style
 from mechviz.visual.style import Theme
 
@@ -43,7 +43,7 @@ def resolve_trace(trace: Trace | str | Path) -> Trace:
     """``trace`` itself, or the trace loaded from that path."""
     if isinstance(trace, Trace):
         return trace
-    from mechviz.io import load_trace
+    from mechviz.tracing.io import load_trace
 
     return load_trace(trace)
 

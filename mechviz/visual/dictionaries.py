@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from manim import Line, Rectangle, VGroup
 
+from mechviz.analyses.readouts import answer_row, row_name, table_rows
 from mechviz.errors import MechvizError
-from mechviz.readouts import answer_row, row_name, table_rows
-from mechviz.schema import Trace
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
+from mechviz.tracing.schema import Trace
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.style import Theme
@@ -202,7 +202,7 @@ class DictionaryTable(_MatchTable):
 
     Rows are lens rows (``trace.lens.labels``: ``embed``, then after each
     layer), top to bottom, chosen like :class:`~mechviz.visual.lens.LensTable`'s
-    (:func:`mechviz.readouts.table_rows`); a line between two rows marks layers
+    (:func:`mechviz.analyses.readouts.table_rows`); a line between two rows marks layers
     left out and a note says how many. ``source`` is ``"input"`` (``W_E``),
     ``"output"`` (``W_U``), ``"middle"`` (from ``trace.dictionaries``, values
     are amplitudes ``A``) or ``"lens"`` (``trace.lens``, values are

@@ -32,7 +32,7 @@ from manim import (
     VGroup,
 )
 
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.mobjects import ID_FONT, Heatmap, TokenBox, grid_image
@@ -40,7 +40,7 @@ from mechviz.visual.style import Theme
 from mechviz.visual.text import center_on, label, measure, paragraph
 
 if TYPE_CHECKING:
-    from mechviz.schema import Trace
+    from mechviz.tracing.schema import Trace
 
 __all__ = ["CosineMatrix", "DivergingLegend", "EmbeddingRows", "RowsLayout", "fmt_cosine"]
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Animation, DashedLine, Line, Rectangle, VGroup, VMobject
 
+from mechviz.analyses.readouts import row_name
 from mechviz.errors import MechvizError
-from mechviz.readouts import row_name
-from mechviz.schema import Features, Trace
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
+from mechviz.tracing.schema import Features, Trace
 from mechviz.visual import style
 from mechviz.visual.ablation import Reading
 from mechviz.visual.blocks import TraceView, room

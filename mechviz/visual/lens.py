@@ -29,9 +29,9 @@ from manim import (
     VGroup,
 )
 
-from mechviz.readouts import answer_row, row_name, table_rows
-from mechviz.schema import Trace
-from mechviz.tokens import shown
+from mechviz.analyses.readouts import answer_row, row_name, table_rows
+from mechviz.model.tokens import shown
+from mechviz.tracing.schema import Trace
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.mobjects import TokenBox, grid_image
@@ -50,7 +50,7 @@ class LensTable(VGroup):
     after layer ``l``), top to bottom; columns are prompt positions, left to
     right. A cell shows ``trace.lens.top_ids[row, position, 0]`` on a fill shaded
     by ``trace.lens.top_probs[row, position, 0]``. The row from which the
-    model's answer stays top-1 (:func:`mechviz.readouts.answer_row`) is named
+    model's answer stays top-1 (:func:`mechviz.analyses.readouts.answer_row`) is named
     with a ★; a horizontal line between two rows marks layers left out between
     them. Above the column heads, a note says what was left out ("last N of M
     positions", and with ``note_layers`` "─ = K layers left out").
@@ -125,13 +125,13 @@ class LensTable(VGroup):
         """The lens table of ``trace``, sized for ``width`` x ``height``.
 
         Args:
-            trace: A :class:`~mechviz.schema.Trace` or the path of a trace file.
+            trace: A :class:`~mechviz.tracing.schema.Trace` or the path of a trace file.
             layers: Model layers (0-based) to show a row for, after the layer.
                 The embedding, the last layer and the answer row are always added,
                 and every layer asked for is shown: a long list makes rows shorter
                 rather than leaving any out (the scene's ``--layers`` does this).
                 ``None``: as many rows as fit at 0.46 units each, evenly spread
-                around the three required ones (:func:`mechviz.readouts.table_rows`).
+                around the three required ones (:func:`mechviz.analyses.readouts.table_rows`).
             positions: Prompt positions (negative counts from the end) for the
                 columns, shown in increasing order. ``None``: every position.
                 Only as many of the last ones as fit (1.55 units each) are shown,
@@ -379,7 +379,7 @@ class UnembedPipeline(Group):
         """The unembedding pipeline for the residual vector at ``position`` after the last layer.
 
         Args:
-            trace: A :class:`~mechviz.schema.Trace` or the path of a trace file.
+            trace: A :class:`~mechviz.tracing.schema.Trace` or the path of a trace file.
             position: Prompt position (negative counts from the end; default the last).
             width: Room in scene units (default: the frame less its margins).
             height: Room in scene units (default: the frame less its margins).

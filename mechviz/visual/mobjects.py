@@ -29,14 +29,14 @@ from manim import (
 )
 from manim.constants import RESAMPLING_ALGORITHMS
 
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.style import DARK, Theme
 from mechviz.visual.text import center_on, label, number
 
 if TYPE_CHECKING:
-    from mechviz.schema import Trace
+    from mechviz.tracing.schema import Trace
 
 ID_FONT = style.MONO  # ids in one column or under boxes line up digit by digit
 
@@ -530,7 +530,7 @@ class ProbBars(VGroup):
         """The logit lens's top ``k`` next tokens at ``position`` after ``layer``.
 
         ``layer=None`` reads the embedding; the last layer's row is the model's own
-        output (see :meth:`mechviz.schema.Trace.lens_row`). The model's final answer
+        output (see :meth:`mechviz.tracing.schema.Trace.lens_row`). The model's final answer
         at ``position`` (its top-1 output token) has the highlight colour.
         When fewer than ``k`` rows fit ``height``, the first that do are shown
         with a "top n of k" note under them.

@@ -2,7 +2,7 @@
 
 :class:`NeuronRow` writes the prompt once for one MLP neuron, each token on a
 tile coloured by the neuron's activation there (the seed's classes, from
-:func:`mechviz.neurons.activation_class`: red above ``above + 0.5``, orange
+:func:`mechviz.tracing.neurons.activation_class`: red above ``above + 0.5``, orange
 from ``above`` to ``above + 0.5``, grey from ``below`` to ``above``, blue below
 ``below``), with the neuron's name ("L12 N345") and its peak activation.
 :class:`LayerCounts` is the small bar chart of how many neurons of ``d_mlp``
@@ -19,9 +19,9 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, Rectangle, RoundedRectangle, VGroup
 
 from mechviz.errors import MechvizError
-from mechviz.neurons import CLASSES, Selection, activation_class, select
-from mechviz.schema import Trace
-from mechviz.tokens import readable_tokens, shown
+from mechviz.model.tokens import readable_tokens, shown
+from mechviz.tracing.neurons import CLASSES, Selection, activation_class, select
+from mechviz.tracing.schema import Trace
 from mechviz.visual import style
 from mechviz.visual.blocks import resolve_theme, resolve_trace, room
 from mechviz.visual.style import Theme
@@ -484,7 +484,7 @@ class ActivationLegend(VGroup):
         width: The widest (scene units): one row, or two when one does not fit.
 
     Attributes:
-        swatches: One square per class, in :data:`mechviz.neurons.CLASSES` order.
+        swatches: One square per class, in :data:`mechviz.tracing.neurons.CLASSES` order.
         labels: The thresholds of each class ("> 3.5", "3 – 3.5", "0 – 3", "< 0").
 
     """
@@ -572,6 +572,6 @@ class ActivationLegend(VGroup):
     @classmethod
     def for_selection(cls, selection: Selection, theme: Theme, width: float) -> ActivationLegend:
         """The legend of a :class:`Selection` already made."""
-        from mechviz.neurons import MARGIN
+        from mechviz.tracing.neurons import MARGIN
 
         return cls(selection.above, selection.below, MARGIN, selection.relative, theme, width)

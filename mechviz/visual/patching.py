@@ -1,6 +1,6 @@
 """Activation patching as building blocks: the maps on one layer axis, their scale, the sites.
 
-A trace's ``patching`` section (:class:`mechviz.schema.Patching`) holds, for each
+A trace's ``patching`` section (:class:`mechviz.tracing.schema.Patching`) holds, for each
 site of the corrupt run, how much patching in the clean run's activation there
 brings back the logit difference ``answer - wrong``: 1 is the clean run, 0 the
 corrupt run. :class:`PatchingMaps` draws the three kinds of site as heatmaps that
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Group, Rectangle, VGroup
 
+from mechviz.analyses.readouts import row_name
 from mechviz.errors import MechvizError
-from mechviz.readouts import row_name
-from mechviz.schema import Patching, Trace
-from mechviz.tokens import readable_tokens, shown
+from mechviz.model.tokens import readable_tokens, shown
+from mechviz.tracing.schema import Patching, Trace
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.mobjects import Heatmap, grid_image

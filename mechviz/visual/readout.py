@@ -22,8 +22,8 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Animation, Line, Rectangle, VGroup, VMobject
 
 from mechviz.errors import MechvizError
-from mechviz.schema import Lens, MidLens, Trace
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
+from mechviz.tracing.schema import Lens, MidLens, Trace
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.mobjects import ProbBars, SwitchAt
@@ -66,7 +66,7 @@ def lens_steps(trace: Trace, half: bool | None = None) -> list[Step]:
 def answer_step(trace: Trace, position: int = -1, half: bool | None = None) -> Step:
     """The first lens step from which the final answer is top-1 at every later step.
 
-    Like :func:`mechviz.readouts.answer_row`, at the finer grain of
+    Like :func:`mechviz.analyses.readouts.answer_row`, at the finer grain of
     :func:`lens_steps` when the trace has ``lens_mid``: a layer whose attention
     made the answer top-1 gives ``(layer, True)``.
     """

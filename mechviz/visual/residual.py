@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Animation, Group, ImageMobject, Line, Rectangle, VGroup
 
-from mechviz.schema import Trace
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
+from mechviz.tracing.schema import Trace
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.mobjects import grid_image

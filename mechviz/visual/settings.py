@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from mechviz.errors import MechvizError
-from mechviz.schema import Trace
+from mechviz.tracing.schema import Trace
 
 EXAMPLE_TRACE = "capital_of_france.json"
 ASPECTS = {"16:9": (16, 9), "1:1": (1, 1), "4:5": (4, 5), "9:16": (9, 16)}
@@ -31,7 +31,7 @@ class SceneSettings:
     """Everything a mechviz scene reads besides Manim's own config.
 
     Attributes:
-        trace: The trace to draw: a file, or a :class:`mechviz.schema.Trace` in memory.
+        trace: The trace to draw: a file, or a :class:`mechviz.tracing.schema.Trace` in memory.
         other: Compare: the second trace, of a prompt with as many tokens (default:
             the example of an ablated run).
         layer, head: Attention: the head to show (default: chosen by the scene's rule).
@@ -54,7 +54,7 @@ class SceneSettings:
         captions: Write an SRT file here: one cue per beat, timed to the render.
         width: WholeModel: the still's width in pixels (default 1000); its height
             follows the model's depth.
-        cmap: WholeModel: the colour map, a name of :data:`mechviz.wholemodel.CMAPS`.
+        cmap: WholeModel: the colour map, a name of :data:`mechviz.visual.wholemodel.CMAPS`.
 
     """
 
@@ -77,7 +77,7 @@ class SceneSettings:
     cmap: str = "default"
 
     def __post_init__(self) -> None:
-        from mechviz.wholemodel import MAX_WIDTH, MIN_WIDTH, get_cmap
+        from mechviz.visual.wholemodel import MAX_WIDTH, MIN_WIDTH, get_cmap
 
         get_cmap(self.cmap)  # an unknown name: one sentence listing the names
         if self.width is not None and not (

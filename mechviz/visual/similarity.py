@@ -8,7 +8,7 @@
   over the trace's random token pairs, as a bar, beside a reference figure
   (the seed's 81% for Llama-2 7B), labelled as another model's.
 
-Both read ``trace.similarity`` (:class:`mechviz.schema.Similarity`) and are
+Both read ``trace.similarity`` (:class:`mechviz.tracing.schema.Similarity`) and are
 laid out in a room of ``width`` x ``height`` scene units centred on the origin.
 """
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, Mobject, Rectangle, VGroup
 
-from mechviz.tokens import readable, shown
+from mechviz.model.tokens import readable, shown
 from mechviz.visual import style
 from mechviz.visual.blocks import TraceView, room
 from mechviz.visual.embedding import CosineMatrix, fmt_cosine
@@ -29,7 +29,7 @@ from mechviz.visual.style import Theme
 from mechviz.visual.text import baseline, label, paragraph
 
 if TYPE_CHECKING:
-    from mechviz.schema import Similarity, Trace
+    from mechviz.tracing.schema import Similarity, Trace
 
 __all__ = [
     "PairList",

@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 from manim import RIGHT, Mobject, Text, VGroup
 
-from mechviz.tokens import drawable
+from mechviz.model.tokens import drawable
 from mechviz.visual import style
 
 _CACHE: dict[tuple[str, float, str, str], Text] = {}

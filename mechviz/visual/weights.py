@@ -9,7 +9,7 @@ a stacked bar of the parameter count by component with a table of the exact
 counts and their total. :class:`HeadTokens` lists, for layer 0's heads, the
 vocabulary tokens that give each head its largest queries and keys.
 
-Every number is read from ``trace.weights`` (:class:`mechviz.schema.Weights`).
+Every number is read from ``trace.weights`` (:class:`mechviz.tracing.schema.Weights`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 from manim import DOWN, LEFT, RIGHT, UP, DashedVMobject, Line, Rectangle, VGroup, VMobject
 
 from mechviz.errors import MechvizError
-from mechviz.schema import Trace
-from mechviz.tokens import readable, shown
+from mechviz.model.tokens import readable, shown
+from mechviz.tracing.schema import Trace
 from mechviz.visual import style
 from mechviz.visual.blocks import resolve_theme, resolve_trace, room
 from mechviz.visual.neurons import tile_box
@@ -394,7 +394,7 @@ class RatioPanels(VGroup):
 
 
 def tally_color(name: str, theme: Theme) -> object:
-    """The colour of a tally group, by its name (:mod:`mechviz.weights` groups)."""
+    """The colour of a tally group, by its name (:mod:`mechviz.analyses.weights` groups)."""
     if name.startswith("embedding"):
         return theme.tokens[0]
     if name.startswith("position"):

@@ -6,7 +6,7 @@ Three layers, each with one-sentence messages that name the field:
    (``jsonschema``, Draft 2020-12; published as ``docs/trace.schema.json``).
    Types are exact: ``true`` is not a number and ``7.0`` is not an integer.
 2. :func:`check_shapes`: every array against the dimension glossary of
-   :mod:`mechviz.schema`.
+   :mod:`mechviz.tracing.schema`.
 3. :func:`check_meaning`: what the numbers mean: probabilities in [0, 1],
    top-k lists sorted and distinct, attention rows summing to 1 and causal,
    ids and indices in range, character offsets inside the prompt, head effects
@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mechviz import sections
 from mechviz.errors import MechvizError
+from mechviz.tracing import sections
 
 if TYPE_CHECKING:
-    from mechviz.schema import Trace
+    from mechviz.tracing.schema import Trace
 
 ATTENTION_SUM_TOL = 1e-3  # rows sum to 1 within this (storage moves a sum by < 2**-16)
 # A bfloat16 model rounds each weight itself (unit roundoff 2**-8), so its rows
@@ -61,10 +61,10 @@ _MODEL_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a trace file, built from the dataclasses of :mod:`mechviz.sections`.
+    """The JSON Schema of a trace file, from the dataclasses of :mod:`mechviz.tracing.sections`.
 
     Arrays are declared as nested lists or packed objects; their elements,
-    shapes and ranges are checked by :mod:`mechviz.encoding` and the other
+    shapes and ranges are checked by :mod:`mechviz.tracing.encoding` and the other
     layers, which a JSON Schema cannot express (and would be slow to walk).
     """
     model = {
@@ -439,7 +439,7 @@ def check_meaning(trace: Trace) -> None:
 
 def _check_interventions(trace: Trace) -> None:
     """Heads and layers in range and sorted; a mode; the run before like ``lens``/``output``."""
-    from mechviz.specs import MODES, parse_heads
+    from mechviz.tracing.specs import MODES, parse_heads
 
     iv, m = trace.interventions, trace.model
     if iv.mode not in MODES:
@@ -644,7 +644,7 @@ def _check_features(trace: Trace) -> None:
     )
 
 
-# Stored floats are float32 (mechviz.encoding), so a sum of 2L + 1 parts
+# Stored floats are float32 (mechviz.tracing.encoding), so a sum of 2L + 1 parts
 # re-adds to its total within a few float32 roundings of the largest part.
 ATTRIBUTION_TOL = 1e-4
 
@@ -760,7 +760,7 @@ NEURON_VALUE_TOL = 2**-10  # relative: a float16 peak is within 2**-11 of the fl
 
 def _check_neurons(trace: Trace) -> None:
     """Thresholds ordered, statistics finite, counts re-counted from ``peak``, ids selected."""
-    from mechviz.neurons import passes, thresholds
+    from mechviz.tracing.neurons import passes, thresholds
 
     n, F = trace.neurons, trace.model.d_mlp
     if not (math.isfinite(n.above) and math.isfinite(n.below) and n.above > n.below):
@@ -970,5 +970,5 @@ def _check_offsets(trace: Trace) -> None:
         )
 
 
-if __name__ == "__main__":  # python -m mechviz.validate > docs/trace.schema.json
+if __name__ == "__main__":  # python -m mechviz.tracing.validate > docs/trace.schema.json
     print(json.dumps(json_schema(), indent=2))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mechviz.errors import MechvizError
-from mechviz.schema import Trace
+from mechviz.tracing.schema import Trace
 
 DEFAULT_WIDTH = 1000  # the seed's picture width
 MIN_WIDTH, MAX_WIDTH = 300, 8000  # 300: the legend still fits; 8000: a poster, ~100 MB of RGB
@@ -555,7 +555,7 @@ def _labels(
     bottom: int,
 ) -> tuple[list[_Label], list[tuple[int, int, int, int, bool]]]:
     """Every text of the still (on baselines) and the colour bars ``(x, y, w, h, signed)``."""
-    from mechviz.tokens import readable, readable_tokens, shown
+    from mechviz.model.tokens import readable, readable_tokens, shown
 
     size, line = _text_sizes(g.width)
     font = _font(size)

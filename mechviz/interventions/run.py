@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 import torch
 
 from mechviz.errors import MechvizError
-from mechviz.models import LoadedModel
-from mechviz.specs import (  # noqa: F401 (re-exported)
+from mechviz.model.load import LoadedModel
+from mechviz.tracing.specs import (  # noqa: F401 (re-exported)
     MODES,
     Changes,
     check_mode,
@@ -163,7 +163,7 @@ def patterns_of(
     loaded: LoadedModel, input_ids: torch.Tensor, heads: Sequence[tuple[int, int]]
 ) -> dict[tuple[int, int], torch.Tensor]:
     """The attention patterns ``[P, P]`` of ``heads`` on ``input_ids`` (for freezing)."""
-    from mechviz.tracing import record
+    from mechviz.tracing.record import record
 
     rec = record(loaded, input_ids)
     return {(at, h): rec.attentions[at][h].clone() for at, h in heads}
@@ -218,7 +218,7 @@ def patch(
     those). So the whole of patching costs ``L + 1`` passes of a few rows, each
     over fewer layers than the last.
     """
-    from mechviz.tracing import record
+    from mechviz.tracing.record import record
 
     if len(clean_ids) != len(corrupt_ids):
         raise MechvizError(
@@ -333,8 +333,8 @@ def _site_values(site, clean_rows, corrupt_rows, clean_z, corrupt_z, clean_mlp, 
 
 
 def _record_layers(loaded: LoadedModel, ids: torch.Tensor):  # type: ignore[no-untyped-def]
-    """:func:`mechviz.tracing.record` of ``ids``, and each layer's output as the model made it."""
-    from mechviz.tracing import record
+    """``record`` of ``ids`` (:mod:`mechviz.tracing.record`), and each layer's output as made."""
+    from mechviz.tracing.record import record
 
     outputs: list[torch.Tensor] = []
     handles = [
@@ -437,10 +437,9 @@ def _patched_run(loaded, ids, sites, clean_rows, clean_z, clean_mlp, start, cach
 def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes):  # type: ignore[no-untyped-def]
     """Trace ``prompt`` with ``changes`` applied; the ``interventions`` section says what they were.
 
-    With no changes this is :func:`mechviz.tracing.trace_prompt`, unchanged.
+    With no changes this is :func:`mechviz.tracing.record.trace_prompt`, unchanged.
     """
-    from mechviz.schema import Interventions
-    from mechviz.tracing import (
+    from mechviz.tracing.record import (
         build_trace,
         lens_statistics,
         numpy_of,
@@ -450,6 +449,7 @@ def changed_trace(loaded: LoadedModel, prompt: str, options, changes: Changes): 
         trace_prompt,
         with_sections,
     )
+    from mechviz.tracing.schema import Interventions
 
     changes.check()
     if changes.empty:
@@ -509,9 +509,9 @@ def patching_trace(  # type: ignore[no-untyped-def]
     wrong: str | None = None,
 ):
     """The trace of ``clean`` with a ``patching`` section: :func:`patch` into ``corrupt``."""
-    from mechviz.models import single_token
-    from mechviz.schema import Patching
-    from mechviz.tracing import numpy_of, tokenize, trace_prompt, with_sections
+    from mechviz.model.load import single_token
+    from mechviz.tracing.record import numpy_of, tokenize, trace_prompt, with_sections
+    from mechviz.tracing.schema import Patching
 
     options.check()
     clean_ids = tokenize(loaded, clean, options.max_tokens)

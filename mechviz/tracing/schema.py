@@ -60,9 +60,9 @@ from typing import Any
 
 import numpy as np
 
-from mechviz.encoding import decode, encode, round_significant
 from mechviz.errors import MechvizError
-from mechviz.sections import (  # the sections, read through the Trace
+from mechviz.tracing.encoding import decode, encode, round_significant
+from mechviz.tracing.sections import (  # the sections, read through the Trace
     ANALYSES,
     MADE_BY,
     OPTIONAL_SECTIONS,
@@ -126,7 +126,7 @@ class Trace:
     features: Features | None = None
 
     def __post_init__(self) -> None:
-        from mechviz.validate import check_meaning, check_shapes
+        from mechviz.tracing.validate import check_meaning, check_shapes
 
         check_shapes(self)
         check_meaning(self)
@@ -245,15 +245,15 @@ class Trace:
         """Validate JSON data (schema version 1 to 5) and build the trace.
 
         The structure and exact types are checked against :func:`json_schema`
-        (with ``jsonschema``), the arrays by :mod:`mechviz.encoding`, and their
-        shapes and meaning (ranges, sums, orderings) by :mod:`mechviz.validate`.
+        (with ``jsonschema``), the arrays by :mod:`mechviz.tracing.encoding`, and their
+        shapes and meaning (ranges, sums, orderings) by :mod:`mechviz.tracing.validate`.
         Every problem is one sentence naming the field.
         """
         if not isinstance(data, dict) or "schema_version" not in data:
             raise MechvizError("This file is not a mechviz trace (no 'schema_version' field).")
         version = data["schema_version"]
         if type(version) is not int:
-            from mechviz.validate import json_text
+            from mechviz.tracing.validate import json_text
 
             raise MechvizError(
                 f"Field 'schema_version' must be an integer; got {json_text(version)}."
@@ -267,7 +267,7 @@ class Trace:
             raise MechvizError(
                 f"This trace has old schema version {version}; re-create it with `mechviz trace`."
             )
-        from mechviz.validate import check_structure
+        from mechviz.tracing.validate import check_structure
 
         check_structure(data)
         for name, since in SECTION_SINCE.items():

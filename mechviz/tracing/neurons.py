@@ -23,7 +23,7 @@ import numpy as np
 from mechviz.errors import MechvizError
 
 if TYPE_CHECKING:
-    from mechviz.schema import Trace
+    from mechviz.tracing.schema import Trace
 
 ABOVE = 3.0  # the seed's upper threshold (GPT-J's GELU MLP)
 BELOW = 0.0  # the seed's lower threshold

@@ -1,6 +1,6 @@
 """Readings of a trace that scenes share: where the answer appears, which lens rows to show.
 
-Pure NumPy over a :class:`~mechviz.schema.Trace`; no torch, no Manim.
+Pure NumPy over a :class:`~mechviz.tracing.schema.Trace`; no torch, no Manim.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mechviz.errors import MechvizError
-from mechviz.schema import Trace
+from mechviz.tracing.schema import Trace
 
 
 def answer_row(trace: Trace, position: int = -1) -> int:

@@ -29,10 +29,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from mechviz.adapter import Adapter
 from mechviz.errors import MechvizError
 from mechviz.files import cache_dir
-from mechviz.tokens import display_text
+from mechviz.model.adapter import Adapter
+from mechviz.model.tokens import display_text
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_ALIASES = {DEFAULT_MODEL.lower(), "smollm2-135m", "default"}

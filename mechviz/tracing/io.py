@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mechviz.errors import MechvizError
-from mechviz.schema import Trace
+from mechviz.tracing.schema import Trace
 
 
 def dumps(trace: Trace) -> str:

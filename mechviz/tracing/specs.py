@@ -1,7 +1,7 @@
 """Head and layer specs of interventions (``5.3``, ``7.*``), parsed without torch.
 
-:mod:`mechviz.validate` reads them back from a trace, so this module stays
-light; :mod:`mechviz.interventions` uses them to build a plan, and the command
+:mod:`mechviz.tracing.validate` reads them back from a trace, so this module stays
+light; :mod:`mechviz.interventions.run` uses them to build a plan, and the command
 line checks :class:`Changes` with them before it loads a model.
 """
 

@@ -56,13 +56,13 @@ from torch import nn
 from mechviz import __version__
 from mechviz.errors import MechvizError
 from mechviz.files import atomic_write, cache_dir
-from mechviz.models import LoadedModel
-from mechviz.schema import Features
-from mechviz.threads import ThreadChooser
-from mechviz.tokens import display_text, shown
+from mechviz.model.load import LoadedModel
+from mechviz.model.threads import ThreadChooser
+from mechviz.model.tokens import display_text, shown
+from mechviz.tracing.schema import Features
 
 if TYPE_CHECKING:
-    from mechviz.tracing import Recording
+    from mechviz.tracing.record import Recording
 
 FORMAT = 1  # bump when the files of a saved SAE change
 K = 32  # active latents per token (Gao et al. use 32 for their headline runs)
@@ -319,7 +319,7 @@ def gather(
     line: _Line | None = None,
 ) -> Activations:
     """Activations at ``{layer}_post`` of up to ``tokens`` tokens of ``corpus`` windows."""
-    from mechviz.corpus import windows as corpus_windows
+    from mechviz.learned.corpus import windows as corpus_windows
 
     it = corpus_windows(corpus, window, seed=seed)
     xs, wheres, wins, skipped, n = [], [], [], 0, 0
@@ -524,7 +524,8 @@ def train_sae(
 ) -> SparseAutoencoder:
     """Train, evaluate and (with ``save``) cache an SAE at ``{layer}_post`` of ``loaded``.
 
-    ``corpus`` is the train split (:func:`mechviz.corpus.load_corpus`); ``eval_corpus`` the held-out
+    ``corpus`` is the train split (:func:`mechviz.learned.corpus.load_corpus`);
+    ``eval_corpus`` the held-out
     split (default: loaded from the same cache). Gathers up to ``tokens`` activations, then trains
     ``epochs`` passes over them. ``minutes`` bounds the whole call: evaluation is measured first,
     gathering may use ``GATHER_SHARE`` of what is left, training the rest, less the time the
@@ -538,7 +539,7 @@ def train_sae(
     d = int(loaded.adapter.W_U.shape[1])
     features = features or EXPANSION * d
     if eval_corpus is None:
-        from mechviz.corpus import load_corpus
+        from mechviz.learned.corpus import load_corpus
 
         eval_corpus = load_corpus(loaded.tokenizer, "eval", progress=progress)
     start = time.monotonic()
@@ -1047,7 +1048,7 @@ CARDS_PER_POSITION = 8  # dashboards kept for each position's most active featur
 @torch.no_grad()
 def features_section(sae: SparseAutoencoder, rec: Recording) -> Features:
     """The SAE's active features at ``{sae.layer}_post`` of every position, with their cards."""
-    from mechviz.corpus import source_names
+    from mechviz.learned.corpus import source_names
 
     meta, cards = sae.meta, sae.dashboards
     if cards is None:

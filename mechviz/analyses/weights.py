@@ -2,7 +2,7 @@
 
 :func:`weight_stats` reads a model's attention matrices, its parameter list
 and its embedding, and returns the trace's ``weights`` section
-(:class:`mechviz.schema.Weights`):
+(:class:`mechviz.tracing.schema.Weights`):
 
 * ``sigma / mean(|w|)`` of W_Q, W_K, W_V and W_O in every layer, each matrix
   oriented as ``[d_model, n * d_head]`` (``x @ W``; W_O transposed): its
@@ -23,13 +23,13 @@ and its embedding, and returns the trace's ``weights`` section
   per-head query/key norm are left out: the score is the length of what the
   token alone writes into the head's query (key) space.
 
-The fused projections are split by :meth:`mechviz.adapter.Adapter.W_QKV`, as the
+The fused projections are split by :meth:`mechviz.model.adapter.Adapter.W_QKV`, as the
 models split them: GPT-2's ``c_attn``
 (a Conv1D, ``[d_model, 3 * d_model]``, columns Q | K | V), GPT-NeoX's
 ``query_key_value`` (rows interleaved per head: ``[H, 3, d_head]``) and Phi-3's
 ``qkv_proj`` (rows Q | K | V with ``n_kv`` heads for K and V).
 
-Like :mod:`mechviz.tracing`, this module touches torch.
+Like :mod:`mechviz.tracing.record`, this module touches torch.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import torch
 from torch import nn
 
 from mechviz.errors import MechvizError
-from mechviz.models import LoadedModel
-from mechviz.schema import Weights
+from mechviz.model.load import LoadedModel
+from mechviz.tracing.schema import Weights
 
 RATIO_NAMES = ["W_Q", "W_K", "W_V", "W_O"]
 GAUSSIAN_RATIO = math.sqrt(math.pi / 2)  # sigma / mean(|w|) of a zero-centred Gaussian

@@ -1,4 +1,4 @@
-"""Run one forward pass and reduce it to a :class:`~mechviz.schema.Trace`.
+"""Run one forward pass and reduce it to a :class:`~mechviz.tracing.schema.Trace`.
 
 This is the only module (with ``models`` and ``adapter``) that touches torch.
 Hooks on every block record ``resid_pre``/``resid_post``, what the MLP adds,
@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from mechviz import __version__
-from mechviz import neurons as rule
-from mechviz.adapter import Adapter
-from mechviz.encoding import decode, encode
 from mechviz.errors import MechvizError
-from mechviz.models import LoadedModel
-from mechviz.schema import (
+from mechviz.model.adapter import Adapter
+from mechviz.model.load import LoadedModel
+from mechviz.model.tokens import check_prompt, display_text, token_offsets
+from mechviz.tracing import neurons as rule
+from mechviz.tracing.encoding import decode, encode
+from mechviz.tracing.schema import (
     OPTIONAL_SECTIONS,
     SCHEMA_VERSION,
     Attention,
@@ -47,8 +48,7 @@ from mechviz.schema import (
     Whole,
     boundary_labels,
 )
-from mechviz.tokens import check_prompt, display_text, token_offsets
-from mechviz.validate import section_token_ids
+from mechviz.tracing.validate import section_token_ids
 
 POOL_WIDTH = 64  # R: columns in the compact view; 576 / 64 = 9 dims per column
 N_SAMPLE = 16  # S: residual dimensions kept verbatim, enough for a readable column
@@ -70,8 +70,10 @@ class TraceOptions:
     # shows 20-30); the counts cover every neuron of d_mlp whatever the cap.
     neuron_cap: int = 32
     # Learned readouts, loaded before tracing (so a missing one costs no forward pass):
-    tuned_lens: Any = None  # a mechviz.tuned_lens.TunedLens: adds the ``tuned_lens`` section
-    sae: Any = None  # a mechviz.sae.SparseAutoencoder: adds the ``features`` section
+    tuned_lens: Any = (
+        None  # a mechviz.learned.tuned_lens.TunedLens: adds the ``tuned_lens`` section
+    )
+    sae: Any = None  # a mechviz.learned.sae.SparseAutoencoder: adds the ``features`` section
 
     def check(self) -> None:
         """Refuse options that cannot make a trace, in one sentence each."""
@@ -680,9 +682,9 @@ def numpy_of(x: torch.Tensor) -> np.ndarray:
 def with_sections(trace: Trace, loaded: LoadedModel, **sections: Any) -> Trace:
     """``trace`` with optional ``sections`` set, its ``vocab`` extended to every id they name.
 
-    Any optional section of the schema (:data:`mechviz.schema.SECTION_SINCE`)
+    Any optional section of the schema (:data:`mechviz.tracing.schema.SECTION_SINCE`)
     may be given; the token ids each names are those validation asks ``vocab``
-    for (:func:`mechviz.validate.section_token_ids`). The result is validated
+    for (:func:`mechviz.tracing.validate.section_token_ids`). The result is validated
     (it is a :class:`Trace`) and has the current schema version; the sections
     not given are kept.
     """

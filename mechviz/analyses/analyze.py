@@ -4,14 +4,14 @@ A trace holds one forward pass. The analyses of issue 10 need the model's
 weights too (its token dictionaries, its attention matrices) or a second
 look at the pass (direct logit attribution), so they run on a trace and the
 model it names, and come back as the trace's optional sections
-(:mod:`mechviz.schema`): ``attribution``, ``dictionaries``, ``similarity`` and
+(:mod:`mechviz.tracing.schema`): ``attribution``, ``dictionaries``, ``similarity`` and
 ``weights``. Scenes read them from the trace like everything else.
 
 The model must be the one that made the trace: :func:`check_same_weights`
 compares the hash of its unembedding (and of its file, when both are known)
 with the trace's and refuses in one sentence when they differ.
 
-Like :mod:`mechviz.tracing`, this module touches torch.
+Like :mod:`mechviz.tracing.record`, this module touches torch.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 import torch
 
 from mechviz.errors import MechvizError
-from mechviz.models import LoadedModel, single_token
-from mechviz.schema import Trace
-from mechviz.tracing import with_sections
+from mechviz.model.load import LoadedModel, single_token
+from mechviz.tracing.record import with_sections
+from mechviz.tracing.schema import Trace
 
 DEFAULT_MIDDLE_LAYERS = 3
 
@@ -79,7 +79,8 @@ def analyze(
         dictionaries: Decode every boundary with W_E, W_U and the middle dictionary.
         middle_layers: Layers each token runs through to make the middle dictionary.
         similarity: Cosines of W_E rows for ``words`` and the share of positive products.
-        words: Words for ``similarity`` (default :data:`mechviz.dictionaries.DEFAULT_WORDS`).
+        words: Words for ``similarity`` (default
+            :data:`mechviz.analyses.dictionaries.DEFAULT_WORDS`).
         weights: sigma / mean(|w|) per layer, the parameter tally, layer 0's head tokens.
 
     """
@@ -92,24 +93,24 @@ def analyze(
         )
     sections: dict[str, Any] = {}
     if attribution or dictionaries:
-        from mechviz.tracing import record
+        from mechviz.tracing.record import record
 
         rec = record(loaded, torch.tensor(trace.tokens.ids, dtype=torch.long))
     if attribution:
-        from mechviz.attribution import attribution_table
+        from mechviz.analyses.attribution import attribution_table
 
         sections["attribution"] = attribution_table(loaded.adapter, rec, versus=versus_id)
     if dictionaries:
-        from mechviz.dictionaries import dictionaries as decode
+        from mechviz.analyses.dictionaries import dictionaries as decode
 
         sections["dictionaries"] = decode(loaded, rec, middle_layers=middle_layers)
     if similarity:
-        from mechviz.dictionaries import DEFAULT_WORDS
-        from mechviz.dictionaries import similarity as similar
+        from mechviz.analyses.dictionaries import DEFAULT_WORDS
+        from mechviz.analyses.dictionaries import similarity as similar
 
         sections["similarity"] = similar(loaded, DEFAULT_WORDS if words is None else words)
     if weights:
-        from mechviz.weights import weight_stats
+        from mechviz.analyses.weights import weight_stats
 
         sections["weights"] = weight_stats(loaded)
     return with_sections(trace, loaded, **sections)

@@ -40,10 +40,10 @@ from torch import nn
 from mechviz import __version__
 from mechviz.errors import MechvizError
 from mechviz.files import atomic_write, cache_dir
-from mechviz.models import LoadedModel
-from mechviz.schema import TunedLensReadout, boundary_labels
-from mechviz.threads import ThreadChooser
-from mechviz.tracing import numpy_of
+from mechviz.model.load import LoadedModel
+from mechviz.model.threads import ThreadChooser
+from mechviz.tracing.record import numpy_of
+from mechviz.tracing.schema import TunedLensReadout, boundary_labels
 
 FORMAT = 1  # bump when the files of a saved lens change
 CHUNK = 256  # rows per readout matmul: the fastest size measured here (50 MB of logits)
@@ -139,7 +139,7 @@ def boundary_states(loaded: LoadedModel, ids: torch.Tensor) -> tuple[torch.Tenso
     """``[L + 1, N, D]`` states at every layer boundary and the model's ``[N, V]`` logits.
 
     ``ids`` is ``[batch, seq]``; rows are its tokens in order. Hooks as
-    :func:`mechviz.tracing.record` sets them: layer 0's input is ``embed``,
+    :func:`mechviz.tracing.record.record` sets them: layer 0's input is ``embed``,
     block ``l``'s output ``{l}_post``.
     """
     adapter = loaded.adapter
@@ -305,7 +305,7 @@ def train_tuned_lens(
     lens: TunedLens | None = None,
     optimizer: str = "sgd",
 ) -> tuple[TunedLens, Training]:
-    """Train a tuned lens on ``corpus`` (a :class:`mechviz.corpus.Corpus`, train split).
+    """Train a tuned lens on ``corpus`` (a :class:`mechviz.learned.corpus.Corpus`, train split).
 
     Stops after ``tokens`` tokens or ``minutes`` minutes of this call, whichever
     comes first (neither: ``MINUTES``), never starting a step it cannot finish
@@ -389,7 +389,7 @@ def _optimizer(lens: TunedLens, name: str) -> tuple[torch.optim.Optimizer, float
 
 def _batches(corpus: Any, state: Training) -> Iterator[torch.Tensor]:
     """``[batch, seq_len]`` windows, epoch after epoch; advances ``state.windows``/``epoch``."""
-    from mechviz.corpus import windows
+    from mechviz.learned.corpus import windows
 
     while True:
         stream = itertools.islice(
@@ -586,7 +586,7 @@ def evaluate(
     progress: bool = True,
 ) -> LensEvaluation:
     """Both lenses at every boundary on the first ``tokens`` tokens of ``eval_corpus``'s windows."""
-    from mechviz.corpus import bytes_of, windows
+    from mechviz.learned.corpus import bytes_of, windows
 
     bar = _Progress("evaluating", progress, tokens, None)
     lens = lens.to(loaded.adapter.W_U.device)
@@ -668,7 +668,7 @@ def tuned_lens_statistics(
     final_logits: torch.Tensor,
     top_k: int,
 ) -> dict[str, torch.Tensor]:
-    """:func:`mechviz.tracing.lens_statistics` of the tuned lens.
+    """:func:`mechviz.tracing.record.lens_statistics` of the tuned lens.
 
     ``resid`` is ``[B, P, D]`` with ``B = L + 1`` layer boundaries in the order
     of :func:`lens_labels` (``embed``, ``0_post`` ... ``{L-1}_post``);
@@ -677,7 +677,7 @@ def tuned_lens_statistics(
     ``final_token_rank`` and ``final_token_prob`` ``[B, P]``, exactly as the
     trace's logit lens has them.
     """
-    from mechviz.tracing import lens_statistics
+    from mechviz.tracing.record import lens_statistics
 
     if resid.shape[0] != lens.n_layers + 1:
         raise ValueError(f"expected {lens.n_layers + 1} boundaries, got {resid.shape[0]}")
@@ -820,7 +820,7 @@ def tuned_lens_section(
         raise MechvizError(
             "This tuned lens has no held-out evaluation; train it again with `mechviz train-lens`."
         )
-    from mechviz.corpus import source_names
+    from mechviz.learned.corpus import source_names
 
     stats = tuned_lens_statistics(loaded.adapter, lens, layer_states, logits, top_k)
     n_layers = loaded.adapter.n_layers

@@ -1,7 +1,7 @@
 """The trace's sections: one frozen dataclass per JSON object, and the version table.
 
-:mod:`mechviz.schema` puts them together as the :class:`~mechviz.schema.Trace`
-(its docstring describes the format); :mod:`mechviz.validate` checks them. This
+:mod:`mechviz.tracing.schema` puts them together as the :class:`~mechviz.tracing.schema.Trace`
+(its docstring describes the format); :mod:`mechviz.tracing.validate` checks them. This
 module imports neither, so the checks can read the format without a cycle.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 # ``mechviz analyze`` adds (``attribution``, ``dictionaries``, ``similarity``,
 # ``weights``), ``interventions`` (a changed run) and ``patching`` (``mechviz
 # patch``); 4: the optional ``whole`` and ``neurons`` sections; 3: the optional
-# ``heads`` section; 2: large arrays packed (mechviz.encoding); 1: nested lists only.
+# ``heads`` section; 2: large arrays packed (mechviz.tracing.encoding); 1: nested lists only.
 # Older versions load with the sections they lack set to ``None``.
 SCHEMA_VERSION = 6
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
@@ -51,7 +51,7 @@ def _arr(
 ) -> Any:
     """Declare an array field with its dimension names (validated on load).
 
-    ``storage``: how a large array is packed in the file (:mod:`mechviz.encoding`):
+    ``storage``: how a large array is packed in the file (:mod:`mechviz.tracing.encoding`):
     ``"float16"`` for pooled views, ``"unit16"`` for attention weights; read
     back as float32 either way.
     """
@@ -171,7 +171,7 @@ class HeadEffects:
 class Whole:
     """Rows of the whole-model picture (every internal state of one forward pass).
 
-    Each token's vector is max-|x| pooled (:func:`mechviz.tracing.pool`, the
+    Each token's vector is max-|x| pooled (:func:`mechviz.tracing.record.pool`, the
     sign kept) into ``C`` (residual) or ``M`` (MLP) columns: ``ceil(width / P)``
     per token, at most the vector's length, so a row of P tokens has about
     ``width`` values, one per pixel of a ``width``-pixel picture.
@@ -189,9 +189,9 @@ class Neurons:
     A neuron of layer ``l`` is selected when its activation exceeds ``hi[l]``
     at one position at least, or falls below ``lo[l]``; ``hi = above`` and
     ``lo = below``, or with ``relative`` ``hi = above * std[l]`` and
-    ``lo = below * std[l]`` (float32, :func:`mechviz.neurons.thresholds`).
+    ``lo = below * std[l]`` (float32, :func:`mechviz.tracing.neurons.thresholds`).
     ``count`` is that rule applied to ``peak`` as stored, so any other
-    thresholds re-count exactly from ``peak`` (:func:`mechviz.neurons.select`).
+    thresholds re-count exactly from ``peak`` (:func:`mechviz.tracing.neurons.select`).
     """
 
     above: float  # upper threshold used at trace time (default 3.0)
@@ -224,7 +224,7 @@ class MidLens:
 
 @dataclass(frozen=True)
 class AttributionTable:
-    """Direct logit attribution of every position's own prediction (:mod:`mechviz.attribution`).
+    """Direct logit attribution of every position's own prediction (``mechviz analyze``).
 
     Row ``t = 0`` splits the logit of ``token[p]``, the model's top-1 next token
     at ``p``; with ``versus`` row ``t = 1`` splits ``logit(token[p]) -
@@ -261,7 +261,7 @@ class Dictionaries:
     ``W_U`` (the same matrix when ``model.tied_embeddings``). ``middle`` is the
     seed's approximate middle dictionary: each unique token of the prompt (but
     a beginning-of-text token) run alone after ``middle_prefix``, a dummy start
-    token as the seed's ``<s>`` (:func:`mechviz.dictionaries.start_prefix`),
+    token as the seed's ``<s>`` (:func:`mechviz.analyses.dictionaries.start_prefix`),
     through the first ``middle_layers`` layers, its ``resid_post`` there as
     its entry.
     """
@@ -304,7 +304,7 @@ class Weights:
     ``ratio_heads`` over its vectors that cut across the heads (length
     ``n_heads * d_head``; ``n_kv_heads * d_head`` for W_K and W_V under
     grouped-query attention). sigma is the population standard deviation
-    around the vector's own mean (:func:`mechviz.weights.ratio`). A zero-centred
+    around the vector's own mean (:func:`mechviz.analyses.weights.ratio`). A zero-centred
     Gaussian gives sqrt(pi / 2) = 1.2533.
 
     ``tally_counts`` counts the parameters of each component of
@@ -331,7 +331,7 @@ class Weights:
 
 @dataclass(frozen=True)
 class Interventions:
-    """What was changed in this forward pass (:mod:`mechviz.interventions`), and the run before.
+    """What was changed in this forward pass (:mod:`mechviz.interventions.run`), and the run before.
 
     Heads are ``"layer.head"``. Ablated heads write nothing (``mode`` zero) or
     their mean over positions (mean); frozen heads use the attention pattern
@@ -384,7 +384,7 @@ class TunedLensReadout:
     unembedding and the model's output transform, as the logit lens reads
     ``h`` itself. The last row has no translator (it is the model's output), so
     there both lenses agree. The translators come from ``mechviz train-lens``
-    (:mod:`mechviz.tuned_lens`), identified by ``lens_hash`` and trained on
+    (:mod:`mechviz.learned.tuned_lens`), identified by ``lens_hash`` and trained on
     ``trained_tokens`` tokens of ``corpus``. The ``eval_*`` rows are their
     held-out figures per row: cross-entropy against the true next token in bits
     per byte, and ``KL(final || lens)`` in bits, for both lenses.
@@ -412,7 +412,7 @@ class TunedLensReadout:
 class Features:
     """Sparse-autoencoder features of the residual stream after block ``layer`` (``{layer}_post``).
 
-    A TopK sparse autoencoder (:mod:`mechviz.sae`, ``mechviz train-sae``)
+    A TopK sparse autoencoder (:mod:`mechviz.learned.sae`, ``mechviz train-sae``)
     writes the state ``x`` at each position as ``sum_a acts[p, a] *
     W_dec[ids[p, a]] + b_dec + error``, with unit-length decoder rows, so an
     activation is the length of its feature's vector, in the residual's units.

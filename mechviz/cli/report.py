@@ -11,11 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from mechviz.errors import MechvizError
-from mechviz.schema import ANALYSES, Trace
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
+from mechviz.tracing.schema import ANALYSES, Trace
 
 if TYPE_CHECKING:
-    from mechviz.neurons import Selection
+    from mechviz.tracing.neurons import Selection
 
 CELL_WIDTH = 14  # characters a lens cell needs: a short token and "0.00"
 
@@ -263,7 +263,7 @@ def neuron_tokens(
         A rich ``Text``; token ``p`` carries ``NEURON_STYLES[class of values[p]]``.
 
     """
-    from mechviz.neurons import activation_class
+    from mechviz.tracing.neurons import activation_class
 
     line = Text()
     for p, (text, value) in enumerate(zip(tokens, values)):
@@ -276,7 +276,7 @@ def neuron_tokens(
 
 def neuron_legend(sel: Selection) -> Text:
     """One line: which colour means which range (the rule's own units)."""
-    from mechviz.neurons import MARGIN
+    from mechviz.tracing.neurons import MARGIN
 
     units = " std" if sel.relative else ""
     top = sel.above + MARGIN
@@ -314,7 +314,7 @@ def print_neurons(
             of range or ``top < 1``, before anything is printed.
 
     """
-    from mechviz.neurons import select
+    from mechviz.tracing.neurons import select
 
     console = console or Console()
     sel = select(trace, above, below, relative)

@@ -11,9 +11,9 @@ is the normalised amplitude ``A = <v|w> / sqrt(<v|v><w|w>)``, a cosine.
 share of positive inner products between random token pairs (81% for
 Llama-2 in the seed).
 
-Like :mod:`mechviz.tracing`, this module touches torch; scenes read its
-results from the trace (:class:`~mechviz.schema.Dictionaries`,
-:class:`~mechviz.schema.Similarity`).
+Like :mod:`mechviz.tracing.record`, this module touches torch; scenes read its
+results from the trace (:class:`~mechviz.tracing.schema.Dictionaries`,
+:class:`~mechviz.tracing.schema.Similarity`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from mechviz.errors import MechvizError
-from mechviz.models import LoadedModel
-from mechviz.schema import Dictionaries, Similarity
-from mechviz.tracing import Recording
+from mechviz.model.load import LoadedModel
+from mechviz.tracing.record import Recording
+from mechviz.tracing.schema import Dictionaries, Similarity
 
 # The seed's example words (Figure 2), as the model sees them mid-sentence:
 # each one token of the default model (SmolLM2), checked by tests.
@@ -100,7 +100,7 @@ def top_matches(states: torch.Tensor, rows: torch.Tensor, k: int) -> tuple[np.nd
 def bos_prefix(loaded: LoadedModel, input_ids: torch.Tensor) -> list[int]:
     """``[bos]`` when the prompt starts with the tokenizer's beginning-of-text token, else ``[]``.
 
-    :func:`mechviz.tracing.tokenize` lets the tokenizer add its special tokens,
+    :func:`mechviz.tracing.record.tokenize` lets the tokenizer add its special tokens,
     so a prompt that starts with BOS is one whose tokenizer adds it.
     """
     bos = getattr(loaded.tokenizer, "bos_token_id", None)
@@ -185,7 +185,7 @@ def dictionaries(
 
     Args:
         loaded: The model that made ``rec``.
-        rec: One recorded forward pass (:func:`mechviz.tracing.record`).
+        rec: One recorded forward pass (:func:`mechviz.tracing.record.record`).
         top: Matches kept per state (``E``); the middle dictionary keeps
             ``U = min(top, its entries)``.
         middle_layers: Layers each prompt token runs through to make its
@@ -266,7 +266,7 @@ def similarity(
         seed: Seed of ``numpy.random.default_rng`` for the draw.
 
     """
-    from mechviz.models import single_token
+    from mechviz.model.load import single_token
 
     words = list(words)
     if not words:

@@ -8,7 +8,7 @@ where ``embed`` is everything that enters layer 0 (the token embedding; for
 Gemma its scaled embedding; for GPT-2 the token plus the position embedding),
 ``attn_l = resid_post[l] - resid_pre[l] - mlp_out[l]`` (which also holds for the
 parallel blocks of GPT-NeoX and Phi, and includes Gemma 2/3's norm after W_O)
-and ``mlp_l`` is what the MLP adds (:class:`~mechviz.tracing.Recording`). The
+and ``mlp_l`` is what the MLP adds (:class:`~mechviz.tracing.record.Recording`). The
 final norm with its scale frozen at the *real* final residual at ``p``
 (:meth:`Adapter.frozen_norm`: LayerNorm's centring kept) is linear, so each part
 read through it and dotted with ``W_U``'s row of the token is that part's
@@ -20,14 +20,14 @@ where ``bias`` is the final norm's bias read by ``W_U`` plus ``W_U``'s own bias.
 With Gemma 2's final soft cap the identity holds for the logit *before* the
 cap (``Attribution.logit``); the model's output ``cap * tanh(logit / cap)`` is
 kept beside it as ``Attribution.output``. Each attention part splits further
-into heads, ``z_h @ W_O[h]`` (as :func:`mechviz.tracing.head_effects` reads
+into heads, ``z_h @ W_O[h]`` (as :func:`mechviz.tracing.record.head_effects` reads
 them), plus W_O's bias: ``heads[l].sum() + attn_bias[l] == attn[l]``. With
 ``versus``, every number is for the logit difference ``token - versus``.
 
 :func:`attribution_table` splits every position's own top-1 (and, with
 ``versus``, its difference from a second token) from one recorded pass: the
 trace's ``attribution`` section, which ``mechviz analyze --attribution``
-adds and the LogitAttribution scene draws. Like :mod:`mechviz.tracing`, this
+adds and the LogitAttribution scene draws. Like :mod:`mechviz.tracing.record`, this
 module touches torch; scenes read its results from the trace.
 """
 
@@ -39,11 +39,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mechviz.adapter import Adapter
 from mechviz.errors import MechvizError
-from mechviz.models import LoadedModel
-from mechviz.schema import AttributionTable
-from mechviz.tracing import Recording, record
+from mechviz.model.adapter import Adapter
+from mechviz.model.load import LoadedModel
+from mechviz.tracing.record import Recording, record
+from mechviz.tracing.schema import AttributionTable
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def attribution_table(
 ) -> AttributionTable:
     """Every position's own top-1 split into parts (and, with ``versus``, the difference).
 
-    The trace's ``attribution`` section (:class:`mechviz.schema.AttributionTable`),
+    The trace's ``attribution`` section (:class:`mechviz.tracing.schema.AttributionTable`),
     from a forward pass already recorded.
     """
     attributor = _Attributor(adapter, rec)

@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from mechviz.errors import MechvizError
-from mechviz.schema import HeadEffects, Trace
-from mechviz.tokens import shown
+from mechviz.model.tokens import shown
+from mechviz.tracing.schema import HeadEffects, Trace
 
 Scores = tuple[np.ndarray, str]  # [L, H] scores, higher first; a one-line description
 

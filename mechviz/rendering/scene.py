@@ -13,7 +13,7 @@ from pathlib import Path
 from mechviz.errors import MechvizError, raise_if_stopped
 from mechviz.files import check_writable, existing_ancestor
 from mechviz.scenes import SCENES
-from mechviz.schema import Trace
+from mechviz.tracing.schema import Trace
 from mechviz.visual.settings import QUALITIES, SceneSettings, pixel_size
 
 FORMATS = ("gif", "mp4", "png", "mov", "webm", "svg")
@@ -90,7 +90,7 @@ def write_still(
     from PIL import Image
 
     from mechviz.files import atomic_write
-    from mechviz.io import load_trace
+    from mechviz.tracing.io import load_trace
 
     trace = settings.trace if isinstance(settings.trace, Trace) else load_trace(settings.trace)
     if fmt == "svg":
@@ -221,7 +221,7 @@ def render_scene(
             produced = Path(writer.image_file_path if fmt == "png" else writer.movie_file_path)
         staged = media / f"final.{fmt}"
         if fmt == "gif":
-            from mechviz.gif import video_to_gif
+            from mechviz.rendering.gif import video_to_gif
 
             options = gif or GifOptions()
             result = video_to_gif(

@@ -1,0 +1,4 @@
+"""Changed runs: heads ablated, states frozen, activations patched.
+
+It imports mechviz.tracing and below.
+"""
