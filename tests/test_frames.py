@@ -217,7 +217,10 @@ def frame_faults(scene: Any, texts: dict, before: dict) -> list[str]:
 
 
 def sample_every_frame(cls: type, tmp_path: Path, every: int = 2, **kw: object) -> tuple:
-    """Run ``cls`` frame by frame without drawing; the faults of every ``every``-th frame."""
+    """Run ``cls`` frame by frame without drawing; the faults of every ``every``-th frame.
+
+    Returns ``(frames played and checked, faults with where they happened, the scene)``.
+    """
     from mechviz.visual import settings as ss
 
     kw.setdefault("trace", example_trace())
@@ -258,8 +261,9 @@ def sample_every_frame(cls: type, tmp_path: Path, every: int = 2, **kw: object) 
         "progress_bar": "none",
     }
     with tempconfig(config), ss.use(settings):
-        Sampled().render()
-    return count, faults
+        scene = Sampled()
+        scene.render()
+    return count, faults, scene
 
 
 SAMPLED = [n for n in SCENES if n != "Story"]  # Story chains the others
@@ -271,7 +275,8 @@ def test_every_sampled_frame_keeps_its_text_apart_and_inside(
     name: str, aspect: str, tmp_path: Path
 ) -> None:
     """Issue 21: overlaps and clipping in the middle of animations, not only at beat ends."""
-    count, faults = sample_every_frame(scene_class(name), tmp_path, aspect=aspect)
+    count, faults, scene = sample_every_frame(scene_class(name), tmp_path, aspect=aspect)
+    check_reading_time(scene)
     assert count[1] >= 20, count
     seen = [f"{fault} ({len(at)} frames, first at {at[0]})" for fault, at in faults.items()]
     assert not seen, f"{count[1]} frames checked; " + "; ".join(seen[:6])
@@ -286,7 +291,22 @@ def test_every_sampled_frame_holds_on_a_second_model(
     name: str, aspect: str, tmp_path: Path
 ) -> None:
     """The same in every sampled frame with Gemma 3 270M's trace (norms of 36,000, 18 layers)."""
-    count, faults = sample_every_frame(scene_class(name), tmp_path, trace=GEMMA, aspect=aspect)
+    count, faults, scene = sample_every_frame(
+        scene_class(name), tmp_path, trace=GEMMA, aspect=aspect
+    )
     assert count[1] >= 20, count
     seen = [f"{fault} ({len(at)} frames, first at {at[0]})" for fault, at in faults.items()]
     assert not seen, f"{count[1]} frames checked; " + "; ".join(seen[:6])
+    check_reading_time(scene)
+
+
+def check_reading_time(scene: Any) -> None:
+    """Issue 23: every caption stays up long enough to read at 17 characters a second."""
+    from mechviz.visual.style import READING_CPS
+
+    assert scene.cues
+    for cue in scene.cues:
+        shown_for = cue.end - cue.start
+        assert shown_for + 1e-6 >= len(cue.text) / READING_CPS, (
+            f"{len(cue.text)} characters for {shown_for:.2f} s: {cue.text!r}"
+        )

@@ -141,8 +141,16 @@ class _Timed(ResidualFlow):
         super().setup()
         self.played: list[tuple[str, float]] = []
 
+    def let_read(self) -> None:
+        self._reading = True  # a hold for the caption: set by its length, not by the layers
+        try:
+            super().let_read()
+        finally:
+            self._reading = False
+
     def play(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        self.played.append((self._beat or "", float(kwargs.get("run_time", 1.0))))
+        if not getattr(self, "_reading", False):
+            self.played.append((self._beat or "", float(kwargs.get("run_time", 1.0))))
         super().play(*args, **kwargs)
 
 

@@ -177,6 +177,7 @@ class TraceScene(Scene):
         self.beat_texts: dict[str, list[TextInfo]] = {}
         self._skipping = False
         self._caption = None
+        self._caption_at: float | None = None  # the clock when the caption came up
         self._title = None
         self.cut_captions: list[str] = []  # captions too long for their lines
         self._check_beats()
@@ -356,8 +357,29 @@ class TraceScene(Scene):
             self.play(veil.animate.set_fill(opacity=0.0), run_time=half)
         self.remove(veil)
 
+    def let_read(self) -> None:
+        """Hold the picture until the caption on screen has been up long enough to read.
+
+        A caption stays at least its length / :data:`style.READING_CPS` seconds
+        (17 characters a second) at speed 1; :meth:`caption` calls this before
+        it replaces one, and the scene's end before its hold.
+        """
+        if self._caption is None or self._caption_at is None or self._skipping:
+            return
+        if config.save_last_frame:
+            return  # a still: no time passes
+        speed = self.settings.speed
+        need = len(self._caption.original_text) / style.READING_CPS / speed
+        short = need - (self.clock - self._caption_at)
+        if short > 0:  # a frame more: the clock counts whole frames
+            self.wait((short + 1 / config.frame_rate) * speed)  # play() divides by the speed
+
     def caption(self, text: str, run_time: float = 0.4) -> None:
-        """Say what the picture shows, at the bottom of the frame; one SRT cue per caption."""
+        """Say what the picture shows, at the bottom of the frame; one SRT cue per caption.
+
+        The caption before it is first given its reading time (:meth:`let_read`).
+        """
+        self.let_read()
         new = paragraph(
             text,
             style.BODY_TEXT,
@@ -374,6 +396,7 @@ class TraceScene(Scene):
         self.content = Box(c.x0, c.x1, max(c.y0, new.get_top()[1] + 0.25), c.y1)
         old = self._caption
         self._caption = new
+        self._caption_at = self.clock
         for cue in self.cues:
             if cue.end < 0:
                 cue.end = self.clock
@@ -571,6 +594,7 @@ class TraceScene(Scene):
         """Hold the finished picture, fade back for a loop, write the captions."""
         self._skipping = False
         if not config.save_last_frame:
+            self.let_read()  # the last caption read in full, then the hold
             if self.settings.hold > 0:
                 super_wait = self.settings.hold * self.settings.speed  # play() divides again
                 self.wait(super_wait)

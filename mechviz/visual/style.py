@@ -28,6 +28,7 @@ SHORT_SIDE = 8.0
 MIN_SHARE = 0.03  # the smallest capital letter, as a share of the shorter side
 MIN_TEXT = 24  # secondary labels: capitals 0.243 units = 3.04% of the shorter side
 BODY_TEXT = 28  # body labels and captions
+READING_CPS = 17.0  # a caption stays up at least its length / this many seconds
 TITLE_TEXT = 38  # scene titles
 BIG_TEXT = 52  # the one number or token a beat is about
 BUFF = 0.3  # margin to the frame's edges
