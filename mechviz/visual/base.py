@@ -238,6 +238,7 @@ class TraceScene(Scene):
         wanted = self.settings.beats
         if wanted is not None and set(wanted) <= self._done:
             raise EndSceneEarlyException()  # every chosen beat is drawn: end here
+        self.let_read()  # the last beat's caption read beside its picture, before it goes
         self._skipping = wanted is not None and name not in wanted
         self._beat = name
         self.next_section(name, skip_animations=self._skipping)
@@ -361,8 +362,9 @@ class TraceScene(Scene):
         """Hold the picture until the caption on screen has been up long enough to read.
 
         A caption stays at least its length / :data:`style.READING_CPS` seconds
-        (17 characters a second) at speed 1; :meth:`caption` calls this before
-        it replaces one, and the scene's end before its hold.
+        (17 characters a second) at speed 1. A new beat calls it first (so the
+        hold shows the picture the caption speaks of), :meth:`caption` before it
+        replaces one, and the scene's end before its hold.
         """
         if self._caption is None or self._caption_at is None or self._skipping:
             return
