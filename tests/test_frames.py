@@ -190,6 +190,23 @@ def opaque_texts(scene: Any) -> dict[int, tuple[str, float, float, float, float]
     return out
 
 
+def stale_parts(scene: Any) -> list[str]:
+    """Parts on screen that the frame would not draw: rebuilt after the play listed its parts.
+
+    Manim draws a play's frames from the moving and still parts it listed when
+    the play began; a part made mid-play (a readout's new value) must be listed
+    too, or the frame shows the old one beside a new bar.
+    """
+    from manim.utils.family import extract_mobject_family_members
+
+    listed = {id(m) for m in [*scene.moving_mobjects, *scene.static_mobjects]}
+    on_screen = extract_mobject_family_members(scene.mobjects, only_those_with_points=True)
+    missing = [m for m in on_screen if id(m) not in listed]
+    if not missing:
+        return []
+    return [f"{len(missing)} parts on screen not drawn (the play listed their old versions)"]
+
+
 def frame_faults(scene: Any, texts: dict, before: dict) -> list[str]:
     """What is wrong in this frame: a text outside the frame, or two texts at rest overlapping.
 
@@ -240,6 +257,8 @@ def sample_every_frame(cls: type, tmp_path: Path, every: int = 2, **kw: object) 
                     return
                 count[1] += 1
                 where = f"{self._beat} t={self.renderer.time:.2f}"
+                for fault in stale_parts(self):
+                    faults.setdefault(fault, []).append(where)
                 texts = opaque_texts(self)
                 for fault in frame_faults(self, texts, last[0]):
                     faults.setdefault(fault, []).append(where)

@@ -454,6 +454,23 @@ class TraceScene(Scene):
                 frames = len(np.arange(0, self.duration, 1 / fps))
             self.clock += frames / fps
 
+    def update_to_time(self, t: float) -> None:
+        """Advance the animations; a readout that switched draws its new parts this frame.
+
+        Manim lists what it redraws when a play begins; a :class:`SwitchAt` that
+        rebuilds a value mid-play would otherwise show its old glyphs (bars at
+        0.77 beside "0.00") until the play ends.
+        """
+        super().update_to_time(t)
+        for anim in _flatten(list(self.animations or [])):
+            swapped = getattr(anim, "swapped", None)
+            if swapped:
+                anim.swapped = None
+                old, new = swapped
+                gone = {id(m) for m in old}
+                kept = [m for m in self.moving_mobjects if id(m) not in gone]
+                self.moving_mobjects = kept + list(new)
+
     def _lend_frames(self) -> None:
         """Hand each drawn frame to the encoder itself, not a copy of it.
 

@@ -695,8 +695,12 @@ class SwitchAt(Animation):
 
     def interpolate_mobject(self, alpha: float) -> None:
         if not self.done and alpha >= self.at:
+            before = self.mobject.family_members_with_points()
             self.apply()
             self.done = True
+            # Parts the change replaced (a value's new glyphs): the scene draws these
+            # from this frame on instead of the ones it listed when the play began.
+            self.swapped = (before, self.mobject.family_members_with_points())
 
     def finish(self) -> None:
         super().finish()
