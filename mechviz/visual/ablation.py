@@ -219,7 +219,9 @@ def prob_text(reading: Reading, token_id: int, row: int | None = None) -> str:
     return f"<{max(reading.floor(row), 0.005):.2f}"
 
 
-def parting_words(differ: Sequence[int], n_rows: int | None = None) -> str:
+def parting_words(
+    differ: Sequence[int], n_rows: int | None = None, unseen: Sequence[int] = ()
+) -> str:
     """Where two lenses' top-1 differ, in words, from those lens rows (:func:`top1_rows`).
 
     Rows are lens rows: 0 the embedding, ``r`` after layer ``r - 1``. With
@@ -227,7 +229,11 @@ def parting_words(differ: Sequence[int], n_rows: int | None = None) -> str:
     "the same up to layer 22, different from layer 23 on" only when every row
     from layer 23 to the last differs, else "different at layers 25 and 28,
     the same at the others". Without it, the first difference is taken to last.
+    ``unseen``: differing rows a table left out, said after the layers
+    ("(28 not shown)").
     """
+    hidden = [int(r) - 1 for r in unseen if int(r) > 0]
+    note = f" ({spans(hidden)} not shown)" if hidden else ""
     rows = sorted(int(r) for r in differ)
     if not rows:
         return "the same at every layer"
@@ -237,7 +243,7 @@ def parting_words(differ: Sequence[int], n_rows: int | None = None) -> str:
         if first == 0:
             return "different from the embedding on"
         same = "the same at the embedding" if first == 1 else f"the same up to layer {first - 2}"
-        return f"{same}, different from layer {first - 1} on"
+        return f"{same}, different from layer {first - 1} on{note}"
     layers = [r - 1 for r in rows if r > 0]
     where = []
     if rows[0] == 0:
@@ -245,7 +251,7 @@ def parting_words(differ: Sequence[int], n_rows: int | None = None) -> str:
     if layers:
         word = "layer" if len(layers) == 1 else "layers"
         where.append(f"{word} {spans(layers)}")
-    return f"different at {' and '.join(where)}, the same at the others"
+    return f"different at {' and '.join(where)}{note}, the same at the others"
 
 
 def top1_rows(a: Reading, b: Reading) -> list[int]:
@@ -774,14 +780,8 @@ class LensCompare(VGroup):
         :func:`parting_words` of the differing rows, with "(28 not shown)" after
         the layers when the room could not hold them all.
         """
-        n = self.first.lens_ids.shape[0]
-        words = parting_words(self.differ_top1, n)
-        missing = [r - 1 for r in self.differ_top1 if r not in self.lens_rows and r > 0]
-        if not missing:
-            return words
-        note = f" ({spans(missing)} not shown)"
-        rest = ", the same at the others"
-        return words.replace(rest, note + rest) if rest in words else words + note
+        unseen = [r for r in self.differ_top1 if r not in self.lens_rows]
+        return parting_words(self.differ_top1, self.first.lens_ids.shape[0], unseen)
 
     def _values_fit(self, first: Reading, second: Reading) -> bool:
         """Whether every shown cell holds its token and its probability uncut."""
